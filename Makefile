@@ -1,0 +1,46 @@
+# polystore: make test | make run | make lint | make bench | make services
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+STATICCHECK_VERSION := v0.8.2
+BENCH ?= .
+BENCHCOUNT ?= 6
+PKG ?= ./...
+
+# Brings up the servers (idempotent) and exports their URLs for the recipe.
+SERVICES := services_env=$$(scripts/services); eval "$$services_env"
+
+.PHONY: services services-stop test lint bench run load
+
+## services: start PostgreSQL, Redis and FerretDB/MongoDB if needed; print their URLs
+services:
+	@scripts/services
+
+## services-stop: stop the FerretDB that scripts/services started
+services-stop:
+	@if [ -f .state/ferretdb.pid ]; then kill "$$(cat .state/ferretdb.pid)" 2>/dev/null || true; rm -f .state/ferretdb.pid; fi
+
+## test: vet and run every test, with the race detector, against real servers
+test:
+	@$(SERVICES); export POLYSTORE_REQUIRE_SERVICES=1; \
+	go vet ./... && go test -race -count=1 ./...
+
+## lint: gofmt, go vet, staticcheck and govulncheck (pinned, through go run)
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	go vet ./...
+	cd tools && go vet ./...
+	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	scripts/vulncheck
+
+## bench: benchmarks against the raw drivers (BENCH=regexp PKG=./pgrepo BENCHCOUNT=n)
+bench:
+	@$(SERVICES); export POLYSTORE_REQUIRE_SERVICES=1; \
+	go test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCHCOUNT) $(PKG)
+
+## run: start the servers, then the example server
+run:
+	@$(SERVICES); \
+	if [ -d examples/server ]; then exec go run ./examples/server; \
+	else echo "make run: the example server (examples/server) has not landed yet; the services above are up."; fi
