@@ -1,0 +1,88 @@
+package chat
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// User is a learner. Its profile (every field but PasswordHash) is what the
+// API returns and what the profile cache keeps.
+type User struct {
+	ID           uuid.UUID `json:"id"`
+	Username     string    `json:"username"`
+	Email        string    `json:"email"`
+	PasswordHash string    `json:"-"` // never serialised: not in responses, not in the cache
+	Language     string    `json:"language"`
+	Level        string    `json:"level"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+	// Version grows by one with every update; clients send it back in
+	// If-Match to update (optimistic locking).
+	Version int64 `json:"version"`
+}
+
+// NewUser is a registration request.
+type NewUser struct {
+	Username string `json:"username"`
+	Email    string `json:"email"`
+	Password string `json:"password"`
+	Language string `json:"language"`
+	Level    string `json:"level"` // optional: DefaultLevel
+}
+
+// UserPatch is a partial update: nil fields are left as they are.
+type UserPatch struct {
+	Email    *string `json:"email,omitempty"`
+	Language *string `json:"language,omitempty"`
+	Level    *string `json:"level,omitempty"`
+}
+
+// Registration is the outcome of a registration: the new user and the
+// welcome conversation created for them.
+type Registration struct {
+	User                  *User  `json:"user"`
+	WelcomeConversationID string `json:"welcome_conversation_id"`
+}
+
+// UserService is what the API offers on users.
+type UserService interface {
+	// Register validates nu, creates the user and their welcome
+	// conversation, and fills the profile cache. CodeInvalid, CodeConflict.
+	Register(ctx context.Context, nu NewUser) (*Registration, error)
+	// User returns a user's profile. CodeNotFound.
+	User(ctx context.Context, id uuid.UUID) (*User, error)
+	// UpdateUser applies p if the user's version is still version.
+	// CodeInvalid, CodeNotFound, CodePreconditionFailed, CodeConflict.
+	UpdateUser(ctx context.Context, id uuid.UUID, version int64, p UserPatch) (*User, error)
+	// DeleteUser removes the user, their conversations and cached profile.
+	// CodeNotFound.
+	DeleteUser(ctx context.Context, id uuid.UUID) error
+}
+
+// UserStore keeps users (PostgreSQL).
+type UserStore interface {
+	// CreateUser inserts u with the ID it carries and sets its timestamps
+	// and version. CodeConflict when the username or email is taken.
+	CreateUser(ctx context.Context, u *User) error
+	// FindUser returns the user with id. CodeNotFound.
+	FindUser(ctx context.Context, id uuid.UUID) (*User, error)
+	// UpdateUser applies p if the user's version is still version.
+	// CodeNotFound, CodePreconditionFailed, CodeConflict.
+	UpdateUser(ctx context.Context, id uuid.UUID, version int64, p UserPatch) (*User, error)
+	// DeleteUser removes the user. CodeNotFound.
+	DeleteUser(ctx context.Context, id uuid.UUID) error
+}
+
+// ProfileCache keeps user profiles in front of the UserStore (Redis).
+type ProfileCache interface {
+	// Profile returns the cached profile of id, or calls load on a miss and
+	// caches its result, a CodeNotFound error included, for a short time.
+	Profile(ctx context.Context, id uuid.UUID, load func(context.Context) (*User, error)) (*User, error)
+	// SetProfile caches u.
+	SetProfile(ctx context.Context, u *User) error
+	// Invalidate drops the cached profile of id, so that the next Profile
+	// loads it again.
+	Invalidate(ctx context.Context, id uuid.UUID) error
+}

@@ -1,0 +1,70 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/polystore/polystore/examples/server/internal/chat"
+)
+
+// createConversation: POST /users/{id}/conversations starts a conversation;
+// 201.
+func (h *Handler) createConversation(w http.ResponseWriter, r *http.Request) {
+	id, err := userID(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	var nc chat.NewConversation
+	if err := decodeJSON(w, r, h.maxBody, &nc); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	c, err := h.conversations.CreateConversation(r.Context(), id, nc)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/conversations/"+c.ID)
+	writeJSON(w, http.StatusCreated, c)
+}
+
+// appendMessage: POST /conversations/{id}/messages appends a message; 201
+// with the conversation.
+func (h *Handler) appendMessage(w http.ResponseWriter, r *http.Request) {
+	var nm chat.NewMessage
+	if err := decodeJSON(w, r, h.maxBody, &nm); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	c, err := h.conversations.AppendMessage(r.Context(), r.PathValue("id"), nm)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, c)
+}
+
+// listConversations: GET /users/{id}/conversations?limit=&cursor= returns
+// a page, most recently updated first.
+func (h *Handler) listConversations(w http.ResponseWriter, r *http.Request) {
+	id, err := userID(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	limit := 0
+	if s := q.Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 {
+			h.writeError(w, r, chat.Errorf(chat.CodeInvalid, "limit: must be a number from 1 to %d", chat.MaxPageLimit))
+			return
+		}
+	}
+	page, err := h.conversations.Conversations(r.Context(), id, limit, q.Get("cursor"))
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}

@@ -1,0 +1,5 @@
+// Package httpapi serves the chat domain over HTTP with JSON: routing on
+// net/http's patterns, strict decoding of request bodies, one mapping from
+// application error codes to statuses, a per-client rate limit, health and
+// metrics endpoints, request logs and panic recovery.
+package httpapi

@@ -1,0 +1,54 @@
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/polystore/polystore/examples/server/internal/chat"
+)
+
+// statuses maps every application error code to its HTTP status: the one
+// place where statuses are chosen.
+var statuses = map[chat.Code]int{
+	chat.CodeInvalid:            http.StatusBadRequest,
+	chat.CodeNotFound:           http.StatusNotFound,
+	chat.CodeConflict:           http.StatusConflict,
+	chat.CodePreconditionFailed: http.StatusPreconditionFailed,
+	chat.CodePreconditionNeeded: http.StatusPreconditionRequired,
+	chat.CodeTooLarge:           http.StatusRequestEntityTooLarge,
+	chat.CodeUnsupportedMedia:   http.StatusUnsupportedMediaType,
+	chat.CodeMethodNotAllowed:   http.StatusMethodNotAllowed,
+	chat.CodeRateLimited:        http.StatusTooManyRequests,
+	chat.CodeUnavailable:        http.StatusServiceUnavailable,
+	chat.CodeInternal:           http.StatusInternalServerError,
+}
+
+// statusOf returns the status for err's code; 500 for an unknown code.
+func statusOf(err error) int {
+	if s, ok := statuses[chat.ErrorCode(err)]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// errorBody is the body of every error response.
+type errorBody struct {
+	Error string    `json:"error"`
+	Code  chat.Code `json:"code"`
+}
+
+// writeError answers with err's status and {"error", "code"}. Server-side
+// errors are logged with their cause; the client sees only the message.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := statusOf(err)
+	code := chat.ErrorCode(err)
+	if status >= 500 {
+		h.log.ErrorContext(r.Context(), "request failed",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.String("code", string(code)), slog.Any("error", err))
+		if code != chat.CodeUnavailable {
+			code = chat.CodeInternal // an unclassified error: show nothing of it
+		}
+	}
+	writeJSON(w, status, errorBody{Error: chat.ErrorMessage(err), Code: code})
+}

@@ -1,0 +1,149 @@
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/polystore/polystore/examples/server/internal/chat"
+)
+
+// Config is what a Handler serves. Users and Conversations are required;
+// the zero value of every other field means its default.
+type Config struct {
+	Users         chat.UserService
+	Conversations chat.ConversationService
+	// Health lists the stores GET /health checks. Default: none (always 200).
+	Health []HealthCheck
+	// HealthTimeout bounds each store's check. Default: 2s.
+	HealthTimeout time.Duration
+	// Metrics serves GET /metrics. Default: nil, no /metrics route.
+	Metrics http.Handler
+	// Registerer receives the request counters. Default: nil, not counted.
+	Registerer prometheus.Registerer
+	// Limiter limits each client's request rate. Default: nil, no limit.
+	Limiter Limiter
+	// MaxBodyBytes bounds request bodies (413 beyond). Default: 64 KiB.
+	MaxBodyBytes int64
+	// Logger receives request logs. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Handler is the HTTP API. Build it with New.
+type Handler struct {
+	users         chat.UserService
+	conversations chat.ConversationService
+	health        []HealthCheck
+	healthTimeout time.Duration
+	limiter       Limiter
+	maxBody       int64
+	log           *slog.Logger
+	requests      *prometheus.CounterVec
+	limited       prometheus.Counter
+
+	mux     *http.ServeMux
+	handler http.Handler // mux inside the middleware
+}
+
+// New returns the API's handler for cfg.
+func New(cfg Config) *Handler {
+	h := &Handler{
+		users:         cfg.Users,
+		conversations: cfg.Conversations,
+		health:        cfg.Health,
+		healthTimeout: cfg.HealthTimeout,
+		limiter:       cfg.Limiter,
+		maxBody:       cfg.MaxBodyBytes,
+		log:           cfg.Logger,
+		mux:           http.NewServeMux(),
+	}
+	if h.healthTimeout <= 0 {
+		h.healthTimeout = 2 * time.Second
+	}
+	if h.maxBody <= 0 {
+		h.maxBody = 64 << 10
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if cfg.Registerer != nil {
+		h.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "http_requests_total",
+			Help: "HTTP requests served, by route pattern and status.",
+		}, []string{"route", "status"})
+		h.limited = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "http_rate_limited_total",
+			Help: "Requests refused with 429 by the per-client rate limit.",
+		})
+		cfg.Registerer.MustRegister(h.requests, h.limited)
+	}
+
+	h.mux.HandleFunc("POST /users", h.createUser)
+	h.mux.HandleFunc("GET /users/{id}", h.getUser)
+	h.mux.HandleFunc("PATCH /users/{id}", h.patchUser)
+	h.mux.HandleFunc("DELETE /users/{id}", h.deleteUser)
+	h.mux.HandleFunc("POST /users/{id}/conversations", h.createConversation)
+	h.mux.HandleFunc("GET /users/{id}/conversations", h.listConversations)
+	h.mux.HandleFunc("POST /conversations/{id}/messages", h.appendMessage)
+	h.mux.HandleFunc("GET /health", h.getHealth)
+	if cfg.Metrics != nil {
+		h.mux.Handle("GET /metrics", cfg.Metrics)
+	}
+
+	h.handler = h.recoverPanics(h.logRequests(h.rateLimit(http.HandlerFunc(h.route))))
+	return h
+}
+
+// ServeHTTP serves the API.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.handler.ServeHTTP(w, r)
+}
+
+// route dispatches to the mux, turning its plain-text 404 and 405 answers
+// into the JSON error body every other error has.
+func (h *Handler) route(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := h.mux.Handler(r); pattern != "" {
+		h.mux.ServeHTTP(w, r)
+		return
+	}
+	// No route: let the mux decide between 404, 405 (with Allow) and a
+	// redirect to a cleaned path, and keep only its status and headers.
+	rec := &headerRecorder{header: http.Header{}}
+	h.mux.ServeHTTP(rec, r)
+	switch rec.status {
+	case http.StatusNotFound:
+		h.writeError(w, r, chat.Errorf(chat.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		h.writeError(w, r, chat.Errorf(chat.CodeMethodNotAllowed, "method %s not allowed here", r.Method))
+	default:
+		for k, v := range rec.header {
+			if k != "Content-Type" && k != "Content-Length" {
+				w.Header()[k] = v
+			}
+		}
+		w.WriteHeader(rec.status)
+	}
+}
+
+// headerRecorder keeps the status and headers a handler writes and drops
+// its body.
+type headerRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *headerRecorder) Header() http.Header { return r.header }
+func (r *headerRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return len(b), nil
+}
+func (r *headerRecorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+}
