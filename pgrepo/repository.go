@@ -1,0 +1,434 @@
+package pgrepo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Repository reads and writes values of struct type T in one table whose
+// primary key has Go type ID. It is built once with New and is safe for
+// concurrent use; every method runs on the DB it is given.
+type Repository[T any, ID any] struct {
+	t *table
+
+	selectList string    // every column, quoted, in struct order
+	visible    string    // ` AND "deleted_at" IS NULL`, or "" without soft delete
+	insertCols []*column // written by Insert and InsertMany
+	insertRet  []*column // filled back by Insert and Upsert
+	updateCols []*column // written by Update
+	updateRet  []*column // filled back by Update
+	copyCols   []string  // COPY column list: insertCols then the version
+	one        any       // 1 in the version column's Go type
+
+	sqlGet, sqlInsert, sqlUpdate, sqlExists, sqlDelete string
+
+	upserts sync.Map // conflict column list -> upsert SQL
+}
+
+// New describes the table called table (optionally schema-qualified,
+// "schema.table") from the db struct tags of T. T must be a struct type.
+// A field's tag is `db:"column,options"`, where options are any of:
+//
+//	pk          the primary key (exactly one field; composite keys are not supported)
+//	generated   set by the database on INSERT (serial, identity, DEFAULT now()):
+//	            never written, read back by Insert and Upsert
+//	readonly    never written (generated always as, trigger-maintained);
+//	            read back by Insert, Update and Upsert
+//	version     an integer optimistic-locking version: 1 on insert, +1 on
+//	            every write, checked by Update
+//	softdelete  a nullable timestamp: Delete sets it to now(); Get, List,
+//	            Count, Exists, Update, Patch and Delete ignore rows where it is set
+//
+// `db:"-"` skips a field; an untagged exported field maps to its name in
+// snake_case (UserID to user_id); embedded structs are flattened, as
+// pgx.RowToStructByName does. New returns an error wrapping ErrInvalid for a
+// struct with no primary key, two fields on one column, an unknown option
+// or an option on a field type that cannot carry it.
+func New[T any, ID any](table string) (*Repository[T, ID], error) {
+	t, err := describe(table, reflect.TypeFor[T]())
+	if err != nil {
+		return nil, err
+	}
+	r := &Repository[T, ID]{t: t, selectList: quotedList(t.cols, "")}
+	if t.deleted != nil {
+		r.visible = " AND " + t.deleted.quoted + " IS NULL"
+	}
+	for _, c := range t.cols {
+		if c.writable() {
+			r.insertCols = append(r.insertCols, c)
+			r.copyCols = append(r.copyCols, c.name)
+			if !c.pk {
+				r.updateCols = append(r.updateCols, c)
+			}
+		}
+		if c.generated || c.readonly || c.version {
+			r.insertRet = append(r.insertRet, c)
+		}
+		if c.readonly || c.version {
+			r.updateRet = append(r.updateRet, c)
+		}
+	}
+	if t.version != nil {
+		r.copyCols = append(r.copyCols, t.version.name)
+		r.one = reflect.ValueOf(1).Convert(t.version.typ).Interface()
+	}
+
+	pkWhere := " WHERE " + t.pk.quoted + " = $1" + r.visible
+	r.sqlGet = "SELECT " + r.selectList + " FROM " + t.quoted + pkWhere
+	r.sqlExists = "SELECT EXISTS (SELECT 1 FROM " + t.quoted + pkWhere + ")"
+	if t.deleted != nil {
+		r.sqlDelete = "UPDATE " + t.quoted + " SET " + t.deleted.quoted + " = now()" + r.bumpVersion() + pkWhere
+	} else {
+		r.sqlDelete = "DELETE FROM " + t.quoted + pkWhere
+	}
+	r.sqlInsert = r.insertSQL("")
+	r.sqlUpdate = r.updateSQL()
+	return r, nil
+}
+
+// bumpVersion returns the SET item that increments the version, with a
+// leading comma, or "" without a version column.
+func (r *Repository[T, ID]) bumpVersion() string {
+	if r.t.version == nil {
+		return ""
+	}
+	v := r.t.version.quoted
+	return ", " + v + " = " + r.t.quoted + "." + v + " + 1"
+}
+
+// insertSQL returns the INSERT statement, with onConflict (an ON CONFLICT
+// clause or "") before its RETURNING list.
+func (r *Repository[T, ID]) insertSQL(onConflict string) string {
+	var names, params []string
+	for i, c := range r.insertCols {
+		names = append(names, c.quoted)
+		params = append(params, "$"+strconv.Itoa(i+1))
+	}
+	if r.t.version != nil {
+		names = append(names, r.t.version.quoted)
+		params = append(params, "1")
+	}
+	var s string
+	if len(names) == 0 {
+		s = "INSERT INTO " + r.t.quoted + " DEFAULT VALUES"
+	} else {
+		s = "INSERT INTO " + r.t.quoted + " (" + strings.Join(names, ", ") + ") VALUES (" + strings.Join(params, ", ") + ")"
+	}
+	s += onConflict
+	if len(r.insertRet) > 0 {
+		s += " RETURNING " + quotedList(r.insertRet, "")
+	}
+	return s
+}
+
+// updateSQL returns the UPDATE statement of Update, or "" when the table has
+// nothing Update could write.
+func (r *Repository[T, ID]) updateSQL() string {
+	var set []string
+	for i, c := range r.updateCols {
+		set = append(set, c.quoted+" = $"+strconv.Itoa(i+1))
+	}
+	n := len(r.updateCols)
+	where := " WHERE " + r.t.pk.quoted + " = $" + strconv.Itoa(n+1)
+	if v := r.t.version; v != nil {
+		set = append(set, v.quoted+" = "+r.t.quoted+"."+v.quoted+" + 1")
+		where += " AND " + v.quoted + " = $" + strconv.Itoa(n+2)
+	}
+	if len(set) == 0 {
+		return ""
+	}
+	s := "UPDATE " + r.t.quoted + " SET " + strings.Join(set, ", ") + where + r.visible
+	if len(r.updateRet) > 0 {
+		s += " RETURNING " + quotedList(r.updateRet, "")
+	}
+	return s
+}
+
+// Get returns the row whose primary key is id. It returns an error wrapping
+// ErrNotFound when there is none (or it is soft-deleted).
+func (r *Repository[T, ID]) Get(ctx context.Context, db DB, id ID) (T, error) {
+	var v T
+	rv := reflect.ValueOf(&v).Elem()
+	dst := ptrs(make([]any, 0, len(r.t.cols)), rv, r.t.cols)
+	if err := db.QueryRow(ctx, r.sqlGet, id).Scan(dst...); err != nil {
+		var zero T
+		return zero, translate(r.what("get", id), err)
+	}
+	return v, nil
+}
+
+// Exists reports whether a visible row has the primary key id.
+func (r *Repository[T, ID]) Exists(ctx context.Context, db DB, id ID) (bool, error) {
+	var ok bool
+	if err := db.QueryRow(ctx, r.sqlExists, id).Scan(&ok); err != nil {
+		return false, translate(r.what("exists", id), err)
+	}
+	return ok, nil
+}
+
+// Insert writes v as a new row and fills its generated, readonly and version
+// columns back from INSERT ... RETURNING. It returns an error wrapping
+// ErrDuplicate, ErrForeignKey or ErrCheck when a constraint rejects the row,
+// and ErrInvalid for a nil v.
+func (r *Repository[T, ID]) Insert(ctx context.Context, db DB, v *T) error {
+	if v == nil {
+		return fmt.Errorf("%w: insert into %s: nil value", ErrInvalid, r.t.name)
+	}
+	rv := reflect.ValueOf(v).Elem()
+	args := values(make([]any, 0, len(r.insertCols)), rv, r.insertCols)
+	var err error
+	if len(r.insertRet) == 0 {
+		_, err = db.Exec(ctx, r.sqlInsert, args...)
+	} else {
+		err = db.QueryRow(ctx, r.sqlInsert, args...).Scan(ptrs(make([]any, 0, len(r.insertRet)), rv, r.insertRet)...)
+	}
+	return translate(r.what("insert into", nil), err)
+}
+
+// InsertMany writes all of vs in one COPY and returns how many rows it
+// wrote: all of them or, on error, none. COPY returns nothing, so generated
+// and readonly columns are not filled back into vs (read the rows again if
+// you need them); the version column is written as 1. It returns an error
+// wrapping ErrDuplicate, ErrForeignKey or ErrCheck when a constraint
+// rejects a row.
+func (r *Repository[T, ID]) InsertMany(ctx context.Context, db DB, vs []T) (int64, error) {
+	if len(vs) == 0 {
+		return 0, nil
+	}
+	src := &copySource[T]{rows: vs, cols: r.insertCols, one: r.one, buf: make([]any, 0, len(r.copyCols))}
+	n, err := db.CopyFrom(ctx, r.t.ident, r.copyCols, src)
+	if err != nil {
+		return 0, translate(r.what("copy into", nil), err)
+	}
+	return n, nil
+}
+
+// copySource feeds a slice of structs to CopyFrom without building a
+// [][]any first: pgx encodes each row before asking for the next, so one
+// buffer serves every row.
+type copySource[T any] struct {
+	rows []T
+	cols []*column
+	one  any
+	buf  []any
+	i    int
+}
+
+func (s *copySource[T]) Next() bool { s.i++; return s.i <= len(s.rows) }
+func (s *copySource[T]) Err() error { return nil }
+func (s *copySource[T]) Values() ([]any, error) {
+	s.buf = values(s.buf[:0], reflect.ValueOf(&s.rows[s.i-1]).Elem(), s.cols)
+	if s.one != nil {
+		s.buf = append(s.buf, s.one)
+	}
+	return s.buf, nil
+}
+
+// Update writes every writable column of v to the row with v's primary key.
+// With a version column it writes only if the row still has v's version,
+// and then stores the new version (old + 1) in v. It returns an error
+// wrapping ErrConflict when the version is stale, ErrNotFound when no
+// visible row has the key, ErrDuplicate, ErrForeignKey or ErrCheck when a
+// constraint rejects the row, and ErrInvalid for a nil v or a table with
+// nothing to update.
+func (r *Repository[T, ID]) Update(ctx context.Context, db DB, v *T) error {
+	if v == nil {
+		return fmt.Errorf("%w: update %s: nil value", ErrInvalid, r.t.name)
+	}
+	if r.sqlUpdate == "" {
+		return fmt.Errorf("%w: update %s: no writable column", ErrInvalid, r.t.name)
+	}
+	rv := reflect.ValueOf(v).Elem()
+	args := values(make([]any, 0, len(r.updateCols)+2), rv, r.updateCols)
+	pk := rv.FieldByIndex(r.t.pk.index).Interface()
+	args = append(args, pk)
+	if r.t.version != nil {
+		args = append(args, rv.FieldByIndex(r.t.version.index).Interface())
+	}
+
+	var err error
+	if len(r.updateRet) == 0 {
+		var tag interface{ RowsAffected() int64 }
+		tag, err = db.Exec(ctx, r.sqlUpdate, args...)
+		if err == nil && tag.RowsAffected() == 0 {
+			err = pgx.ErrNoRows
+		}
+	} else {
+		// Scan into a copy, so that v changes only when the write happened.
+		ret := reflect.New(rv.Type()).Elem()
+		err = db.QueryRow(ctx, r.sqlUpdate, args...).Scan(ptrs(make([]any, 0, len(r.updateRet)), ret, r.updateRet)...)
+		if err == nil {
+			for _, c := range r.updateRet {
+				rv.FieldByIndex(c.index).Set(ret.FieldByIndex(c.index))
+			}
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if r.t.version != nil && errors.Is(err, pgx.ErrNoRows) {
+		// Nothing matched key and version: tell a stale version from a
+		// missing row.
+		var exists bool
+		if xerr := db.QueryRow(ctx, r.sqlExists, pk).Scan(&exists); xerr != nil {
+			return translate(r.what("update", pk), xerr)
+		}
+		if exists {
+			return fmt.Errorf("%s: %w", r.what("update", pk), ErrConflict)
+		}
+	}
+	return translate(r.what("update", pk), err)
+}
+
+// Patch sets only the named columns of the row whose primary key is id and
+// returns the row as it is after the change. With a version column it
+// increments the version but does not check it (use Update for a checked
+// write). It returns an error wrapping ErrInvalidColumn for a name that is
+// not a writable, non-key column of the table (before any SQL runs),
+// ErrInvalid for no changes, ErrNotFound when no visible row has the key,
+// and ErrDuplicate, ErrForeignKey or ErrCheck when a constraint rejects the
+// change.
+func (r *Repository[T, ID]) Patch(ctx context.Context, db DB, id ID, changes map[string]any) (T, error) {
+	var zero T
+	if len(changes) == 0 {
+		return zero, fmt.Errorf("%w: patch %s: no changes", ErrInvalid, r.t.name)
+	}
+	names := make([]string, 0, len(changes))
+	for name := range changes {
+		c, err := r.t.column(name)
+		if err != nil {
+			return zero, err
+		}
+		if !c.writable() || c.pk {
+			return zero, fmt.Errorf("%w: patch %s: column %q is not writable", ErrInvalidColumn, r.t.name, name)
+		}
+		names = append(names, name)
+	}
+	// A stable order gives one SQL text per set of columns, which pgx's
+	// statement cache can reuse.
+	slices.Sort(names)
+	args := make([]any, 0, len(names)+1)
+	var b strings.Builder
+	b.WriteString("UPDATE " + r.t.quoted + " SET ")
+	for i, name := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		args = append(args, changes[name])
+		b.WriteString(r.t.byName[name].quoted + " = $" + strconv.Itoa(len(args)))
+	}
+	args = append(args, id)
+	b.WriteString(r.bumpVersion() + " WHERE " + r.t.pk.quoted + " = $" + strconv.Itoa(len(args)) + r.visible)
+	b.WriteString(" RETURNING " + r.selectList)
+
+	var v T
+	dst := ptrs(make([]any, 0, len(r.t.cols)), reflect.ValueOf(&v).Elem(), r.t.cols)
+	if err := db.QueryRow(ctx, b.String(), args...).Scan(dst...); err != nil {
+		return zero, translate(r.what("patch", id), err)
+	}
+	return v, nil
+}
+
+// Delete removes the row whose primary key is id or, when the table has a
+// softdelete column, sets that column to now() (and increments the
+// version), after which the row is hidden from every other method. It
+// returns an error wrapping ErrNotFound when no visible row has the key and
+// ErrForeignKey when another row still references it.
+func (r *Repository[T, ID]) Delete(ctx context.Context, db DB, id ID) error {
+	tag, err := db.Exec(ctx, r.sqlDelete, id)
+	if err != nil {
+		return translate(r.what("delete", id), err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%s: %w", r.what("delete", id), ErrNotFound)
+	}
+	return nil
+}
+
+// Upsert inserts v or, when a row already has the same values in the
+// conflict columns (a unique constraint or index must cover exactly them;
+// the primary key when none are named), overwrites that row's writable
+// columns with v's. The version, if any, becomes 1 on insert and old + 1 on
+// update without being checked (last writer wins); a soft-deleted row is
+// revived. Generated, readonly and version columns are filled back into v.
+// It returns an error wrapping ErrInvalidColumn for an unknown conflict
+// column, ErrInvalid for a nil v or when no conflict column is named and
+// the primary key is generated, and ErrDuplicate, ErrForeignKey or ErrCheck
+// when a constraint rejects the row.
+func (r *Repository[T, ID]) Upsert(ctx context.Context, db DB, v *T, conflict ...string) error {
+	if v == nil {
+		return fmt.Errorf("%w: upsert into %s: nil value", ErrInvalid, r.t.name)
+	}
+	query, err := r.upsertSQL(conflict)
+	if err != nil {
+		return err
+	}
+	rv := reflect.ValueOf(v).Elem()
+	args := values(make([]any, 0, len(r.insertCols)), rv, r.insertCols)
+	if len(r.insertRet) == 0 {
+		_, err = db.Exec(ctx, query, args...)
+	} else {
+		err = db.QueryRow(ctx, query, args...).Scan(ptrs(make([]any, 0, len(r.insertRet)), rv, r.insertRet)...)
+	}
+	return translate(r.what("upsert into", nil), err)
+}
+
+// upsertSQL returns, building and caching it the first time, the upsert
+// statement for the conflict columns.
+func (r *Repository[T, ID]) upsertSQL(conflict []string) (string, error) {
+	if len(conflict) == 0 {
+		if r.t.pk.generated {
+			return "", fmt.Errorf("%w: upsert into %s: the primary key is generated: name the conflict columns", ErrInvalid, r.t.name)
+		}
+		conflict = []string{r.t.pk.name}
+	}
+	key := strings.Join(conflict, "\x00")
+	if s, ok := r.upserts.Load(key); ok {
+		return s.(string), nil
+	}
+	target := make([]*column, 0, len(conflict))
+	inTarget := map[*column]bool{}
+	for _, name := range conflict {
+		c, err := r.t.column(name)
+		if err != nil {
+			return "", err
+		}
+		target = append(target, c)
+		inTarget[c] = true
+	}
+	var set []string
+	for _, c := range r.insertCols {
+		if !inTarget[c] && !c.pk {
+			set = append(set, c.quoted+" = EXCLUDED."+c.quoted)
+		}
+	}
+	if d := r.t.deleted; d != nil {
+		set = append(set, d.quoted+" = NULL")
+	}
+	if v := r.t.version; v != nil {
+		set = append(set, v.quoted+" = "+r.t.quoted+"."+v.quoted+" + 1")
+	}
+	if len(set) == 0 {
+		// DO NOTHING would return no row to fill v from: a no-op update does.
+		set = append(set, target[0].quoted+" = EXCLUDED."+target[0].quoted)
+	}
+	s := r.insertSQL(" ON CONFLICT (" + quotedList(target, "") + ") DO UPDATE SET " + strings.Join(set, ", "))
+	r.upserts.Store(key, s)
+	return s, nil
+}
+
+// what names an operation for error messages; only called on error paths.
+func (r *Repository[T, ID]) what(op string, id any) string {
+	if id == nil {
+		return "pgrepo: " + op + " " + r.t.name
+	}
+	return fmt.Sprintf("pgrepo: %s %s %s=%v", op, r.t.name, r.t.pk.name, id)
+}

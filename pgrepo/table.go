@@ -1,0 +1,219 @@
+package pgrepo
+
+import (
+	"database/sql"
+	"fmt"
+	"reflect"
+	"strings"
+	"unicode"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// column is one struct field mapped to one table column.
+type column struct {
+	name   string // as in the tag, unquoted
+	quoted string // pgx.Identifier{name}.Sanitize(), the only form that reaches SQL
+	field  string // Go field name, for messages
+	index  []int  // reflect field index path from the struct
+	typ    reflect.Type
+
+	pk, generated, readonly, version, softDelete bool
+}
+
+// writable reports whether Insert writes the column from the struct.
+func (c *column) writable() bool {
+	return !c.generated && !c.readonly && !c.version && !c.softDelete
+}
+
+// table is the description of a struct type as a table, computed once by New.
+type table struct {
+	name    string // as given to New, for messages
+	quoted  string
+	ident   pgx.Identifier
+	cols    []*column
+	byName  map[string]*column
+	pk      *column
+	version *column // nil without optimistic locking
+	deleted *column // nil without soft delete
+}
+
+var scannerType = reflect.TypeFor[sql.Scanner]()
+
+// describe builds the table description of struct type typ from its db tags.
+func describe(name string, typ reflect.Type) (*table, error) {
+	if typ.Kind() != reflect.Struct {
+		return nil, fmt.Errorf("%w: pgrepo.New: %s is not a struct type", ErrInvalid, typ)
+	}
+	ident := pgx.Identifier(strings.Split(name, "."))
+	for _, part := range ident {
+		if part == "" {
+			return nil, fmt.Errorf("%w: pgrepo.New: bad table name %q", ErrInvalid, name)
+		}
+	}
+	t := &table{name: name, ident: ident, quoted: ident.Sanitize(), byName: map[string]*column{}}
+	if err := t.addFields(typ, nil); err != nil {
+		return nil, fmt.Errorf("%w: pgrepo.New[%s](%q): %v", ErrInvalid, typ, name, err)
+	}
+	if len(t.cols) == 0 {
+		return nil, fmt.Errorf("%w: pgrepo.New[%s](%q): no columns", ErrInvalid, typ, name)
+	}
+	if t.pk == nil {
+		return nil, fmt.Errorf("%w: pgrepo.New[%s](%q): no primary key: tag one field `db:\"name,pk\"`", ErrInvalid, typ, name)
+	}
+	return t, nil
+}
+
+func (t *table) addFields(typ reflect.Type, parent []int) error {
+	for i := range typ.NumField() {
+		sf := typ.Field(i)
+		tag, tagged := sf.Tag.Lookup("db")
+		if tag == "-" {
+			continue
+		}
+		index := append(append([]int(nil), parent...), i)
+		if sf.Anonymous && !tagged {
+			ft := sf.Type
+			if ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct {
+				return fmt.Errorf("embedded pointer %s is not supported: embed the struct by value", sf.Name)
+			}
+			if ft.Kind() == reflect.Struct {
+				if err := t.addFields(ft, index); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		if !sf.IsExported() {
+			continue
+		}
+		if err := t.addColumn(sf, tag, index); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *table) addColumn(sf reflect.StructField, tag string, index []int) error {
+	name, opts, _ := strings.Cut(tag, ",")
+	if name == "" {
+		name = snakeCase(sf.Name)
+	}
+	c := &column{name: name, quoted: pgx.Identifier{name}.Sanitize(), field: sf.Name, index: index, typ: sf.Type}
+	if opts != "" {
+		for opt := range strings.SplitSeq(opts, ",") {
+			switch opt {
+			case "pk":
+				c.pk = true
+			case "generated":
+				c.generated = true
+			case "readonly":
+				c.readonly = true
+			case "version":
+				c.version = true
+			case "softdelete":
+				c.softDelete = true
+			default:
+				return fmt.Errorf("field %s: unknown tag option %q (want pk, generated, readonly, version or softdelete)", sf.Name, opt)
+			}
+		}
+	}
+	if prev, ok := t.byName[name]; ok {
+		return fmt.Errorf("duplicate column %q (fields %s and %s)", name, prev.field, sf.Name)
+	}
+	switch {
+	case c.pk && t.pk != nil:
+		return fmt.Errorf("more than one primary key (%s, %s): composite keys are not supported", t.pk.name, name)
+	case c.pk && (c.readonly || c.version || c.softDelete):
+		return fmt.Errorf("column %q: pk cannot be readonly, version or softdelete", name)
+	case c.version && t.version != nil:
+		return fmt.Errorf("more than one version column (%s, %s)", t.version.name, name)
+	case c.version && (c.generated || c.readonly || c.softDelete):
+		return fmt.Errorf("column %q: version cannot be generated, readonly or softdelete", name)
+	case c.version && !isInteger(c.typ):
+		return fmt.Errorf("version column %q: type %s is not an integer", name, c.typ)
+	case c.softDelete && t.deleted != nil:
+		return fmt.Errorf("more than one softdelete column (%s, %s)", t.deleted.name, name)
+	case c.softDelete && (c.generated || c.readonly):
+		return fmt.Errorf("column %q: softdelete cannot be generated or readonly", name)
+	case c.softDelete && c.typ.Kind() != reflect.Pointer && !reflect.PointerTo(c.typ).Implements(scannerType):
+		// Visible rows have NULL there, so the field must be able to hold NULL.
+		return fmt.Errorf("softdelete column %q: type %s cannot hold NULL (use *time.Time)", name, c.typ)
+	}
+	if c.pk {
+		t.pk = c
+	}
+	if c.version {
+		t.version = c
+	}
+	if c.softDelete {
+		t.deleted = c
+	}
+	t.byName[name] = c
+	t.cols = append(t.cols, c)
+	return nil
+}
+
+func isInteger(typ reflect.Type) bool {
+	switch typ.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
+}
+
+// snakeCase turns a Go field name into the usual column name: UserID becomes
+// user_id, CreatedAt created_at.
+func snakeCase(s string) string {
+	r := []rune(s)
+	var b strings.Builder
+	for i, c := range r {
+		if unicode.IsUpper(c) {
+			// A new word starts at an upper-case letter that follows a lower-case
+			// one, or that ends an acronym (the D of "IDName" before "Name").
+			if i > 0 && (unicode.IsLower(r[i-1]) || (i+1 < len(r) && unicode.IsLower(r[i+1]) && unicode.IsUpper(r[i-1]))) {
+				b.WriteByte('_')
+			}
+			c = unicode.ToLower(c)
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// column returns the column called name, or an ErrInvalidColumn naming it.
+func (t *table) column(name string) (*column, error) {
+	c, ok := t.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: table %s has no column %q", ErrInvalidColumn, t.name, name)
+	}
+	return c, nil
+}
+
+// ptrs appends to dst pointers to the fields of the addressable struct value
+// rv that hold cols, ready for Scan.
+func ptrs(dst []any, rv reflect.Value, cols []*column) []any {
+	for _, c := range cols {
+		dst = append(dst, rv.FieldByIndex(c.index).Addr().Interface())
+	}
+	return dst
+}
+
+// values appends to dst the values of the fields of rv that hold cols.
+func values(dst []any, rv reflect.Value, cols []*column) []any {
+	for _, c := range cols {
+		dst = append(dst, rv.FieldByIndex(c.index).Interface())
+	}
+	return dst
+}
+
+// quotedList joins the quoted names of cols with commas, prefixing each
+// with prefix (such as "EXCLUDED.").
+func quotedList(cols []*column, prefix string) string {
+	parts := make([]string, len(cols))
+	for i, c := range cols {
+		parts[i] = prefix + c.quoted
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,116 @@
+package pgrepo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TxOptions configures InTx. Its zero value runs the function at most 5
+// times at the server's default isolation level, read-write.
+type TxOptions struct {
+	// IsoLevel is the isolation level. Default (""): the server's default,
+	// normally read committed. Serialization failures, which InTx retries,
+	// happen at pgx.RepeatableRead and pgx.Serializable.
+	IsoLevel pgx.TxIsoLevel
+	// ReadOnly starts the transaction READ ONLY. Default false.
+	ReadOnly bool
+	// MaxAttempts is how many times the function runs at most when the
+	// transaction fails with a serialization failure (40001) or a deadlock
+	// (40P01). Default (0): 5. 1 disables retries.
+	MaxAttempts int
+	// BaseDelay is the wait before the second attempt; it doubles for each
+	// attempt after that, and each wait is drawn at random between zero and
+	// that bound (full jitter), so that the retrying transactions spread
+	// out. Default (0): 10ms.
+	BaseDelay time.Duration
+	// MaxDelay caps the wait bound. Default (0): 1s.
+	MaxDelay time.Duration
+}
+
+// InTx runs fn in a transaction begun on db and commits it when fn returns
+// nil. It rolls back when fn returns an error (which InTx returns as it
+// is) or panics (InTx re-panics after the rollback). When fn or the commit
+// fails with a serialization failure or a deadlock, it rolls back, waits
+// (exponential backoff with jitter) and runs fn again in a new transaction,
+// up to opts.MaxAttempts times; fn must therefore have no effect outside
+// the transaction that it cannot repeat. A failed rollback is joined to the
+// original error, never hides it. Commit errors are translated like the
+// repository's (ErrDuplicate, ErrForeignKey, ErrCheck for deferred
+// constraints); the last *pgconn.PgError stays reachable with errors.As.
+// InTx returns ctx's error when ctx ends while it waits.
+func InTx(ctx context.Context, db TxBeginner, opts TxOptions, fn func(pgx.Tx) error) error {
+	attempts := opts.MaxAttempts
+	if attempts <= 0 {
+		attempts = 5
+	}
+	base, maxDelay := opts.BaseDelay, opts.MaxDelay
+	if base <= 0 {
+		base = 10 * time.Millisecond
+	}
+	if maxDelay <= 0 {
+		maxDelay = time.Second
+	}
+	access := pgx.ReadWrite
+	if opts.ReadOnly {
+		access = pgx.ReadOnly
+	}
+	txOpts := pgx.TxOptions{IsoLevel: opts.IsoLevel, AccessMode: access}
+
+	bound := base
+	for attempt := 1; ; attempt++ {
+		err := runTx(ctx, db, txOpts, fn)
+		if err == nil || !retryable(err) || attempt >= attempts {
+			if err != nil && retryable(err) && attempts > 1 {
+				return fmt.Errorf("pgrepo: transaction failed %d times: %w", attempt, err)
+			}
+			return err
+		}
+		wait := rand.N(bound + 1)
+		bound = min(2*bound, maxDelay)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// runTx is one attempt of InTx.
+func runTx(ctx context.Context, db TxBeginner, opts pgx.TxOptions, fn func(pgx.Tx) error) (err error) {
+	tx, err := db.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("pgrepo: begin: %w", err)
+	}
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		// A panic or an error: roll back with a context that is still alive,
+		// so that a cancelled ctx does not leave the transaction open.
+		p := recover()
+		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if rbErr := tx.Rollback(rbCtx); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
+			err = errors.Join(err, fmt.Errorf("pgrepo: rollback: %w", rbErr))
+		}
+		if p != nil {
+			panic(p)
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return translate("pgrepo: commit", err)
+	}
+	committed = true
+	return nil
+}
