@@ -9,16 +9,16 @@ import (
 
 // Input limits. They are part of the API: the README lists them.
 const (
-	UsernameMinLen    = 3
-	UsernameMaxLen    = 32
-	EmailMaxLen       = 254 // RFC 5321's limit on a path
-	PasswordMinLen    = 8
-	PasswordMaxLen    = 72 // bcrypt ignores bytes past 72: refuse them rather than truncate
-	TitleMaxLen       = 200
-	MessageMaxLen     = 4000 // in characters (runes)
-	DefaultLevel      = "A1"
-	DefaultPageLimit  = 20
-	MaxPageLimit      = 100
+	UsernameMinLen     = 3
+	UsernameMaxLen     = 32
+	EmailMaxLen        = 254 // RFC 5321's limit on a path
+	PasswordMinLen     = 8
+	PasswordMaxLen     = 72 // bcrypt ignores bytes past 72: refuse them rather than truncate
+	TitleMaxLen        = 200
+	MessageMaxLen      = 4000 // in characters (runes)
+	DefaultLevel       = "A1"
+	DefaultPageLimit   = 20
+	MaxPageLimit       = 100
 	defaultMessageRole = RoleUser
 )
 
