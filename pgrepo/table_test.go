@@ -1,0 +1,113 @@
+package pgrepo_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polystore/polystore/pgrepo"
+)
+
+func TestNew_BadStructReturnsErrInvalid(t *testing.T) {
+	type noPK struct {
+		Name string `db:"name"`
+	}
+	type twoPKs struct {
+		A int `db:"a,pk"`
+		B int `db:"b,pk"`
+	}
+	type duplicate struct {
+		ID   int    `db:"id,pk"`
+		Name string `db:"name"`
+		Alt  string `db:"name"`
+	}
+	type unknownOption struct {
+		ID int `db:"id,pk,autoincrement"`
+	}
+	type textVersion struct {
+		ID int    `db:"id,pk"`
+		V  string `db:"v,version"`
+	}
+	type twoVersions struct {
+		ID int `db:"id,pk"`
+		V  int `db:"v,version"`
+		W  int `db:"w,version"`
+	}
+	type nonNullDeleted struct {
+		ID int       `db:"id,pk"`
+		D  time.Time `db:"d,softdelete"`
+	}
+	type readonlyPK struct {
+		ID int `db:"id,pk,readonly"`
+	}
+	type Base struct {
+		ID int `db:"id,pk"`
+	}
+	type embeddedPointer struct {
+		*Base
+		Name string `db:"name"`
+	}
+
+	tests := []struct {
+		name string
+		new  func() error
+		want string
+	}{
+		{"no primary key", func() error { _, err := pgrepo.New[noPK, int]("t"); return err }, "no primary key"},
+		{"two primary keys", func() error { _, err := pgrepo.New[twoPKs, int]("t"); return err }, "composite keys"},
+		{"duplicate column", func() error { _, err := pgrepo.New[duplicate, int]("t"); return err }, `duplicate column "name"`},
+		{"unknown option", func() error { _, err := pgrepo.New[unknownOption, int]("t"); return err }, `"autoincrement"`},
+		{"text version", func() error { _, err := pgrepo.New[textVersion, int]("t"); return err }, "not an integer"},
+		{"two versions", func() error { _, err := pgrepo.New[twoVersions, int]("t"); return err }, "more than one version"},
+		{"non-nullable softdelete", func() error { _, err := pgrepo.New[nonNullDeleted, int]("t"); return err }, "cannot hold NULL"},
+		{"readonly primary key", func() error { _, err := pgrepo.New[readonlyPK, int]("t"); return err }, "pk cannot be"},
+		{"embedded pointer", func() error { _, err := pgrepo.New[embeddedPointer, int]("t"); return err }, "embedded pointer"},
+		{"not a struct", func() error { _, err := pgrepo.New[int, int]("t"); return err }, "not a struct"},
+		{"empty table name", func() error { _, err := pgrepo.New[Base, int](""); return err }, "bad table name"},
+		{"empty schema part", func() error { _, err := pgrepo.New[Base, int]("public."); return err }, "bad table name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.new()
+			require.Error(t, err)
+			assert.ErrorIs(t, err, pgrepo.ErrInvalid)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
+
+// Base is embedded by value in flattened, as pgx.RowToStructByName allows.
+type Base struct {
+	ID        int64     `db:"id,pk,generated"`
+	CreatedAt time.Time `db:",generated"`
+}
+
+type flattened struct {
+	Base
+	DisplayName string
+	UserID      *int64
+	HTTPStatus  int
+}
+
+func TestNew_UntaggedAndEmbeddedFieldsMapToSnakeCaseColumns(t *testing.T) {
+	pool := newFixture(t).pool
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `CREATE SCHEMA app; CREATE TABLE app.things (
+		id bigserial PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now(),
+		display_name text NOT NULL, user_id bigint, http_status int NOT NULL)`)
+	require.NoError(t, err)
+	repo, err := pgrepo.New[flattened, int64]("app.things")
+	require.NoError(t, err)
+
+	v := flattened{DisplayName: "x", UserID: ptr[int64](7), HTTPStatus: 404}
+	require.NoError(t, repo.Insert(ctx, pool, &v))
+	assert.NotZero(t, v.ID)
+	assert.False(t, v.CreatedAt.IsZero())
+
+	got, err := repo.Get(ctx, pool, v.ID)
+	require.NoError(t, err)
+	assert.Equal(t, v, got)
+}
