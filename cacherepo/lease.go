@@ -1,0 +1,130 @@
+package cacherepo
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A miss is filled under a lease: a random token stored in the key itself
+// (entry kind 'l') before the loader runs. The value is written only if the
+// key still holds exactly that lease, atomically, in casScript; Delete and
+// Invalidate remove the key, lease included, so a load that began before
+// them can never be written after them. One key, so no Cluster slot rules.
+
+// acquireScript returns the key's current entry, or, when it has none (or
+// holds exactly ARGV[3], an entry the caller could not decode), stores the
+// lease ARGV[1] for ARGV[2] ms and returns nil.
+var acquireScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[3] then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false`)
+
+// casScript writes ARGV[2] for ARGV[3] ms if the key holds exactly ARGV[1]
+// (the loader's lease, or the value an early refresh replaces); returns 1 if
+// it wrote, 0 if not.
+var casScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0`)
+
+// releaseScript deletes the key if it still holds the lease ARGV[1], so that
+// processes waiting on a failed load stop waiting.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// lease is the outcome of acquire.
+type lease struct {
+	token  string // the lease entry the write must find ("l" + hex)
+	own    bool   // this call stored it (else another loader did)
+	cached []byte // the key already held a value or tombstone: no load
+}
+
+// acquire takes (or joins) the lease of key rk. replace is an entry the
+// caller could not decode and wants overwritten; nil otherwise.
+func (c *Cache[T]) acquire(ctx context.Context, rk string, replace []byte) (lease, error) {
+	tok := newLease()
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	b, err := acquireScript.Run(ctx, c.client, []string{rk}, tok, c.opts.LeaseTTL.Milliseconds(), replace).Text()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return lease{token: tok, own: true}, nil
+	case err != nil:
+		return lease{}, err
+	case len(b) > 0 && b[0] == kindLease:
+		return lease{token: b}, nil
+	}
+	return lease{cached: []byte(b)}, nil
+}
+
+// cas writes entry for ttl if rk still holds expect; it reports whether it
+// wrote.
+func (c *Cache[T]) cas(ctx context.Context, rk, expect string, entry []byte, ttl time.Duration) (bool, error) {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	n, err := casScript.Run(ctx, c.client, []string{rk}, expect, entry, ttl.Milliseconds()).Int()
+	return n == 1, err
+}
+
+func (c *Cache[T]) release(ctx context.Context, rk, token string) error {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	return releaseScript.Run(ctx, c.client, []string{rk}, token).Err()
+}
+
+// waitForLoad polls rk while another process holds its lease l (Lock). It
+// returns the entry that process cached, or, when LockWait runs out or Redis
+// fails, cached == nil and the lease to load under: the same one, a new one
+// of ours if the other load failed and released it, or a newer one if the
+// key was invalidated meanwhile.
+func (c *Cache[T]) waitForLoad(ctx context.Context, key, rk string, l lease) (lease, error) {
+	c.event(ctx, EventLockWait, key, nil, 0)
+	deadline := time.Now().Add(c.opts.LockWait)
+	delay := 5 * time.Millisecond
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return l, nil
+		}
+		timer.Reset(min(delay, left))
+		select {
+		case <-ctx.Done():
+			return l, ctx.Err()
+		case <-timer.C:
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+
+		b, err := c.get(ctx, rk)
+		switch {
+		case errors.Is(err, redis.Nil):
+			// The other load failed and released its lease, or the key was
+			// invalidated: take a lease again (maybe ours this time).
+			nl, err := c.acquire(ctx, rk, nil)
+			if err != nil {
+				c.event(ctx, EventRedisError, key, err, 0)
+				return l, nil
+			}
+			if nl.own || nl.cached != nil {
+				return nl, nil
+			}
+			l = nl
+		case err != nil:
+			c.event(ctx, EventRedisError, key, err, 0)
+			return l, nil
+		case len(b) > 0 && b[0] == kindLease:
+			l.token = string(b)
+		default:
+			return lease{cached: b}, nil
+		}
+	}
+}

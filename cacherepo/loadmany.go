@@ -1,0 +1,278 @@
+package cacherepo
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// GetManyOrLoad returns the values of keys: the cached ones from one MGET
+// (a pipeline of GETs on Cluster and Ring), the others from one call of load
+// with the missing keys only. The loaded values are cached in one pipelined
+// write, each under the lease taken for it in one pipelined round trip
+// before load runs, so an Invalidate during the load is honoured as in
+// GetOrLoad. Keys that load leaves out of its map do not exist: they get
+// tombstones and are absent from the result, as are tombstoned keys. If
+// load returns an error for which Options.IsNotFound is true, every missing
+// key is treated as not found.
+//
+// Unlike GetOrLoad, concurrent calls are not collapsed and do not wait for
+// each other's loads (Options.Lock): each loads its own misses.
+//
+// Redis errors are handled as in GetOrLoad (fail open unless
+// Options.Strict, then ErrRedis). A load error is returned as it is, with a
+// nil map; nothing is cached then.
+func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(ctx context.Context, missing []string) (map[string]T, error)) (map[string]T, error) {
+	out := make(map[string]T, len(keys))
+	entries, err := c.getMany(ctx, keys)
+	redisDown := err != nil
+	if redisDown {
+		c.event(ctx, EventRedisError, first(keys), err, 0)
+		if c.opts.Strict || ctx.Err() != nil {
+			return nil, redisErr("MGET", first(keys), err)
+		}
+		entries = make([][]byte, len(keys))
+	}
+
+	var missing []string
+	replace := map[string][]byte{} // undecodable entries, to overwrite
+	seen := make(map[string]bool, len(keys))
+	for i, k := range keys {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		switch hit, err := c.take(ctx, k, entries[i], out); {
+		case err != nil:
+			c.event(ctx, EventCodecError, k, err, 0)
+			replace[k] = entries[i]
+			missing = append(missing, k)
+		case !hit:
+			if !redisDown {
+				c.event(ctx, EventMiss, k, nil, 0)
+			}
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+
+	var leases map[string]lease
+	if !redisDown {
+		leases, err = c.acquireMany(ctx, missing, replace)
+		if err != nil {
+			c.event(ctx, EventRedisError, missing[0], err, 0)
+			if c.opts.Strict || ctx.Err() != nil {
+				return nil, redisErr("EVALSHA acquire", missing[0], err)
+			}
+			redisDown = true
+		}
+	}
+	toLoad := missing[:0:0]
+	for _, k := range missing {
+		if l := leases[k]; l.cached != nil {
+			// Filled by another loader since the MGET.
+			if _, err := c.take(ctx, k, l.cached, out); err == nil {
+				continue
+			}
+		}
+		toLoad = append(toLoad, k)
+	}
+	if len(toLoad) == 0 {
+		return out, nil
+	}
+
+	start := time.Now()
+	loaded, err := load(ctx, toLoad)
+	d := time.Since(start)
+	switch {
+	case err == nil:
+		c.event(ctx, EventLoad, "", nil, d)
+	case c.opts.IsNotFound(err):
+		c.event(ctx, EventLoad, "", err, d)
+		loaded = nil
+	default:
+		c.event(ctx, EventLoadError, "", err, d)
+		c.releaseMany(ctx, toLoad, leases)
+		return nil, err
+	}
+
+	writes := make([]casWrite, 0, len(toLoad))
+	var encErr error
+	for _, k := range toLoad {
+		v, ok := loaded[k]
+		if ok {
+			out[k] = v
+		}
+		l, leased := leases[k]
+		if !leased || l.cached != nil {
+			continue
+		}
+		w := casWrite{rk: c.key(k), expect: l.token, key: k}
+		if ok {
+			w.ttl = c.ttl(0)
+			if w.entry, err = c.valueEntry(k, v, w.ttl, d); err != nil {
+				encErr = errors.Join(encErr, err)
+				continue
+			}
+		} else {
+			w.entry, w.ttl = tombstoneEntry, jitter(c.opts.NotFoundTTL, c.opts.Jitter)
+		}
+		writes = append(writes, w)
+	}
+	c.writeMany(ctx, writes)
+	if encErr != nil {
+		return nil, encErr
+	}
+	return out, nil
+}
+
+// take decodes entry b of key into out; hit is false for a missing entry, a
+// tombstone or a lease.
+func (c *Cache[T]) take(ctx context.Context, key string, b []byte, out map[string]T) (hit bool, err error) {
+	if b == nil {
+		return false, nil
+	}
+	e, err := parseEntry(b)
+	if err != nil {
+		return false, codecErr("decoding", key, err)
+	}
+	switch e.kind {
+	case kindTombstone:
+		c.event(ctx, EventTombstoneHit, key, nil, 0)
+		return true, nil
+	case kindLease:
+		return false, nil
+	}
+	v, err := c.decode(key, e.payload)
+	if err != nil {
+		return false, err
+	}
+	c.event(ctx, EventHit, key, nil, 0)
+	out[key] = v
+	return true, nil
+}
+
+// acquireMany takes the leases of keys in one pipelined round trip.
+func (c *Cache[T]) acquireMany(ctx context.Context, keys []string, replace map[string][]byte) (map[string]lease, error) {
+	calls := make([]scriptCall, len(keys))
+	for i, k := range keys {
+		tok := newLease()
+		calls[i] = scriptCall{key: c.key(k), args: []any{tok, c.opts.LeaseTTL.Milliseconds(), replace[k]}}
+	}
+	cmds, err := c.runScripts(ctx, acquireScript, calls)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]lease, len(keys))
+	for i, k := range keys {
+		b, err := cmds[i].Text()
+		switch {
+		case errors.Is(err, redis.Nil):
+			out[k] = lease{token: calls[i].args[0].(string), own: true}
+		case err != nil:
+			return nil, err
+		case len(b) > 0 && b[0] == kindLease:
+			out[k] = lease{token: b}
+		default:
+			out[k] = lease{cached: []byte(b)}
+		}
+	}
+	return out, nil
+}
+
+type casWrite struct {
+	key, rk, expect string
+	entry           []byte
+	ttl             time.Duration
+}
+
+// writeMany runs the compare-and-set writes in one pipelined round trip.
+func (c *Cache[T]) writeMany(ctx context.Context, writes []casWrite) {
+	if len(writes) == 0 {
+		return
+	}
+	calls := make([]scriptCall, len(writes))
+	for i, w := range writes {
+		calls[i] = scriptCall{key: w.rk, args: []any{w.expect, w.entry, w.ttl.Milliseconds()}}
+	}
+	cmds, err := c.runScripts(ctx, casScript, calls)
+	if err != nil {
+		c.event(ctx, EventRedisError, writes[0].key, err, 0)
+		return
+	}
+	for i, cmd := range cmds {
+		n, err := cmd.Int()
+		switch {
+		case err != nil:
+			c.event(ctx, EventRedisError, writes[i].key, err, 0)
+		case n != 1:
+			c.event(ctx, EventStaleWriteRefused, writes[i].key, nil, 0)
+		}
+	}
+}
+
+// releaseMany releases the leases this call owns after a failed load.
+func (c *Cache[T]) releaseMany(ctx context.Context, keys []string, leases map[string]lease) {
+	var calls []scriptCall
+	for _, k := range keys {
+		if l := leases[k]; l.own {
+			calls = append(calls, scriptCall{key: c.key(k), args: []any{l.token}})
+		}
+	}
+	if len(calls) == 0 {
+		return
+	}
+	if _, err := c.runScripts(context.WithoutCancel(ctx), releaseScript, calls); err != nil {
+		c.event(ctx, EventRedisError, keys[0], err, 0)
+	}
+}
+
+type scriptCall struct {
+	key  string
+	args []any
+}
+
+// runScripts runs script once per call in one pipeline by its SHA, and again
+// by its body for the calls a server did not have it cached for (NOSCRIPT:
+// the script did not run, so running it again is safe). The returned
+// error is the pipeline's; per-call errors stay in the commands.
+func (c *Cache[T]) runScripts(ctx context.Context, s *redis.Script, calls []scriptCall) ([]*redis.Cmd, error) {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	cmds := make([]*redis.Cmd, len(calls))
+	_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, call := range calls {
+			cmds[i] = s.EvalSha(ctx, p, []string{call.key}, call.args...)
+		}
+		return nil
+	})
+	var again []int
+	for i, cmd := range cmds {
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			again = append(again, i)
+		}
+	}
+	if len(again) > 0 {
+		_, err = c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, i := range again {
+				cmds[i] = s.Eval(ctx, p, []string{calls[i].key}, calls[i].args...)
+			}
+			return nil
+		})
+	}
+	if err != nil && !errors.Is(err, redis.Nil) && !isReplyError(err) {
+		return nil, err
+	}
+	return cmds, nil
+}
+
+// isReplyError reports whether err is an error reply of the server (which
+// fails one command) rather than a connection error (which fails them all).
+func isReplyError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
+}

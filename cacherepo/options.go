@@ -1,0 +1,155 @@
+package cacherepo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Options configures a Cache. The zero value is ready to use: every zero
+// field means the default named in its comment.
+type Options struct {
+	// Namespace is prepended to every key (Namespace+key is the Redis key).
+	// Default: "" (keys are used as given). cacherepo never needs two keys
+	// in one Cluster slot, so any namespace works on Cluster; put a hash tag
+	// in it ("{users}:") only to keep all of one cache's keys on one node.
+	Namespace string
+
+	// TTL is the lifetime of a cached value. Default: 1 hour.
+	TTL time.Duration
+
+	// NotFoundTTL is the lifetime of a tombstone, the entry cached when the
+	// loader reports that a record does not exist. Default: 1 minute.
+	NotFoundTTL time.Duration
+
+	// Jitter spreads every TTL uniformly over [TTL×(1−Jitter), TTL×(1+Jitter)]
+	// so that keys written together do not expire together. Default: 0.1
+	// (±10%); a negative value disables it; at most 0.9.
+	Jitter float64
+
+	// Codec encodes values. Default: JSON (encoding/json).
+	Codec Codec
+
+	// IsNotFound reports whether a loader's error means that the record
+	// does not exist (and a tombstone should be cached). Default:
+	// DefaultIsNotFound.
+	IsNotFound func(error) bool
+
+	// Timeout bounds each Redis call made by the Cache, through the
+	// context. go-redis applies a context deadline to socket reads only
+	// when the client has ContextTimeoutEnabled: true; otherwise the
+	// client's own ReadTimeout/WriteTimeout (3s by default) bound a call to
+	// an unresponsive server. Default: 0 (no bound of cacherepo's own; the
+	// hit path then allocates nothing for it).
+	Timeout time.Duration
+
+	// Strict makes GetOrLoad and GetManyOrLoad return Redis errors
+	// (wrapping ErrRedis) instead of serving from the loader. Default:
+	// false (fail open: Redis errors go to OnEvent and Stats only).
+	Strict bool
+
+	// Lock makes a process that misses a key while another process holds
+	// its lease wait for that process's value (polling for up to LockWait)
+	// instead of loading it too. Default: false (processes share the lease
+	// for the stale-set check but each load; within one process concurrent
+	// misses are always collapsed into one load).
+	Lock bool
+
+	// LockWait is how long a process waits for another's load when Lock is
+	// set; after it the process loads the value itself rather than fail.
+	// Default: 1 second.
+	LockWait time.Duration
+
+	// LeaseTTL is the lifetime of the lease a loader takes on a miss (the
+	// token that lets its write be refused after an Invalidate, and the
+	// lock of Lock). A load that takes longer does not get cached.
+	// Default: 10 seconds.
+	LeaseTTL time.Duration
+
+	// EarlyRefresh is the β of probabilistic early recomputation (XFetch):
+	// a hit is reloaded before the value expires with a probability that
+	// grows as expiry nears and with the time the last load took, so a hot
+	// key is refreshed by one request instead of expiring under all of
+	// them. 1 is the usual value; larger refreshes earlier. Values cached
+	// with it carry 12 more bytes (their expiry and load time). Default: 0
+	// (off).
+	EarlyRefresh float64
+
+	// OnEvent, when set, is called synchronously for every counted event
+	// (see EventKind), for metrics, logs and tracing. It must be fast and
+	// safe for concurrent use. Default: nil.
+	OnEvent func(ctx context.Context, e Event)
+}
+
+// Codec encodes cached values. Implementations must be safe for concurrent
+// use; Unmarshal must not keep data after it returns.
+type Codec interface {
+	Marshal(v any) ([]byte, error)
+	Unmarshal(data []byte, v any) error
+}
+
+// JSON is the default Codec: encoding/json.
+type JSON struct{}
+
+// Marshal encodes v with json.Marshal.
+func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// Unmarshal decodes data into v with json.Unmarshal.
+func (JSON) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+const (
+	defaultTTL         = time.Hour
+	defaultNotFoundTTL = time.Minute
+	defaultJitter      = 0.1
+	maxJitter          = 0.9
+	defaultLockWait    = time.Second
+	defaultLeaseTTL    = 10 * time.Second
+)
+
+// withDefaults validates o and returns it with defaults filled in.
+func (o Options) withDefaults() (Options, error) {
+	bad := func(format string, args ...any) (Options, error) {
+		return Options{}, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"TTL", o.TTL}, {"NotFoundTTL", o.NotFoundTTL}, {"Timeout", o.Timeout}, {"LockWait", o.LockWait}, {"LeaseTTL", o.LeaseTTL}} {
+		if d.v < 0 {
+			return bad("%s is negative (%s)", d.name, d.v)
+		}
+	}
+	if math.IsNaN(o.Jitter) || o.Jitter > maxJitter {
+		return bad("Jitter %v is not in [0, %v] (negative disables it)", o.Jitter, maxJitter)
+	}
+	if math.IsNaN(o.EarlyRefresh) || math.IsInf(o.EarlyRefresh, 0) || o.EarlyRefresh < 0 {
+		return bad("EarlyRefresh %v is not a finite non-negative number", o.EarlyRefresh)
+	}
+	if o.TTL == 0 {
+		o.TTL = defaultTTL
+	}
+	if o.NotFoundTTL == 0 {
+		o.NotFoundTTL = defaultNotFoundTTL
+	}
+	switch {
+	case o.Jitter == 0:
+		o.Jitter = defaultJitter
+	case o.Jitter < 0:
+		o.Jitter = 0
+	}
+	if o.Codec == nil {
+		o.Codec = JSON{}
+	}
+	if o.IsNotFound == nil {
+		o.IsNotFound = DefaultIsNotFound
+	}
+	if o.LockWait == 0 {
+		o.LockWait = defaultLockWait
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = defaultLeaseTTL
+	}
+	return o, nil
+}

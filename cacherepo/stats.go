@@ -1,0 +1,110 @@
+package cacherepo
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// EventKind says what happened in an Event.
+type EventKind int
+
+// The events a Cache counts in Stats and reports to Options.OnEvent.
+const (
+	// EventHit: a value was served from Redis.
+	EventHit EventKind = iota + 1
+	// EventMiss: Redis held no value (nor tombstone) for the key.
+	EventMiss
+	// EventLoad: a loader returned a value or a not-found error; Duration
+	// is the time it took.
+	EventLoad
+	// EventLoadError: a loader returned any other error (Err).
+	EventLoadError
+	// EventTombstoneHit: a cached not-found answer was served.
+	EventTombstoneHit
+	// EventLockWait: the process waited for another process's load (Lock).
+	EventLockWait
+	// EventStaleWriteRefused: a loaded value was not written because the
+	// key was invalidated or rewritten while it loaded (or its lease
+	// expired).
+	EventStaleWriteRefused
+	// EventRedisError: a Redis call failed (Err); under fail-open the
+	// caller was served from the loader anyway.
+	EventRedisError
+	// EventCodecError: a cached entry could not be decoded (Err); it was
+	// treated as a miss and is replaced by the next load.
+	EventCodecError
+	// EventEarlyRefresh: a hit was reloaded before its expiry
+	// (Options.EarlyRefresh).
+	EventEarlyRefresh
+)
+
+var eventNames = [...]string{
+	EventHit: "hit", EventMiss: "miss", EventLoad: "load", EventLoadError: "load_error",
+	EventTombstoneHit: "tombstone_hit", EventLockWait: "lock_wait",
+	EventStaleWriteRefused: "stale_write_refused", EventRedisError: "redis_error",
+	EventCodecError: "codec_error", EventEarlyRefresh: "early_refresh",
+}
+
+// String returns the event's snake_case name ("hit", "stale_write_refused"),
+// suitable as a metric label.
+func (k EventKind) String() string {
+	if k > 0 && int(k) < len(eventNames) {
+		return eventNames[k]
+	}
+	return "unknown"
+}
+
+// Event is what Options.OnEvent receives.
+type Event struct {
+	Kind EventKind
+	// Key is the caller's key, without the namespace.
+	Key string
+	// Err is the error of EventLoadError, EventRedisError and
+	// EventCodecError.
+	Err error
+	// Duration is the loader's run time for EventLoad and EventLoadError.
+	Duration time.Duration
+}
+
+// Stats are counters since the Cache was created, one per EventKind.
+type Stats struct {
+	Hits               uint64
+	Misses             uint64
+	Loads              uint64
+	LoadErrors         uint64
+	TombstoneHits      uint64
+	LockWaits          uint64
+	StaleWritesRefused uint64
+	RedisErrors        uint64
+	CodecErrors        uint64
+	EarlyRefreshes     uint64
+}
+
+// Stats returns a snapshot of the Cache's counters. Each counter is read
+// atomically; the snapshot as a whole is not.
+func (c *Cache[T]) Stats() Stats {
+	n := &c.counters
+	return Stats{
+		Hits:               n[EventHit].Load(),
+		Misses:             n[EventMiss].Load(),
+		Loads:              n[EventLoad].Load(),
+		LoadErrors:         n[EventLoadError].Load(),
+		TombstoneHits:      n[EventTombstoneHit].Load(),
+		LockWaits:          n[EventLockWait].Load(),
+		StaleWritesRefused: n[EventStaleWriteRefused].Load(),
+		RedisErrors:        n[EventRedisError].Load(),
+		CodecErrors:        n[EventCodecError].Load(),
+		EarlyRefreshes:     n[EventEarlyRefresh].Load(),
+	}
+}
+
+// counters holds one atomic counter per EventKind, indexed by it.
+type counters [len(eventNames)]atomic.Uint64
+
+func (c *Cache[T]) event(ctx context.Context, kind EventKind, key string, err error, d time.Duration) {
+	c.counters[kind].Add(1)
+	if c.opts.OnEvent != nil {
+		c.opts.OnEvent(ctx, Event{Kind: kind, Key: key, Err: err, Duration: d})
+	}
+}
