@@ -1,0 +1,135 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/polystore/polystore/examples/server/internal/chat"
+	"github.com/polystore/polystore/pgrepo"
+)
+
+// userRow is a users row. It is the adapter's own type, so the domain's
+// User carries no storage tags.
+type userRow struct {
+	ID           uuid.UUID `db:"id,pk"`
+	Username     string    `db:"username"`
+	Email        string    `db:"email"`
+	PasswordHash string    `db:"password_hash"`
+	Language     string    `db:"language"`
+	Level        string    `db:"level"`
+	CreatedAt    time.Time `db:"created_at,generated"`
+	UpdatedAt    time.Time `db:"updated_at,readonly"` // set by the users_touch trigger
+	Version      int64     `db:"version,version"`
+}
+
+func (r *userRow) user() *chat.User {
+	return &chat.User{
+		ID: r.ID, Username: r.Username, Email: r.Email, PasswordHash: r.PasswordHash,
+		Language: r.Language, Level: r.Level,
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Version: r.Version,
+	}
+}
+
+// UserRepository is the chat.UserStore on PostgreSQL.
+type UserRepository struct {
+	pool  *pgxpool.Pool
+	users *pgrepo.Repository[userRow, uuid.UUID]
+}
+
+var _ chat.UserStore = (*UserRepository)(nil)
+
+// NewUserRepository returns the users repository on pool, whose database
+// Migrate has brought up to date.
+func NewUserRepository(pool *pgxpool.Pool) (*UserRepository, error) {
+	users, err := pgrepo.New[userRow, uuid.UUID]("users")
+	if err != nil {
+		return nil, err
+	}
+	return &UserRepository{pool: pool, users: users}, nil
+}
+
+// CreateUser inserts u with its ID and fills its timestamps and version.
+// CodeConflict names the taken field.
+func (s *UserRepository) CreateUser(ctx context.Context, u *chat.User) error {
+	row := userRow{
+		ID: u.ID, Username: u.Username, Email: u.Email, PasswordHash: u.PasswordHash,
+		Language: u.Language, Level: u.Level,
+	}
+	if err := s.users.Insert(ctx, s.pool, &row); err != nil {
+		return translate(err)
+	}
+	*u = *row.user()
+	return nil
+}
+
+// FindUser returns the user with id. CodeNotFound.
+func (s *UserRepository) FindUser(ctx context.Context, id uuid.UUID) (*chat.User, error) {
+	row, err := s.users.Get(ctx, s.pool, id)
+	if err != nil {
+		return nil, translate(err)
+	}
+	return row.user(), nil
+}
+
+// UpdateUser applies p if the row's version is still version; the write
+// itself checks the version again (WHERE version = $n), so a writer that
+// commits between the read and the write makes it fail with
+// CodePreconditionFailed rather than be overwritten.
+func (s *UserRepository) UpdateUser(ctx context.Context, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error) {
+	row, err := s.users.Get(ctx, s.pool, id)
+	if err != nil {
+		return nil, translate(err)
+	}
+	if row.Version != version {
+		return nil, chat.Errorf(chat.CodePreconditionFailed, "user was modified: version is %d, not %d", row.Version, version)
+	}
+	if p.Email != nil {
+		row.Email = *p.Email
+	}
+	if p.Language != nil {
+		row.Language = *p.Language
+	}
+	if p.Level != nil {
+		row.Level = *p.Level
+	}
+	if err := s.users.Update(ctx, s.pool, &row); err != nil {
+		return nil, translate(err)
+	}
+	return row.user(), nil
+}
+
+// DeleteUser removes the user. CodeNotFound.
+func (s *UserRepository) DeleteUser(ctx context.Context, id uuid.UUID) error {
+	return translate(s.users.Delete(ctx, s.pool, id))
+}
+
+// translate maps pgrepo's sentinels to application errors, keeping them as
+// the cause; anything else is a store failure.
+func translate(err error) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, pgrepo.ErrNotFound):
+		return chat.Wrap(chat.CodeNotFound, err, "user not found")
+	case errors.Is(err, pgrepo.ErrConflict):
+		return chat.Wrap(chat.CodePreconditionFailed, err, "user was modified: read it again for its new version")
+	case errors.Is(err, pgrepo.ErrDuplicate) && errors.As(err, &pgErr):
+		switch pgErr.ConstraintName {
+		case "users_username_key":
+			return chat.Wrap(chat.CodeConflict, err, "username: already taken")
+		case "users_email_key":
+			return chat.Wrap(chat.CodeConflict, err, "email: already registered")
+		}
+		return chat.Wrap(chat.CodeConflict, err, "user already exists")
+	case errors.Is(err, pgrepo.ErrCheck):
+		// The API validates first: reaching a CHECK is a bug, not bad input.
+		return chat.Wrap(chat.CodeInternal, err, "user violates a check constraint")
+	}
+	return chat.Wrap(chat.CodeUnavailable, err, "PostgreSQL is unavailable")
+}

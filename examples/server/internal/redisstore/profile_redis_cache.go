@@ -1,0 +1,98 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/polystore/polystore/cacherepo"
+	"github.com/polystore/polystore/examples/server/internal/chat"
+)
+
+// ProfileCache is the chat.ProfileCache on a cacherepo cache: one JSON
+// value per user under prefix + "profile:" + id. A password hash never
+// reaches Redis (chat.User does not serialise it).
+type ProfileCache struct {
+	cache *cacherepo.Cache[chat.User]
+}
+
+var _ chat.ProfileCache = (*ProfileCache)(nil)
+
+// ProfileCacheOptions tunes a ProfileCache. The zero value means defaults.
+type ProfileCacheOptions struct {
+	// TTL of a cached profile. Default: 10 minutes.
+	TTL time.Duration
+	// NotFoundTTL of a cached "no such user". Default: 30 seconds.
+	NotFoundTTL time.Duration
+	// Timeout bounds each Redis call; past it the profile is served from
+	// PostgreSQL. Default: 200ms.
+	Timeout time.Duration
+	// OnEvent receives the cache's events (metrics, logs). Default: nil.
+	OnEvent func(context.Context, cacherepo.Event)
+}
+
+// NewProfileCache returns a profile cache on client whose keys start with
+// prefix. It fails open: when Redis is down, profiles load from the store.
+func NewProfileCache(client redis.UniversalClient, prefix string, opts ProfileCacheOptions) (*ProfileCache, error) {
+	if opts.TTL == 0 {
+		opts.TTL = 10 * time.Minute
+	}
+	if opts.NotFoundTTL == 0 {
+		opts.NotFoundTTL = 30 * time.Second
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 200 * time.Millisecond
+	}
+	cache, err := cacherepo.New[chat.User](client, cacherepo.Options{
+		Namespace:   prefix + "profile:",
+		TTL:         opts.TTL,
+		NotFoundTTL: opts.NotFoundTTL,
+		Timeout:     opts.Timeout,
+		IsNotFound:  func(err error) bool { return chat.ErrorCode(err) == chat.CodeNotFound },
+		OnEvent:     opts.OnEvent,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &ProfileCache{cache: cache}, nil
+}
+
+// Profile returns the cached profile of id or loads and caches it. A user
+// that does not exist is cached as such for NotFoundTTL: CodeNotFound.
+func (c *ProfileCache) Profile(ctx context.Context, id uuid.UUID, load func(context.Context) (*chat.User, error)) (*chat.User, error) {
+	u, err := c.cache.GetOrLoad(ctx, id.String(), func(ctx context.Context) (chat.User, error) {
+		u, err := load(ctx)
+		if err != nil {
+			return chat.User{}, err
+		}
+		return *u, nil
+	})
+	switch {
+	case err == nil:
+		return &u, nil
+	case chat.ErrorCode(err) != chat.CodeInternal:
+		return nil, err // the loader's own error, already classified
+	case errors.Is(err, cacherepo.ErrNotFound):
+		return nil, chat.Wrap(chat.CodeNotFound, err, "user not found") // a cached tombstone
+	case errors.Is(err, cacherepo.ErrRedis):
+		return nil, chat.Wrap(chat.CodeUnavailable, err, "Redis is unavailable")
+	}
+	return nil, err
+}
+
+// SetProfile caches u.
+func (c *ProfileCache) SetProfile(ctx context.Context, u *chat.User) error {
+	return c.cache.Set(ctx, u.ID.String(), *u, 0)
+}
+
+// Invalidate drops the cached profile of id (and any tombstone), so that
+// a load that began before it cannot write an older profile back.
+func (c *ProfileCache) Invalidate(ctx context.Context, id uuid.UUID) error {
+	return c.cache.Invalidate(ctx, id.String())
+}
+
+// Stats returns the cache's counters.
+func (c *ProfileCache) Stats() cacherepo.Stats { return c.cache.Stats() }

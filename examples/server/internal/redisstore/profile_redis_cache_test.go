@@ -1,0 +1,82 @@
+package redisstore_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polystore/polystore/examples/server/internal/chat"
+	"github.com/polystore/polystore/examples/server/internal/redisstore"
+	"github.com/polystore/polystore/internal/servicetest"
+)
+
+// countingLoader returns a loader of u (or of not found when u is nil) and
+// a pointer to the number of times it ran.
+func countingLoader(u *chat.User) (func(context.Context) (*chat.User, error), *int) {
+	var calls int
+	return func(context.Context) (*chat.User, error) {
+		calls++
+		if u == nil {
+			return nil, chat.Errorf(chat.CodeNotFound, "user not found")
+		}
+		c := *u
+		return &c, nil
+	}, &calls
+}
+
+func TestProfileCache_Profile_LoadsOnceThenHits(t *testing.T) {
+	client, prefix := servicetest.Redis(t)
+	cache, err := redisstore.NewProfileCache(client, prefix, redisstore.ProfileCacheOptions{})
+	require.NoError(t, err)
+	ctx := context.Background()
+	u := &chat.User{ID: uuid.New(), Username: "ada", PasswordHash: "secret-hash", Version: 1}
+	load, calls := countingLoader(u)
+
+	for range 3 {
+		got, err := cache.Profile(ctx, u.ID, load)
+		require.NoError(t, err)
+		assert.Equal(t, "ada", got.Username)
+	}
+	assert.Equal(t, 1, *calls)
+
+	raw, err := client.Get(ctx, prefix+"profile:"+u.ID.String()).Bytes()
+	require.NoError(t, err, "the profile is under the prefix")
+	assert.NotContains(t, string(raw), "secret-hash", "no password hash in Redis")
+
+	require.NoError(t, cache.Invalidate(ctx, u.ID))
+	_, err = cache.Profile(ctx, u.ID, load)
+	require.NoError(t, err)
+	assert.Equal(t, 2, *calls, "reloaded after Invalidate")
+}
+
+func TestProfileCache_Profile_UnknownUserIsCachedNotFound(t *testing.T) {
+	client, prefix := servicetest.Redis(t)
+	cache, err := redisstore.NewProfileCache(client, prefix, redisstore.ProfileCacheOptions{})
+	require.NoError(t, err)
+	load, calls := countingLoader(nil)
+	id := uuid.New()
+
+	for range 3 {
+		_, err := cache.Profile(context.Background(), id, load)
+		assert.Equal(t, chat.CodeNotFound, chat.ErrorCode(err))
+	}
+	assert.Equal(t, 1, *calls, "the tombstone answers the repeats")
+}
+
+func TestProfileCache_Profile_RedisDownServesFromLoader(t *testing.T) {
+	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	t.Cleanup(func() { _ = down.Close() })
+	cache, err := redisstore.NewProfileCache(down, "polystore:test:down:", redisstore.ProfileCacheOptions{})
+	require.NoError(t, err)
+	u := &chat.User{ID: uuid.New(), Username: "ada"}
+	load, calls := countingLoader(u)
+
+	got, err := cache.Profile(context.Background(), u.ID, load)
+	require.NoError(t, err)
+	assert.Equal(t, "ada", got.Username)
+	assert.Equal(t, 1, *calls)
+}
