@@ -1,0 +1,85 @@
+package docrepo
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+)
+
+// Config configures Connect. The zero value means the defaults; a setting
+// in the URL (maxPoolSize=..., connectTimeoutMS=...) is overridden only by a
+// non-zero field.
+type Config struct {
+	// MaxPoolSize caps the connections per server. Default: the URL's
+	// maxPoolSize, else the driver's 100.
+	MaxPoolSize uint64
+	// MinPoolSize keeps this many connections open. Default: the URL's, else 0.
+	MinPoolSize uint64
+	// ConnectTimeout bounds opening one connection. Default: the URL's,
+	// else 10s.
+	ConnectTimeout time.Duration
+	// ServerSelectionTimeout bounds the wait for a usable server in each
+	// operation. Default: the URL's, else 10s (the driver's 30s is long for
+	// a service that should fail fast at start).
+	ServerSelectionTimeout time.Duration
+	// AppName is reported to the server, for its logs. Default: the URL's,
+	// else none.
+	AppName string
+}
+
+// Connect opens a client of the deployment at url and pings its primary
+// within ctx, so that a wrong URL or a server that is down fails here and
+// not at the first request. The caller disconnects the client. Errors:
+// ErrInvalid (a malformed URL or setting), or the driver's error, wrapped,
+// when the server does not answer.
+func Connect(ctx context.Context, url string, cfg Config) (*mongo.Client, error) {
+	opts := options.Client().ApplyURI(url)
+	if cfg.MaxPoolSize > 0 {
+		opts.SetMaxPoolSize(cfg.MaxPoolSize)
+	}
+	if cfg.MinPoolSize > 0 {
+		opts.SetMinPoolSize(cfg.MinPoolSize)
+	}
+	if cfg.ConnectTimeout > 0 {
+		opts.SetConnectTimeout(cfg.ConnectTimeout)
+	} else if opts.ConnectTimeout == nil {
+		opts.SetConnectTimeout(10 * time.Second)
+	}
+	if cfg.ServerSelectionTimeout > 0 {
+		opts.SetServerSelectionTimeout(cfg.ServerSelectionTimeout)
+	} else if opts.ServerSelectionTimeout == nil {
+		opts.SetServerSelectionTimeout(10 * time.Second)
+	}
+	if cfg.AppName != "" {
+		opts.SetAppName(cfg.AppName)
+	}
+	if opts.MinPoolSize != nil && opts.MaxPoolSize != nil && *opts.MaxPoolSize > 0 && *opts.MinPoolSize > *opts.MaxPoolSize {
+		return nil, invalidf("connect: min pool size %d is above max pool size %d", *opts.MinPoolSize, *opts.MaxPoolSize)
+	}
+	client, err := mongo.Connect(opts)
+	if err != nil {
+		// The URL itself never goes into the message: it may hold a password.
+		return nil, fmt.Errorf("%w: connect: %w", ErrInvalid, err)
+	}
+	if err := client.Ping(ctx, readpref.Primary()); err != nil {
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("docrepo: connect: ping: %w", err)
+	}
+	return client, nil
+}
+
+// Health pings client's primary within ctx and returns nil when it answers,
+// for readiness probes.
+func Health(ctx context.Context, client *mongo.Client) error {
+	if client == nil {
+		return invalidf("health: nil client")
+	}
+	if err := client.Ping(ctx, readpref.Primary()); err != nil {
+		return fmt.Errorf("docrepo: health: %w", err)
+	}
+	return nil
+}

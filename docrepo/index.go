@@ -1,0 +1,131 @@
+package docrepo
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// IndexKind is how an index orders one key.
+type IndexKind int
+
+// Index key kinds.
+const (
+	Ascending  IndexKind = iota // the zero value
+	Descending                  //
+	Text                        // a text-search key
+)
+
+// IndexKey is one key of an index: a field, which may be a dotted path into
+// nested documents here (indexes are schema, written by the developer), and
+// its kind.
+type IndexKey struct {
+	Field string
+	Kind  IndexKind
+}
+
+// IndexSpec describes one index.
+type IndexSpec struct {
+	// Name names the index. Default: the server's name from the keys, such
+	// as "email_1" or "team_1_createdAt_-1".
+	Name string
+	// Keys are the indexed fields, in order; at least one.
+	Keys []IndexKey
+	// Unique rejects a second document with the same key (ErrDuplicate).
+	// Default: false.
+	Unique bool
+	// TTL, when positive, makes the server delete a document once the time
+	// in its (single, date-valued) key is older than TTL, to the second.
+	// Default: 0, never.
+	TTL time.Duration
+}
+
+// EnsureIndexes creates the indexes that do not exist yet and returns their
+// names, in order. It is idempotent: an index that already exists with the
+// same keys and options is left as it is. Errors: ErrInvalid (a spec with
+// no key, a bad field name or a TTL on several keys), ErrConflict (an
+// index of that name or keys exists with other options), ErrUnsupported
+// (the server lacks the index type: FerretDB 1.24 has neither TTL nor
+// text indexes).
+func (r *Repository[T, ID]) EnsureIndexes(ctx context.Context, specs ...IndexSpec) ([]string, error) {
+	names := make([]string, 0, len(specs))
+	for i, s := range specs {
+		model, err := s.model()
+		if err != nil {
+			return names, fmt.Errorf("index %d: %w", i, err)
+		}
+		// One at a time, so that an error names the index that caused it.
+		name, err := r.coll.Indexes().CreateOne(ctx, model)
+		if err != nil {
+			return names, translate(fmt.Sprintf("ensure index %d %s", i, s.describe()), err)
+		}
+		names = append(names, name)
+	}
+	return names, nil
+}
+
+func (s IndexSpec) describe() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	parts := make([]string, len(s.Keys))
+	for i, k := range s.Keys {
+		parts[i] = k.Field
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+func (s IndexSpec) model() (mongo.IndexModel, error) {
+	if len(s.Keys) == 0 {
+		return mongo.IndexModel{}, invalidf("index with no key")
+	}
+	keys := make(bson.D, 0, len(s.Keys))
+	for _, k := range s.Keys {
+		if err := checkPath(k.Field); err != nil {
+			return mongo.IndexModel{}, err
+		}
+		var v any
+		switch k.Kind {
+		case Ascending:
+			v = 1
+		case Descending:
+			v = -1
+		case Text:
+			v = "text"
+		default:
+			return mongo.IndexModel{}, invalidf("index key %q: unknown kind %d", k.Field, k.Kind)
+		}
+		keys = append(keys, bson.E{Key: k.Field, Value: v})
+	}
+	opts := options.Index()
+	if s.Name != "" {
+		opts.SetName(s.Name)
+	}
+	if s.Unique {
+		opts.SetUnique(true)
+	}
+	switch {
+	case s.TTL < 0:
+		return mongo.IndexModel{}, invalidf("negative TTL %v", s.TTL)
+	case s.TTL > 0 && len(s.Keys) != 1:
+		return mongo.IndexModel{}, invalidf("a TTL index has exactly one key")
+	case s.TTL > 0:
+		opts.SetExpireAfterSeconds(int32(max(1, s.TTL/time.Second)))
+	}
+	return mongo.IndexModel{Keys: keys, Options: opts}, nil
+}
+
+// checkPath accepts a dotted path of plain field names.
+func checkPath(path string) error {
+	for seg := range strings.SplitSeq(path, ".") {
+		if err := checkField(seg); err != nil {
+			return fmt.Errorf("field path %q: %w", path, err)
+		}
+	}
+	return nil
+}

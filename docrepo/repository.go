@@ -1,0 +1,400 @@
+package docrepo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// Repository stores documents of type T, whose _id is of type ID, in one
+// collection. T is a struct encoded by the driver's codecs; its fields are
+// located once, in New, from their struct tags:
+//
+//   - the field encoded as _id (`bson:"_id"`), of type ID: bson.ObjectID,
+//     which Insert generates when zero, or a string or any other comparable
+//     key, which the caller sets;
+//   - optionally `docrepo:"version"` on an int, int32 or int64 field: Insert
+//     starts it at 1, Replace succeeds only if the stored version still equals
+//     the value's and increments it, Update increments it;
+//   - optionally `docrepo:"created"` and `docrepo:"updated"` on time.Time
+//     fields, maintained by Insert, Replace, Update and Upsert.
+//
+// A Repository is safe for concurrent use.
+type Repository[T any, ID comparable] struct {
+	coll *mongo.Collection
+	m    mapping
+	opts Options
+}
+
+// New returns a repository of the documents of type T in coll. It returns
+// an error wrapping ErrInvalid when T is not a struct, has no field encoded
+// as _id of type ID, or has a docrepo tag on a field of the wrong type.
+func New[T any, ID comparable](coll *mongo.Collection, opts Options) (*Repository[T, ID], error) {
+	if coll == nil {
+		return nil, invalidf("nil collection")
+	}
+	m, err := newMapping[T, ID]()
+	if err != nil {
+		return nil, err
+	}
+	return &Repository[T, ID]{coll: coll, m: m, opts: opts}, nil
+}
+
+// Collection returns the underlying collection, for what the repository
+// does not cover.
+func (r *Repository[T, ID]) Collection() *mongo.Collection { return r.coll }
+
+// Insert inserts doc. When its id is a zero bson.ObjectID, Insert generates
+// one and sets it in doc; it also sets the version to 1 when zero, the
+// created time when zero and the updated time. On error doc is left as it
+// was. Errors: ErrDuplicate (the id or a unique index is taken),
+// ErrInvalidID (a zero id of a type other than ObjectID), ErrInvalid (nil doc).
+func (r *Repository[T, ID]) Insert(ctx context.Context, doc *T) error {
+	if doc == nil {
+		return invalidf("insert: nil document")
+	}
+	old := *doc
+	if err := r.m.prepareInsert(reflect.ValueOf(doc).Elem(), r.opts.now()); err != nil {
+		return err
+	}
+	if _, err := r.coll.InsertOne(ctx, doc); err != nil {
+		*doc = old
+		return translate("insert", err)
+	}
+	return nil
+}
+
+// InsertMany inserts docs in as few round trips as the driver can, unordered:
+// a document that fails does not stop the others. Each inserted document gets
+// its generated fields set as by Insert; a failed one is left as it was. When
+// documents fail, the error is an *InsertManyError listing each one's index
+// and cause (errors.Is(err, ErrDuplicate) holds for duplicate keys). An
+// error of another kind (the connection dropped, say) means that it is not
+// known which documents were inserted. An empty docs is a no-op.
+func (r *Repository[T, ID]) InsertMany(ctx context.Context, docs []T) error {
+	if len(docs) == 0 {
+		return nil
+	}
+	now := r.opts.now()
+	olds := slices.Clone(docs)
+	batch := make([]any, len(docs))
+	for i := range docs {
+		if err := r.m.prepareInsert(reflect.ValueOf(&docs[i]).Elem(), now); err != nil {
+			copy(docs, olds)
+			return fmt.Errorf("document %d: %w", i, err)
+		}
+		batch[i] = &docs[i]
+	}
+	_, err := r.coll.InsertMany(ctx, batch, options.InsertMany().SetOrdered(false))
+	if err == nil {
+		return nil
+	}
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || len(bwe.WriteErrors) == 0 {
+		return translate("insert many", err)
+	}
+	ie := &InsertManyError{driver: err}
+	for _, we := range bwe.WriteErrors {
+		// Each failure's own error, so that its cause is matched on its own.
+		one := mongo.WriteException{WriteErrors: mongo.WriteErrors{we.WriteError}}
+		ie.Failures = append(ie.Failures, InsertFailure{Index: we.Index, Err: translate(fmt.Sprintf("document %d", we.Index), one)})
+		if we.Index >= 0 && we.Index < len(docs) {
+			docs[we.Index] = olds[we.Index]
+		}
+	}
+	slices.SortFunc(ie.Failures, func(a, b InsertFailure) int { return a.Index - b.Index })
+	ie.Inserted = len(docs) - len(ie.Failures)
+	if bwe.WriteConcernError != nil {
+		return fmt.Errorf("docrepo: insert many: write concern: %w", ie)
+	}
+	return ie
+}
+
+// Get returns the document with the given id. Errors: ErrNotFound.
+func (r *Repository[T, ID]) Get(ctx context.Context, id ID) (T, error) {
+	var doc T
+	err := r.coll.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc)
+	if err != nil {
+		return doc, translate(fmt.Sprintf("get %v", id), err)
+	}
+	return doc, nil
+}
+
+// FindOne returns the first document that q selects (q.Limit is ignored).
+// Errors: ErrNotFound when none does, ErrInvalid for a bad query.
+func (r *Repository[T, ID]) FindOne(ctx context.Context, q Query) (T, error) {
+	var doc T
+	filter, err := q.Filter.BSON()
+	if err != nil {
+		return doc, err
+	}
+	if q.Skip < 0 {
+		return doc, invalidf("negative skip %d", q.Skip)
+	}
+	fo := options.FindOne()
+	if len(q.Sort) > 0 {
+		s, err := sortDoc(q.Sort)
+		if err != nil {
+			return doc, err
+		}
+		fo.SetSort(s)
+	}
+	if len(q.Fields) > 0 {
+		p, err := projectionDoc(q.Fields)
+		if err != nil {
+			return doc, err
+		}
+		fo.SetProjection(p)
+	}
+	if q.Skip > 0 {
+		fo.SetSkip(q.Skip)
+	}
+	if err := r.coll.FindOne(ctx, filter, fo).Decode(&doc); err != nil {
+		return doc, translate("find one", err)
+	}
+	return doc, nil
+}
+
+// Find returns the documents that q selects, in q's order; none is an empty
+// slice, not an error. Errors: ErrInvalid for a bad query.
+func (r *Repository[T, ID]) Find(ctx context.Context, q Query) ([]T, error) {
+	filter, opts, err := q.findOptions()
+	if err != nil {
+		return nil, err
+	}
+	cur, err := r.coll.Find(ctx, filter, opts)
+	if err != nil {
+		return nil, translate("find", err)
+	}
+	docs := []T{}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, translate("find", err)
+	}
+	return docs, nil
+}
+
+// Count returns how many documents f matches. Errors: ErrInvalid.
+func (r *Repository[T, ID]) Count(ctx context.Context, f Filter) (int64, error) {
+	filter, err := f.BSON()
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.coll.CountDocuments(ctx, filter)
+	return n, translate("count", err)
+}
+
+// Exists reports whether f matches at least one document. Errors: ErrInvalid.
+func (r *Repository[T, ID]) Exists(ctx context.Context, f Filter) (bool, error) {
+	filter, err := f.BSON()
+	if err != nil {
+		return false, err
+	}
+	err = r.coll.FindOne(ctx, filter, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return false, nil
+	}
+	return false, translate("exists", err)
+}
+
+// Replace writes doc over the stored document with the same id. When T has
+// a version field, the write succeeds only if the stored version equals
+// doc's, and then increments doc's version; the updated time is set too.
+// On error doc is left as it was. Errors: ErrConflict (the stored version
+// differs: re-read and retry, or use Modify), ErrNotFound (no document with
+// that id), ErrDuplicate, ErrInvalid (nil doc).
+func (r *Repository[T, ID]) Replace(ctx context.Context, doc *T) error {
+	if doc == nil {
+		return invalidf("replace: nil document")
+	}
+	v := reflect.ValueOf(doc).Elem()
+	id := v.FieldByIndex(r.m.id).Interface()
+	filter := bson.D{{Key: "_id", Value: id}}
+	old := *doc
+	if r.m.version.index != nil {
+		f := v.FieldByIndex(r.m.version.index)
+		filter = append(filter, bson.E{Key: r.m.version.name, Value: f.Int()})
+		f.SetInt(f.Int() + 1)
+	}
+	if r.m.updated.index != nil {
+		v.FieldByIndex(r.m.updated.index).Set(reflect.ValueOf(r.opts.now()))
+	}
+	res, err := r.coll.ReplaceOne(ctx, filter, doc)
+	if err != nil {
+		*doc = old
+		return translate(fmt.Sprintf("replace %v", id), err)
+	}
+	if res.MatchedCount > 0 {
+		return nil
+	}
+	*doc = old
+	if r.m.version.index == nil {
+		return fmt.Errorf("%w: replace %v", ErrNotFound, id)
+	}
+	// Nothing matched (_id, version): either the version moved on or the
+	// document is gone; one more read tells which.
+	n, err := r.coll.CountDocuments(ctx, bson.D{{Key: "_id", Value: id}}, options.Count().SetLimit(1))
+	if err != nil {
+		return translate(fmt.Sprintf("replace %v", id), err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: replace %v", ErrNotFound, id)
+	}
+	return fmt.Errorf("%w: replace %v: version %v is stale", ErrConflict, id, filter[1].Value)
+}
+
+// Modify reads the document with the given id, lets fn change it and writes
+// it back with Replace, re-reading and calling fn again whenever another
+// writer got there first (ErrConflict), until it succeeds or ctx ends. No
+// update is lost. fn must only change the document it is given; an error
+// from fn stops Modify and is returned as is. T must have a version field
+// (ErrInvalid otherwise). Errors: ErrNotFound, ErrDuplicate, ErrInvalid, and
+// ctx's error.
+func (r *Repository[T, ID]) Modify(ctx context.Context, id ID, fn func(doc *T) error) error {
+	if r.m.version.index == nil {
+		return invalidf("modify: %v has no version field, so concurrent writes could be lost", reflect.TypeFor[T]())
+	}
+	for {
+		doc, err := r.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if err := fn(&doc); err != nil {
+			return err
+		}
+		err = r.Replace(ctx, &doc)
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("docrepo: modify %v: %w", id, err)
+		}
+	}
+}
+
+// Update applies u to the document with the given id, also incrementing
+// the version and setting the updated time when T has them. Errors:
+// ErrNotFound, ErrInvalid (a bad or empty update, or one that writes the
+// version or timestamp fields itself), ErrDuplicate.
+func (r *Repository[T, ID]) Update(ctx context.Context, id ID, u *Update) error {
+	doc, err := r.updateDoc(u, false)
+	if err != nil {
+		return err
+	}
+	res, err := r.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, doc)
+	if err != nil {
+		return translate(fmt.Sprintf("update %v", id), err)
+	}
+	if res.MatchedCount == 0 {
+		return fmt.Errorf("%w: update %v", ErrNotFound, id)
+	}
+	return nil
+}
+
+// UpdateMany applies u to every document that f matches, as Update does to
+// one, and returns how many matched. The zero Filter is refused (pass All).
+// Errors: ErrInvalid, ErrDuplicate.
+func (r *Repository[T, ID]) UpdateMany(ctx context.Context, f Filter, u *Update) (int64, error) {
+	if f.IsZero() {
+		return 0, invalidf("update many: zero filter (pass docrepo.All() to update every document)")
+	}
+	filter, err := f.BSON()
+	if err != nil {
+		return 0, err
+	}
+	doc, err := r.updateDoc(u, false)
+	if err != nil {
+		return 0, err
+	}
+	res, err := r.coll.UpdateMany(ctx, filter, doc)
+	if err != nil {
+		return 0, translate("update many", err)
+	}
+	return res.MatchedCount, nil
+}
+
+// Upsert applies u to the document with the given id, creating it first
+// when there is none (with only the id, the fields u sets, version 1 and the
+// created time), and reports whether it was created. Errors: ErrInvalid,
+// ErrDuplicate.
+func (r *Repository[T, ID]) Upsert(ctx context.Context, id ID, u *Update) (created bool, err error) {
+	doc, err := r.updateDoc(u, true)
+	if err != nil {
+		return false, err
+	}
+	res, err := r.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, doc, options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return false, translate(fmt.Sprintf("upsert %v", id), err)
+	}
+	return res.UpsertedCount > 0, nil
+}
+
+// updateDoc adds to u the writes the repository maintains.
+func (r *Repository[T, ID]) updateDoc(u *Update, upsert bool) (bson.D, error) {
+	if u == nil {
+		return nil, invalidf("nil update")
+	}
+	if _, err := u.BSON(); err != nil {
+		return nil, err
+	}
+	c := *u
+	c.set, c.inc = slices.Clip(u.set), slices.Clip(u.inc)
+	now := r.opts.now()
+	for _, f := range []field{r.m.version, r.m.created, r.m.updated} {
+		if f.index != nil && u.touches(f.name) {
+			return nil, invalidf("update writes %q, which the repository maintains", f.name)
+		}
+	}
+	if r.m.version.index != nil {
+		c.inc = append(c.inc, bson.E{Key: r.m.version.name, Value: 1})
+	}
+	if r.m.updated.index != nil {
+		c.set = append(c.set, bson.E{Key: r.m.updated.name, Value: now})
+	}
+	d, err := c.BSON()
+	if err != nil {
+		return nil, err
+	}
+	if upsert && r.m.created.index != nil {
+		d = append(d, bson.E{Key: "$setOnInsert", Value: bson.D{{Key: r.m.created.name, Value: now}}})
+	}
+	return d, nil
+}
+
+// Delete removes the document with the given id. Errors: ErrNotFound.
+func (r *Repository[T, ID]) Delete(ctx context.Context, id ID) error {
+	res, err := r.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
+	if err != nil {
+		return translate(fmt.Sprintf("delete %v", id), err)
+	}
+	if res.DeletedCount == 0 {
+		return fmt.Errorf("%w: delete %v", ErrNotFound, id)
+	}
+	return nil
+}
+
+// DeleteMany removes every document that f matches and returns how many.
+// The zero Filter is refused with ErrInvalid, so that a forgotten filter
+// cannot empty the collection: pass All() to delete everything.
+func (r *Repository[T, ID]) DeleteMany(ctx context.Context, f Filter) (int64, error) {
+	if f.IsZero() {
+		return 0, invalidf("delete many: zero filter (pass docrepo.All() to delete every document)")
+	}
+	filter, err := f.BSON()
+	if err != nil {
+		return 0, err
+	}
+	res, err := r.coll.DeleteMany(ctx, filter)
+	if err != nil {
+		return 0, translate("delete many", err)
+	}
+	return res.DeletedCount, nil
+}
