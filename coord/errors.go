@@ -1,0 +1,47 @@
+package coord
+
+import "errors"
+
+// Sentinel errors of package coord, recognised with errors.Is. The error of
+// the step or of the driver that caused them stays reachable through
+// errors.Is and errors.As as well.
+var (
+	// ErrInvalid reports a bad argument: an invalid saga definition, an empty
+	// saga id, a nil state or a state that does not encode to JSON.
+	ErrInvalid = errors.New("coord: invalid")
+
+	// ErrNotFound reports that no saga has the given id.
+	ErrNotFound = errors.New("coord: saga not found")
+
+	// ErrCompensated reports a saga that did not succeed: a step failed and
+	// every completed step was compensated. It wraps the step's error.
+	ErrCompensated = errors.New("coord: saga compensated")
+
+	// ErrFailed reports a saga whose compensation kept failing: it is left
+	// in the failed status, listed by Coordinator.Failed, for a person to
+	// act on. It wraps the compensation's error.
+	ErrFailed = errors.New("coord: saga failed")
+
+	// ErrIncomplete reports a saga that Run left unfinished in the log: its
+	// context ended, a retriable step has not succeeded yet, or another
+	// coordinator took it over. Recovery finishes it.
+	ErrIncomplete = errors.New("coord: saga not finished")
+
+	// ErrLeaseLost reports that this coordinator no longer holds the saga's
+	// lease: it expired and another coordinator recovered the saga.
+	ErrLeaseLost = errors.New("coord: lease lost")
+
+	// ErrUnknownSaga reports a saga stored under a definition name that is
+	// not registered with this coordinator.
+	ErrUnknownSaga = errors.New("coord: saga definition not registered")
+
+	// ErrClosed reports a call on a closed Coordinator.
+	ErrClosed = errors.New("coord: coordinator closed")
+)
+
+// errCrashed is returned when Options.crashAt cut the run: the coordinator
+// behaves as a process that died at that point.
+var errCrashed = errors.New("coord: run cut by fault injection")
+
+// errExists tells Run that the saga id is already in the log.
+var errExists = errors.New("coord: saga exists")

@@ -1,0 +1,482 @@
+package coord
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// The boundaries at which Options.crashAt can cut a run.
+const (
+	stageAfterInsert        = "after-insert"         // the record is written, no step ran
+	stageBeforeAction       = "before-action"        // before a try of an action
+	stageAfterAction        = "after-action"         // the action succeeded, its log record is not written (TxAction: not committed)
+	stageAfterLog           = "after-log"            // the step's log record is written
+	stageAfterFailLog       = "after-fail-log"       // the step failed and the saga is logged as compensating
+	stageBeforeCompensate   = "before-compensate"    // before a try of a compensation
+	stageAfterCompensate    = "after-compensate"     // the compensation succeeded, its log record is not written (TxCompensate: not committed)
+	stageAfterCompensateLog = "after-compensate-log" // the compensation's log record is written
+)
+
+// crashPoint is a boundary of a run, for Options.crashAt.
+type crashPoint struct {
+	Stage string
+	Step  string
+}
+
+func (p crashPoint) String() string { return p.Stage + " " + p.Step }
+
+// execution is one coordinator's run of one saga, from the log's point of
+// view: it holds the lease (token) and the saga's position.
+type execution[S any] struct {
+	c     *Coordinator
+	def   *Definition[S]
+	id    string
+	token string
+	state *S
+
+	status   Status
+	step     int
+	attempts int
+	cause    string // the error recorded in the log
+	causeErr error  // the same error, when this run saw it
+
+	inserted bool   // the record is in the log
+	initial  []byte // the state the first TxAction's transaction inserts
+}
+
+func (h *Handle[S]) newExecution(id, token string, state *S, status Status, step int) *execution[S] {
+	return &execution[S]{c: h.c, def: h.def, id: id, token: token, state: state, status: status, step: step}
+}
+
+func (e *execution[S]) crash(stage string, step int) bool {
+	if e.c.opts.crashAt == nil {
+		return false
+	}
+	name := ""
+	if step >= 0 && step < len(e.def.steps) {
+		name = e.def.steps[step].Name
+	}
+	return e.c.opts.crashAt(crashPoint{Stage: stage, Step: name})
+}
+
+func (e *execution[S]) info() Info {
+	name := ""
+	if e.step >= 0 && e.step < len(e.def.steps) {
+		name = e.def.steps[e.step].Name
+	}
+	return Info{ID: e.id, Name: e.def.name, Status: e.status, Step: e.step, StepName: name, Attempts: e.attempts, Error: e.cause}
+}
+
+// drive runs the saga from its position until it is final or the run stops.
+func (e *execution[S]) drive(ctx context.Context) (Info, error) {
+	for {
+		switch e.status {
+		case StatusRunning:
+			err := e.forward(ctx)
+			if err == nil {
+				continue
+			}
+			if stopped(ctx, err) {
+				return e.abandon(ctx, err, 0)
+			}
+			st := &e.def.steps[e.step]
+			if st.Kind == Retriable {
+				// Never compensated: leave it to recovery, after a backoff.
+				pol := st.Retry.withDefaults()
+				wait := pol.wait(pol.Attempts)
+				return e.abandon(ctx, fmt.Errorf("%w: retriable step %q: %w", ErrIncomplete, st.Name, err), wait)
+			}
+			if err := e.startCompensation(ctx, err); err != nil {
+				return e.abandon(ctx, err, 0)
+			}
+		case StatusCompensating:
+			err := e.backward(ctx)
+			if err == nil {
+				continue
+			}
+			if stopped(ctx, err) {
+				return e.abandon(ctx, err, 0)
+			}
+			st := &e.def.steps[e.step]
+			e.cause = fmt.Sprintf("compensating step %q: %v (after %s)", st.Name, err, e.cause)
+			e.causeErr = fmt.Errorf("compensating step %q: %w", st.Name, err)
+			e.status = StatusFailed
+			if err := e.write(ctx, false); err != nil {
+				return e.abandon(ctx, err, 0)
+			}
+		default:
+			info := e.info()
+			return info, outcome(info, e.causeErr)
+		}
+	}
+}
+
+// stopped reports whether err ends the run rather than the step: the run was
+// cut, its context ended, the log could not be written or the lease is lost.
+func stopped(ctx context.Context, err error) bool {
+	return errors.Is(err, errCrashed) || errors.Is(err, ErrIncomplete) || errors.Is(err, errExists) || ctx.Err() != nil
+}
+
+// abandon ends the run, leaving the saga in the log for recovery, which may
+// take it over after the given delay (zero: at once).
+func (e *execution[S]) abandon(ctx context.Context, err error, delay time.Duration) (Info, error) {
+	if errors.Is(err, errCrashed) || errors.Is(err, errExists) {
+		return e.info(), err
+	}
+	if e.inserted && !errors.Is(err, ErrLeaseLost) {
+		// Best effort: recovery would take the saga when the lease ends anyway.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_, _ = e.c.pool.Exec(wctx, leaseSQL, e.id, e.token, delay.Milliseconds())
+		cancel()
+	}
+	if !errors.Is(err, ErrIncomplete) {
+		err = fmt.Errorf("%w: saga %q: %w", ErrIncomplete, e.id, err)
+	}
+	return e.info(), err
+}
+
+// startCompensation turns a saga whose step failed with err to compensation.
+func (e *execution[S]) startCompensation(ctx context.Context, err error) error {
+	st := &e.def.steps[e.step]
+	e.causeErr = fmt.Errorf("step %q: %w", st.Name, err)
+	e.cause = e.causeErr.Error()
+	e.attempts = 0
+	e.status = StatusCompensating
+	// An Action may have taken effect before it failed, so it is compensated
+	// too; a failed TxAction's transaction rolled back.
+	if !(st.Action != nil && st.hasCompensation()) {
+		e.step--
+	}
+	e.skipUncompensated()
+	if !e.inserted {
+		// The first step was a TxAction and never committed: nothing to undo,
+		// but the outcome is recorded so that Run with this id returns it.
+		data, err := json.Marshal(e.state)
+		if err != nil {
+			data = e.initial
+		}
+		tag, err := e.c.pool.Exec(ctx, insertFinalSQL, e.id, e.def.name, e.status, e.step, data, e.cause, e.token)
+		if err != nil {
+			return fmt.Errorf("%w: saga %q: writing the log: %w", ErrIncomplete, e.id, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return errExists
+		}
+		e.inserted = true
+		return nil
+	}
+	if err := e.write(ctx, false); err != nil {
+		return err
+	}
+	if e.crash(stageAfterFailLog, e.step) {
+		return errCrashed
+	}
+	return nil
+}
+
+// skipUncompensated moves a compensating saga down past the steps that have
+// nothing to undo, to compensated when none is left.
+func (e *execution[S]) skipUncompensated() {
+	for e.step >= 0 && !e.def.steps[e.step].hasCompensation() {
+		e.step--
+	}
+	if e.step < 0 {
+		e.step = -1
+		e.status = StatusCompensated
+	}
+}
+
+// forward runs the current step's action with its retry policy and records
+// its success. It returns the last try's error, or an error that stops the
+// run (see stopped).
+func (e *execution[S]) forward(ctx context.Context) error {
+	st := &e.def.steps[e.step]
+	pol := st.Retry.withDefaults()
+	for attempt := e.attempts + 1; ; attempt++ {
+		if e.crash(stageBeforeAction, e.step) {
+			return errCrashed
+		}
+		ev := StepEvent{SagaID: e.id, Saga: e.def.name, Step: st.Name, Attempt: attempt}
+		call(e.c.opts.Hooks.StepStarted, ctx, ev)
+		start := time.Now()
+		var err error
+		if st.TxAction != nil {
+			err = e.runTx(ctx, st, opAction, st.TxAction)
+		} else {
+			err = e.call(ctx, st, opAction, st.Action)
+			if err == nil {
+				if e.crash(stageAfterAction, e.step) {
+					return errCrashed
+				}
+				e.advance()
+				if err := e.write(ctx, true); err != nil {
+					return err
+				}
+			}
+		}
+		ev.Elapsed = time.Since(start)
+		if err == nil {
+			if e.crash(stageAfterLog, e.step-1) {
+				return errCrashed
+			}
+			call(e.c.opts.Hooks.StepSucceeded, ctx, ev)
+			return nil
+		}
+		if stopped(ctx, err) {
+			return err
+		}
+		ev.Err = err
+		call(e.c.opts.Hooks.StepFailed, ctx, ev)
+		if err := e.retryOrGiveUp(ctx, pol, attempt, err); err != nil {
+			return err
+		}
+	}
+}
+
+// backward runs the current step's compensation with its retry policy and
+// records its success.
+func (e *execution[S]) backward(ctx context.Context) error {
+	st := &e.def.steps[e.step]
+	pol := st.Retry.withDefaults()
+	for attempt := e.attempts + 1; ; attempt++ {
+		if e.crash(stageBeforeCompensate, e.step) {
+			return errCrashed
+		}
+		ev := StepEvent{SagaID: e.id, Saga: e.def.name, Step: st.Name, Attempt: attempt, Compensation: true}
+		call(e.c.opts.Hooks.StepStarted, ctx, ev)
+		start := time.Now()
+		step := e.step
+		var err error
+		if st.TxCompensate != nil {
+			err = e.runTx(ctx, st, opCompensate, st.TxCompensate)
+		} else {
+			err = e.call(ctx, st, opCompensate, st.Compensate)
+			if err == nil {
+				if e.crash(stageAfterCompensate, e.step) {
+					return errCrashed
+				}
+				e.retreat()
+				if err := e.write(ctx, false); err != nil {
+					return err
+				}
+			}
+		}
+		ev.Elapsed = time.Since(start)
+		if err == nil {
+			if e.crash(stageAfterCompensateLog, step) {
+				return errCrashed
+			}
+			call(e.c.opts.Hooks.StepCompensated, ctx, ev)
+			return nil
+		}
+		if stopped(ctx, err) {
+			return err
+		}
+		ev.Err = err
+		call(e.c.opts.Hooks.StepFailed, ctx, ev)
+		if err := e.retryOrGiveUp(ctx, pol, attempt, err); err != nil {
+			return err
+		}
+	}
+}
+
+// retryOrGiveUp returns err when the policy allows no further try; otherwise
+// it records the failed try and waits for the backoff.
+func (e *execution[S]) retryOrGiveUp(ctx context.Context, pol RetryPolicy, attempt int, err error) error {
+	e.attempts = attempt
+	e.cause = err.Error()
+	if attempt >= pol.Attempts || !pol.retryable(err) {
+		return err
+	}
+	if e.inserted {
+		if err := e.write(ctx, false); err != nil {
+			return err
+		}
+	}
+	t := time.NewTimer(pol.wait(attempt))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("%w: saga %q: %w", ErrIncomplete, e.id, ctx.Err())
+	case <-t.C:
+		return nil
+	}
+}
+
+// advance moves the saga past the step that succeeded.
+func (e *execution[S]) advance() {
+	e.step++
+	e.attempts = 0
+	e.cause = ""
+	if e.step == len(e.def.steps) {
+		e.status = StatusSucceeded
+	}
+}
+
+// retreat moves a compensating saga past the step it compensated.
+func (e *execution[S]) retreat() {
+	e.step--
+	e.attempts = 0
+	e.skipUncompensated()
+}
+
+// writeStmt is the log write of the saga's current position.
+func (e *execution[S]) writeStmt(withState bool) (stmt, error) {
+	var state any
+	if withState {
+		data, err := json.Marshal(e.state)
+		if err != nil {
+			return stmt{}, fmt.Errorf("%w: encoding the state of saga %q: %w", ErrInvalid, e.id, err)
+		}
+		state = data
+	}
+	return stmt{writeSQL, []any{e.id, e.token, e.status, e.step, state, e.attempts, e.cause, e.c.leaseMillis()}}, nil
+}
+
+// write records the saga's current position in the log.
+func (e *execution[S]) write(ctx context.Context, withState bool) error {
+	s, err := e.writeStmt(withState)
+	if err != nil {
+		return err
+	}
+	if _, err := e.c.pool.Exec(ctx, s.sql, s.args...); err != nil {
+		return fmt.Errorf("%w: saga %q: writing the log: %w", ErrIncomplete, e.id, logError(err))
+	}
+	return nil
+}
+
+// call runs fn, an Action or Compensate, with the step's key and timeout,
+// renewing the lease while it runs.
+func (e *execution[S]) call(ctx context.Context, st *Step[S], op string, fn func(context.Context, *S) error) error {
+	sctx, cancel := context.WithCancelCause(withStep(ctx, e.id+"/"+st.Name, op))
+	defer cancel(nil)
+	if st.Timeout > 0 {
+		var cancelT context.CancelFunc
+		sctx, cancelT = context.WithTimeout(sctx, st.Timeout)
+		defer cancelT()
+	}
+	stop := e.keepLease(ctx, cancel)
+	err := fn(sctx, e.state)
+	if lost := stop(); lost != nil {
+		return lost
+	}
+	return err
+}
+
+// keepLease renews the lease every third of it until the returned function
+// is called; that function returns the error wrapping ErrLeaseLost when the
+// lease was lost, after cancelling the step through cancel.
+func (e *execution[S]) keepLease(ctx context.Context, cancel context.CancelCauseFunc) func() error {
+	if !e.inserted {
+		return func() error { return nil }
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(e.c.opts.LeaseDuration / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			case <-t.C:
+				_, err := e.c.pool.Exec(ctx, leaseSQL, e.id, e.token, e.c.leaseMillis())
+				if err = logError(err); errors.Is(err, ErrLeaseLost) {
+					err = fmt.Errorf("%w: saga %q: %w", ErrIncomplete, e.id, err)
+					cancel(err)
+					done <- err
+					return
+				}
+			}
+		}
+	}()
+	return func() error {
+		close(stop)
+		return <-done
+	}
+}
+
+// runTx runs fn, a TxAction or TxCompensate, in a transaction that also
+// writes the step's log record: the lease check (or, for the first step,
+// the insertion of the record) goes with the step's first statement and the
+// new position with COMMIT.
+func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn func(context.Context, Tx, *S) error) error {
+	sctx, cancel := context.WithCancel(withStep(ctx, e.id+"/"+st.Name, op))
+	defer cancel()
+	if st.Timeout > 0 {
+		sctx, cancel = context.WithTimeout(sctx, st.Timeout)
+		defer cancel()
+	}
+	var first stmt
+	if e.inserted {
+		first = stmt{leaseSQL, []any{e.id, e.token, e.c.leaseMillis()}}
+	} else {
+		first = stmt{insertTxSQL, []any{e.id, e.def.name, e.initial, e.token, e.c.leaseMillis()}}
+	}
+	tx, err := beginStepTx(sctx, e.c.pool, first)
+	if err != nil {
+		return err
+	}
+	defer tx.release(ctx)
+
+	if err := fn(sctx, tx, e.state); err != nil {
+		if tx.err != nil {
+			return e.txError(tx.err)
+		}
+		return err
+	}
+	if tx.err != nil {
+		return e.txError(tx.err)
+	}
+	stage := stageAfterAction
+	if op == opCompensate {
+		stage = stageAfterCompensate
+	}
+	if e.crash(stage, e.step) {
+		return errCrashed // release rolls back, as the server would for a dead client
+	}
+
+	status, step, attempts := e.status, e.step, e.attempts
+	if op == opAction {
+		e.advance()
+	} else {
+		e.retreat()
+	}
+	w, err := e.writeStmt(op == opAction)
+	if err == nil {
+		err = tx.commit(sctx, w)
+	}
+	if err != nil {
+		e.status, e.step, e.attempts = status, step, attempts
+		if err := e.txError(err); stopped(ctx, err) {
+			return err
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) && ctx.Err() == nil {
+			// The connection failed, perhaps after COMMIT took effect: the log
+			// says whether it did, since it commits with the step.
+			return fmt.Errorf("%w: saga %q: step %q: commit outcome unknown: %w", ErrIncomplete, e.id, st.Name, err)
+		}
+		return err
+	}
+	e.inserted = true
+	return nil
+}
+
+// txError turns an error of the coordinator's own statements in a step's
+// transaction into one that stops the run.
+func (e *execution[S]) txError(err error) error {
+	switch {
+	case errors.Is(err, errExists):
+		return errExists
+	case errors.Is(err, ErrLeaseLost):
+		return fmt.Errorf("%w: saga %q: %w", ErrIncomplete, e.id, err)
+	}
+	return err
+}

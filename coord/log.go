@@ -1,0 +1,104 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The log's statements. Every write of a running saga names the lease owner
+// it expects, and divides by the number of rows it updated: a coordinator
+// that lost the lease gets a division by zero (see logError) instead of a
+// write, which also aborts the step's transaction with it.
+const (
+	insertSQL = `insert into coord_saga (id, name, status, step, state, lease_owner, lease_expires)
+values ($1, $2, 'running', 0, $3, $4, now() + $5 * interval '1 millisecond')
+on conflict (id) do nothing`
+
+	// insertTxSQL inserts the record in the first step's transaction. With
+	// no ON CONFLICT, a concurrent Run of the same id waits for the first
+	// to commit, then fails with a unique violation (errExists).
+	insertTxSQL = `insert into coord_saga (id, name, status, step, state, lease_owner, lease_expires)
+values ($1, $2, 'running', 0, $3, $4, now() + $5 * interval '1 millisecond')`
+
+	// writeSQL records progress: $3 status, $4 step, $5 state (null keeps
+	// it), $6 attempts, $7 error, $8 lease in milliseconds.
+	writeSQL = `with u as (
+	update coord_saga set status = $3, step = $4, state = coalesce($5, state), attempts = $6, last_error = $7,
+		lease_expires = now() + $8 * interval '1 millisecond', updated_at = now()
+	where id = $1 and lease_owner = $2
+	returning 1
+) select 1 / count(*) from u`
+
+	// leaseSQL renews the lease ($3 milliseconds from now).
+	leaseSQL = `with u as (
+	update coord_saga set lease_expires = now() + $3 * interval '1 millisecond'
+	where id = $1 and lease_owner = $2
+	returning 1
+) select 1 / count(*) from u`
+
+	// claimSQL takes one unfinished saga whose lease expired, of the
+	// definitions $3, not in $4, for the new owner $1.
+	claimSQL = `update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now()
+from (
+	select id from coord_saga
+	where status in ('running', 'compensating') and lease_expires < now() and name = any($3) and not (id = any($4))
+	order by lease_expires
+	limit 1
+	for update skip locked
+) t
+where s.id = t.id
+returning ` + recordColumns
+
+	// claimIDSQL takes the saga $3 if its lease expired.
+	claimIDSQL = `update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now()
+from (
+	select id from coord_saga
+	where id = $3 and status in ('running', 'compensating') and lease_expires < now()
+	for update skip locked
+) t
+where s.id = t.id
+returning ` + recordColumns
+
+	recordColumns = `s.id, s.name, s.status, s.step, s.state, s.attempts, s.last_error, s.created_at, s.updated_at, s.lease_expires < now()`
+
+	selectSQL = `select ` + recordColumns + ` from coord_saga s`
+)
+
+// record is a row of coord_saga.
+type record struct {
+	Info
+	state   []byte
+	expired bool
+}
+
+func scanRecord(row pgx.CollectableRow) (record, error) {
+	var r record
+	err := row.Scan(&r.ID, &r.Name, &r.Status, &r.Step, &r.state, &r.Attempts, &r.Error, &r.CreatedAt, &r.UpdatedAt, &r.expired)
+	return r, err
+}
+
+// claimID takes the saga id for token if its lease expired; ok is false when
+// it has not or another coordinator took it first.
+func (c *Coordinator) claimID(ctx context.Context, id, token string) (record, bool, error) {
+	rows, err := c.pool.Query(ctx, claimIDSQL, token, c.leaseMillis(), id)
+	if err != nil {
+		return record{}, false, fmt.Errorf("coord: claiming saga %q: %w", id, err)
+	}
+	rec, err := pgx.CollectExactlyOneRow(rows, scanRecord)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return record{}, false, nil
+	}
+	if err != nil {
+		return record{}, false, fmt.Errorf("coord: claiming saga %q: %w", id, err)
+	}
+	return rec, true, nil
+}
+
+// insertFinalSQL records the outcome of a saga whose first step, a
+// TxAction, failed before the saga was ever in the log.
+const insertFinalSQL = `insert into coord_saga (id, name, status, step, state, last_error, lease_owner)
+values ($1, $2, $3, $4, $5, $6, $7)
+on conflict (id) do nothing`

@@ -1,0 +1,289 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Tx is the PostgreSQL transaction a TxAction or TxCompensate runs in: the
+// coordinator's own, whose commit also writes the step's log record. It is
+// the querying part of pgx.Tx (which satisfies it too); the coordinator
+// begins, commits and rolls it back, so a step must not.
+type Tx interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// stmt is one statement of the coordinator's own, queued in a batch.
+type stmt struct {
+	sql  string
+	args []any
+}
+
+// stepTx is the transaction of a TxAction or TxCompensate. It is begun
+// lazily: BEGIN and the coordinator's opening statements travel in one batch
+// with the step's first statement, and the closing statements with COMMIT,
+// so the log costs the step one round trip, the commit's.
+type stepTx struct {
+	conn   *pgxpool.Conn
+	prefix []stmt
+	tx     pgx.Tx // nil until begun
+	open   func() // closes what a first Query or SendBatch left open
+	err    error // from the coordinator's own statements; ends the transaction
+}
+
+var _ Tx = (*stepTx)(nil)
+
+func beginStepTx(ctx context.Context, pool *pgxpool.Pool, prefix ...stmt) (*stepTx, error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &stepTx{conn: conn, prefix: prefix}, nil
+}
+
+// batch returns a batch that begins the transaction with the prefix, when it
+// has not begun yet.
+func (t *stepTx) batch() *pgx.Batch {
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	for _, s := range t.prefix {
+		b.Queue(s.sql, s.args...)
+	}
+	return b
+}
+
+// send sends b, which batch began, and reads the results of BEGIN and the
+// prefix, leaving those of the statements the step queued after them.
+func (t *stepTx) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error) {
+	br := t.conn.SendBatch(ctx, b)
+	t.tx = br.Tx()
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	for range t.prefix {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			t.err = logError(err)
+			return nil, t.err
+		}
+	}
+	return br, nil
+}
+
+// closeOpen closes the rows of a first Query the step left open, so the
+// connection can be used again.
+func (t *stepTx) closeOpen() {
+	if t.open != nil {
+		t.open()
+		t.open = nil
+	}
+}
+
+// Exec implements Tx.
+func (t *stepTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if t.err != nil {
+		return pgconn.CommandTag{}, t.err
+	}
+	t.closeOpen()
+	if t.tx != nil {
+		return t.tx.Exec(ctx, sql, args...)
+	}
+	b := t.batch()
+	b.Queue(sql, args...)
+	br, err := t.send(ctx, b)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, err
+}
+
+// Query implements Tx.
+func (t *stepTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if t.err != nil {
+		return nil, t.err
+	}
+	t.closeOpen()
+	if t.tx != nil {
+		return t.tx.Query(ctx, sql, args...)
+	}
+	b := t.batch()
+	b.Queue(sql, args...)
+	br, err := t.send(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	br2 := &batchRows{Rows: rows, br: br}
+	t.open = br2.Close
+	return br2, nil
+}
+
+// QueryRow implements Tx.
+func (t *stepTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	rows, err := t.Query(ctx, sql, args...)
+	return &row{rows: rows, err: err}
+}
+
+// SendBatch implements Tx.
+func (t *stepTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if t.err != nil {
+		return pgx.FailedBatchResults(b, t.err)
+	}
+	t.closeOpen()
+	if t.tx != nil {
+		return t.tx.SendBatch(ctx, b)
+	}
+	first := t.batch()
+	first.QueuedQueries = append(first.QueuedQueries, b.QueuedQueries...)
+	br, err := t.send(ctx, first)
+	if err != nil {
+		return pgx.FailedBatchResults(b, err)
+	}
+	t.open = func() { _ = br.Close() }
+	return br
+}
+
+// commit sends the closing statements and COMMIT in one round trip; when the
+// step ran no statement, BEGIN and the opening ones go with them.
+func (t *stepTx) commit(ctx context.Context, suffix ...stmt) error {
+	if t.err != nil {
+		return t.err
+	}
+	t.closeOpen()
+	var b *pgx.Batch
+	skip := 0
+	if t.tx == nil {
+		b = t.batch()
+		skip = 1 + len(t.prefix)
+	} else {
+		b = &pgx.Batch{}
+	}
+	for _, s := range suffix {
+		b.Queue(s.sql, s.args...)
+	}
+	b.Queue("commit")
+
+	began := t.tx == nil
+	var br pgx.BatchResults
+	if began {
+		br = t.conn.SendBatch(ctx, b)
+		t.tx = br.Tx()
+	} else {
+		br = t.tx.SendBatch(ctx, b)
+	}
+	defer br.Close()
+	for i := range skip + len(suffix) {
+		if _, err := br.Exec(); err != nil {
+			if !began || i > 0 { // all but BEGIN are the coordinator's
+				err = logError(err)
+			}
+			return err
+		}
+	}
+	tag, err := br.Exec()
+	if err != nil {
+		return err
+	}
+	if tag.String() == "ROLLBACK" {
+		return pgx.ErrTxCommitRollback
+	}
+	return br.Close()
+}
+
+// release rolls back whatever is still open and returns the connection to
+// the pool, which discards it if it is still inside a transaction.
+func (t *stepTx) release(ctx context.Context) {
+	t.closeOpen()
+	if t.conn.Conn().PgConn().TxStatus() != 'I' && !t.conn.Conn().IsClosed() {
+		_, _ = t.conn.Exec(context.WithoutCancel(ctx), "rollback")
+	}
+	t.conn.Release()
+}
+
+// batchRows are the rows of a query sent in a batch; closing them closes the
+// batch.
+type batchRows struct {
+	pgx.Rows
+	br     pgx.BatchResults
+	closed bool
+	err    error
+}
+
+func (r *batchRows) Close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.Rows.Close()
+	r.err = r.br.Close()
+}
+
+func (r *batchRows) Err() error {
+	if err := r.Rows.Err(); err != nil {
+		return err
+	}
+	return r.err
+}
+
+func (r *batchRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+// row is pgx.Row on top of Query, as pgx builds its own.
+type row struct {
+	rows pgx.Rows
+	err  error
+}
+
+func (r *row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}
+
+// logError translates the errors of the coordinator's own log statements.
+func logError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "23505" && pgErr.ConstraintName == "coord_saga_pkey":
+			return errExists
+		case pgErr.Code == "22012": // the lease check divides by the rows it updated
+			return fmt.Errorf("%w: %w", ErrLeaseLost, err)
+		}
+	}
+	return err
+}
