@@ -1,0 +1,59 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadConfig_DefaultsNeedNoSetting(t *testing.T) {
+	c, err := loadConfig(nil, env(nil), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:8080", c.Addr)
+	assert.Equal(t, "redis://127.0.0.1:6379/0", c.RedisURL)
+	assert.Equal(t, 100, c.RateLimit)
+	assert.Equal(t, slog.LevelInfo, c.LogLevel)
+}
+
+func TestLoadConfig_FlagBeatsEnvBeatsDefault(t *testing.T) {
+	c, err := loadConfig([]string{"-addr", ":9000", "-cache-disabled"},
+		env(map[string]string{"ADDR": ":7000", "POSTGRES_URL": "postgres://x/y", "CACHE_TTL": "1m", "LOG_LEVEL": "debug"}), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, ":9000", c.Addr)
+	assert.Equal(t, "postgres://x/y", c.PostgresURL)
+	assert.Equal(t, time.Minute, c.CacheTTL)
+	assert.True(t, c.CacheDisabled)
+	assert.Equal(t, slog.LevelDebug, c.LogLevel)
+}
+
+func TestLoadConfig_MalformedValuesAreErrorsNamingThem(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"env int", nil, map[string]string{"RATE_LIMIT": "lots"}, "RATE_LIMIT"},
+		{"env duration", nil, map[string]string{"READ_TIMEOUT": "10"}, "READ_TIMEOUT"},
+		{"env bool", nil, map[string]string{"CACHE_DISABLED": "maybe"}, "CACHE_DISABLED"},
+		{"flag", []string{"-rate-burst", "x"}, nil, "rate-burst"},
+		{"log level", []string{"-log-level", "loud"}, nil, "loud"},
+		{"log format", []string{"-log-format", "xml"}, nil, "xml"},
+		{"stray argument", []string{"serve"}, nil, "serve"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := loadConfig(tt.args, env(tt.env), io.Discard)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}

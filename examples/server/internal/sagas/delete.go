@@ -1,0 +1,60 @@
+package sagas
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/polystore/polystore/coord"
+)
+
+// deletion is the state of a delete-user saga.
+type deletion struct {
+	UserID uuid.UUID `json:"user_id"`
+}
+
+// deleteDefinition: delete the user row (PostgreSQL, the pivot: once it is
+// gone the user is gone), then their conversations (MongoDB) and cached
+// profile (Redis), each retried until done.
+func (s *Sagas) deleteDefinition() *coord.Definition[deletion] {
+	return coord.Define(DeleteUserSaga,
+		coord.Step[deletion]{
+			Name: "delete-user",
+			Kind: coord.Pivot,
+			TxAction: func(ctx context.Context, tx coord.Tx, d *deletion) error {
+				return s.users.DeleteUserIn(ctx, tx, d.UserID)
+			},
+			Retry:   storeRetry,
+			Timeout: stepTimeout,
+		},
+		coord.Step[deletion]{
+			Name: "delete-conversations",
+			Kind: coord.Retriable,
+			Action: func(ctx context.Context, d *deletion) error {
+				return s.conversations.DeleteUserConversations(ctx, d.UserID)
+			},
+			Retry:   coord.RetryPolicy{Attempts: 2, Backoff: 50 * time.Millisecond},
+			Timeout: stepTimeout,
+		},
+		coord.Step[deletion]{
+			Name: "invalidate-profile",
+			Kind: coord.Retriable,
+			Action: func(ctx context.Context, d *deletion) error {
+				return s.cache.Invalidate(ctx, d.UserID)
+			},
+			Retry:   coord.RetryPolicy{Attempts: 2, Backoff: 50 * time.Millisecond},
+			Timeout: stepTimeout,
+		},
+	)
+}
+
+// DeleteUser runs the delete-user saga. CodeNotFound when there is no such
+// user. Conversations and cache entries that could not be removed yet are
+// not an error: recovery removes them.
+func (s *Sagas) DeleteUser(ctx context.Context, id uuid.UUID) error {
+	// Each request is its own saga: deleting twice must say 404 the second
+	// time, not replay the first outcome.
+	_, err := s.remove.Run(ctx, "delete-user/"+id.String()+"/"+uuid.NewString(), &deletion{UserID: id})
+	return s.outcome(DeleteUserSaga, err)
+}

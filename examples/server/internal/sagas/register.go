@@ -1,0 +1,121 @@
+package sagas
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/polystore/polystore/coord"
+	"github.com/polystore/polystore/examples/server/internal/chat"
+)
+
+// registration is the state of a register-user saga, kept as JSON in the
+// saga log (the password hash with it, in the same database as the users
+// table, so that recovery can redo the insert).
+type registration struct {
+	UserID         uuid.UUID `json:"user_id"`
+	Username       string    `json:"username"`
+	Email          string    `json:"email"`
+	PasswordHash   string    `json:"password_hash"`
+	Language       string    `json:"language"`
+	Level          string    `json:"level"`
+	ConversationID string    `json:"conversation_id"`
+	// Set by the insert step.
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Version   int64     `json:"version"`
+}
+
+func (r *registration) user() *chat.User {
+	return &chat.User{
+		ID: r.UserID, Username: r.Username, Email: r.Email, PasswordHash: r.PasswordHash,
+		Language: r.Language, Level: r.Level, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Version: r.Version,
+	}
+}
+
+// registerDefinition: insert the user (PostgreSQL, in the step's own
+// transaction: exactly once), create the welcome conversation (MongoDB,
+// the pivot), then fill the profile cache (Redis, retried until done).
+func (s *Sagas) registerDefinition() *coord.Definition[registration] {
+	return coord.Define(RegisterUserSaga,
+		coord.Step[registration]{
+			Name: "insert-user",
+			TxAction: func(ctx context.Context, tx coord.Tx, r *registration) error {
+				u := r.user()
+				if err := s.users.CreateUserIn(ctx, tx, u); err != nil {
+					return err
+				}
+				r.CreatedAt, r.UpdatedAt, r.Version = u.CreatedAt, u.UpdatedAt, u.Version
+				return nil
+			},
+			TxCompensate: func(ctx context.Context, tx coord.Tx, r *registration) error {
+				err := s.users.DeleteUserIn(ctx, tx, r.UserID)
+				if chat.ErrorCode(err) == chat.CodeNotFound {
+					return nil // the insert never committed
+				}
+				return err
+			},
+			Retry:   storeRetry,
+			Timeout: stepTimeout,
+		},
+		coord.Step[registration]{
+			Name: "create-welcome-conversation",
+			Kind: coord.Pivot,
+			Action: func(ctx context.Context, r *registration) error {
+				now := time.Now().UTC()
+				err := s.conversations.CreateConversation(ctx, &chat.Conversation{
+					ID: r.ConversationID, UserID: r.UserID, Title: chat.WelcomeTitle,
+					Messages:  []chat.Message{{Role: chat.RoleAssistant, Content: welcomeMessage, SentAt: now}},
+					CreatedAt: now, UpdatedAt: now,
+				})
+				if err != nil {
+					// A pivot has no compensation: should the insert have
+					// landed before the error (a timeout), remove it here so
+					// that the user's compensation leaves no orphan.
+					ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stepTimeout)
+					defer cancel()
+					_ = s.conversations.DeleteConversation(ctx, r.ConversationID)
+				}
+				return err
+			},
+			Retry:   storeRetry,
+			Timeout: stepTimeout,
+		},
+		coord.Step[registration]{
+			Name: "fill-profile-cache",
+			Kind: coord.Retriable,
+			Action: func(ctx context.Context, r *registration) error {
+				// Read the row again: after a crash this may run much later,
+				// after an update the state does not know of.
+				u, err := s.users.FindUser(ctx, r.UserID)
+				if chat.ErrorCode(err) == chat.CodeNotFound {
+					return nil // deleted since: nothing to cache
+				}
+				if err != nil {
+					return err
+				}
+				return s.cache.SetProfile(ctx, u)
+			},
+			Retry:   coord.RetryPolicy{Attempts: 2, Backoff: 50 * time.Millisecond},
+			Timeout: stepTimeout,
+		},
+	)
+}
+
+// Register runs the register-user saga for u (whose ID is set and whose
+// password is hashed) and returns u as stored, and the id of the welcome
+// conversation. CodeConflict when the username or email is taken (nothing
+// is left behind); a cache that could not be filled yet is not an error:
+// recovery fills it, and reads load from PostgreSQL meanwhile.
+func (s *Sagas) Register(ctx context.Context, u *chat.User) (*chat.User, string, error) {
+	r := registration{
+		UserID: u.ID, Username: u.Username, Email: u.Email, PasswordHash: u.PasswordHash,
+		Language: u.Language, Level: u.Level, ConversationID: s.conversations.NewConversationID(),
+	}
+	_, err := s.register.Run(ctx, "register-user/"+u.ID.String(), &r)
+	if err := s.outcome(RegisterUserSaga, err); err != nil {
+		return nil, "", err
+	}
+	return r.user(), r.ConversationID, nil
+}

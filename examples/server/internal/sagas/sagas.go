@@ -1,0 +1,113 @@
+package sagas
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/polystore/polystore/coord"
+	"github.com/polystore/polystore/examples/server/internal/chat"
+	"github.com/polystore/polystore/examples/server/internal/pgstore"
+)
+
+// Saga definition names, as stored in the log: renaming one strands the
+// sagas of the old name that recovery has yet to finish.
+const (
+	RegisterUserSaga = "register-user"
+	UpdateUserSaga   = "update-user"
+	DeleteUserSaga   = "delete-user"
+)
+
+// welcomeMessage opens every new user's welcome conversation.
+const welcomeMessage = "Welcome! Tell me about your day, in the language you are learning, and I will help you say it better."
+
+// UserStore is the user store whose writes join a step's transaction, so
+// that the row and the step's log record commit together.
+type UserStore interface {
+	chat.UserStore
+	CreateUserIn(ctx context.Context, q pgstore.Querier, u *chat.User) error
+	UpdateUserIn(ctx context.Context, q pgstore.Querier, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error)
+	DeleteUserIn(ctx context.Context, q pgstore.Querier, id uuid.UUID) error
+}
+
+// Sagas registers and runs the user sagas on a coordinator.
+type Sagas struct {
+	users         UserStore
+	conversations chat.ConversationStore
+	cache         chat.ProfileCache
+	register      *coord.Handle[registration]
+	update        *coord.Handle[update]
+	remove        *coord.Handle[deletion]
+	outcomes      *prometheus.CounterVec
+}
+
+// New registers the sagas with c. reg, when not nil, receives a counter of
+// saga outcomes.
+func New(c *coord.Coordinator, users UserStore, conversations chat.ConversationStore, cache chat.ProfileCache, reg prometheus.Registerer) (*Sagas, error) {
+	s := &Sagas{
+		users: users, conversations: conversations, cache: cache,
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sagas_total",
+			Help: "Sagas run by requests, by definition and outcome (succeeded, compensated, failed, incomplete, error).",
+		}, []string{"saga", "outcome"}),
+	}
+	if reg != nil {
+		if err := reg.Register(s.outcomes); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if s.register, err = coord.Register(c, s.registerDefinition()); err != nil {
+		return nil, err
+	}
+	if s.update, err = coord.Register(c, s.updateDefinition()); err != nil {
+		return nil, err
+	}
+	if s.remove, err = coord.Register(c, s.deleteDefinition()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// storeRetry retries a step while its store is unavailable, never for an
+// answer such as a taken username, which would only come again.
+var storeRetry = coord.RetryPolicy{
+	Attempts: 3,
+	Backoff:  50 * time.Millisecond,
+	Retryable: func(err error) bool {
+		return chat.ErrorCode(err) == chat.CodeUnavailable
+	},
+}
+
+// stepTimeout bounds each try of a step, so a hung store cannot hold a
+// request for ever.
+const stepTimeout = 5 * time.Second
+
+// outcome counts a saga's outcome and turns coord's errors into the
+// application's: a compensated saga reports the step error that caused it
+// (a taken username stays a 409), a saga left to recovery after its pivot
+// is a success for the caller.
+func (s *Sagas) outcome(saga string, err error) error {
+	switch {
+	case err == nil:
+		s.outcomes.WithLabelValues(saga, "succeeded").Inc()
+		return nil
+	case errors.Is(err, coord.ErrIncomplete):
+		s.outcomes.WithLabelValues(saga, "incomplete").Inc()
+		return nil
+	case errors.Is(err, coord.ErrCompensated):
+		s.outcomes.WithLabelValues(saga, "compensated").Inc()
+		if chat.ErrorCode(err) != chat.CodeInternal {
+			return err // the step's own, classified error
+		}
+		return chat.Wrap(chat.CodeUnavailable, err, "a store failed; nothing was changed")
+	case errors.Is(err, coord.ErrFailed):
+		s.outcomes.WithLabelValues(saga, "failed").Inc()
+		return chat.Wrap(chat.CodeUnavailable, err, "a store failed and the change could not be undone yet; it is logged for an operator")
+	}
+	s.outcomes.WithLabelValues(saga, "error").Inc()
+	return chat.Wrap(chat.CodeUnavailable, err, "could not run the operation: the saga log is unavailable")
+}

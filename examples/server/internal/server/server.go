@@ -1,0 +1,186 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/polystore/polystore/coord"
+	"github.com/polystore/polystore/docrepo"
+	"github.com/polystore/polystore/examples/server/internal/app"
+	"github.com/polystore/polystore/examples/server/internal/chat"
+	"github.com/polystore/polystore/examples/server/internal/httpapi"
+	"github.com/polystore/polystore/examples/server/internal/mongostore"
+	"github.com/polystore/polystore/examples/server/internal/pgstore"
+	"github.com/polystore/polystore/examples/server/internal/redisstore"
+	"github.com/polystore/polystore/examples/server/internal/sagas"
+)
+
+// Stores are the clients the server runs on. The caller opens and closes
+// them; the server never does.
+type Stores struct {
+	Postgres *pgxpool.Pool         // users and the saga log
+	Redis    redis.UniversalClient // profile cache and rate limit
+	Mongo    *mongo.Database       // conversations
+}
+
+// Options tunes the server. The zero value means the defaults.
+type Options struct {
+	// RedisPrefix starts every Redis key. Default: "polystore:example:".
+	RedisPrefix string
+	// CacheTTL is the profile cache's TTL. Default: 10 minutes.
+	CacheTTL time.Duration
+	// NotFoundTTL is how long an unknown user id is cached. Default: 30s.
+	NotFoundTTL time.Duration
+	// CacheDisabled reads profiles from PostgreSQL every time. Default:
+	// false.
+	CacheDisabled bool
+	// RateLimit is each client's requests per second. Default (0): 100;
+	// negative: no limit.
+	RateLimit int
+	// RateBurst is each client's burst. Default (0): twice RateLimit.
+	RateBurst int
+	// BcryptCost is the cost of password hashes. Default (0): 10
+	// (bcrypt.DefaultCost).
+	BcryptCost int
+	// MaxBodyBytes bounds request bodies. Default (0): 64 KiB.
+	MaxBodyBytes int64
+	// HealthTimeout bounds each store's check in /health. Default: 2s.
+	HealthTimeout time.Duration
+	// RecoverEvery is the interval of the coordinator's recovery loop,
+	// which finishes sagas that a crash or an outage left unfinished.
+	// Default (0): coord's, 10s.
+	RecoverEvery time.Duration
+	// Logger receives the logs. Default: slog.Default().
+	Logger *slog.Logger
+	// WrapConversations, when set, wraps the MongoDB conversation store:
+	// the seam through which tests inject failures. Default: nil.
+	WrapConversations func(chat.ConversationStore) chat.ConversationStore
+}
+
+// Server is the example service, ready to serve.
+type Server struct {
+	handler *httpapi.Handler
+	coord   *coord.Coordinator
+}
+
+// New prepares the stores (users migration, coord's tables, conversation
+// indexes), registers the sagas and builds the HTTP handler. It starts no
+// goroutine: Start starts the recovery loop.
+func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
+	if st.Postgres == nil || st.Redis == nil || st.Mongo == nil {
+		return nil, fmt.Errorf("server: Stores needs Postgres, Redis and Mongo")
+	}
+	if opts.RedisPrefix == "" {
+		opts.RedisPrefix = "polystore:example:"
+	}
+	if opts.RateLimit == 0 {
+		opts.RateLimit = 100
+	}
+	if opts.RateBurst == 0 {
+		opts.RateBurst = 2 * opts.RateLimit
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+
+	if err := pgstore.Migrate(ctx, st.Postgres); err != nil {
+		return nil, fmt.Errorf("server: migrating PostgreSQL: %w", err)
+	}
+	users, err := pgstore.NewUserRepository(st.Postgres)
+	if err != nil {
+		return nil, err
+	}
+	convRepo, err := mongostore.NewConversationRepository(st.Mongo)
+	if err != nil {
+		return nil, err
+	}
+	if err := convRepo.EnsureIndexes(ctx); err != nil {
+		return nil, fmt.Errorf("server: ensuring MongoDB indexes: %w", err)
+	}
+	var conversations chat.ConversationStore = convRepo
+	if opts.WrapConversations != nil {
+		conversations = opts.WrapConversations(conversations)
+	}
+
+	// One registry per server, not the global one: two servers in one test
+	// binary must not collide.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		postgresPoolMetrics(st.Postgres),
+		redisPoolMetrics(st.Redis),
+	)
+
+	var cache chat.ProfileCache = app.Uncached{}
+	if !opts.CacheDisabled {
+		pc, err := redisstore.NewProfileCache(st.Redis, opts.RedisPrefix, redisstore.ProfileCacheOptions{
+			TTL: opts.CacheTTL, NotFoundTTL: opts.NotFoundTTL,
+		})
+		if err != nil {
+			return nil, err
+		}
+		reg.MustRegister(cacheMetrics(pc.Stats))
+		cache = pc
+	}
+
+	stepHooks, err := sagaStepMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := coord.New(ctx, st.Postgres, coord.Options{
+		RecoverEvery: opts.RecoverEvery,
+		Hooks:        joinHooks(coord.SlogHooks(log), stepHooks),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: starting the saga coordinator: %w", err)
+	}
+	workflows, err := sagas.New(c, users, conversations, cache, reg)
+	if err != nil {
+		return nil, err
+	}
+	userService := app.NewUsers(users, cache, workflows, opts.BcryptCost)
+
+	var limiter httpapi.Limiter
+	if opts.RateLimit > 0 {
+		limiter = redisstore.NewRateLimiter(st.Redis, opts.RedisPrefix, opts.RateLimit, opts.RateBurst)
+	}
+
+	h := httpapi.New(httpapi.Config{
+		Users:         userService,
+		Conversations: app.NewConversations(userService, conversations),
+		Health: []httpapi.HealthCheck{
+			{Name: "postgres", Ping: users.Ping},
+			{Name: "redis", Ping: func(ctx context.Context) error { return st.Redis.Ping(ctx).Err() }},
+			{Name: "mongodb", Ping: func(ctx context.Context) error { return docrepo.Health(ctx, st.Mongo.Client()) }},
+		},
+		HealthTimeout: opts.HealthTimeout,
+		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Registerer:    reg,
+		Limiter:       limiter,
+		MaxBodyBytes:  opts.MaxBodyBytes,
+		Logger:        log,
+	})
+	return &Server{handler: h, coord: c}, nil
+}
+
+// Handler returns the HTTP API.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Start starts the coordinator's recovery loop, which runs until Close.
+func (s *Server) Start(ctx context.Context) error { return s.coord.Start(ctx) }
+
+// Close stops the recovery loop, waiting for a recovery in progress. Call
+// it after the HTTP server has drained, before closing the store clients.
+func (s *Server) Close() error { return s.coord.Close() }

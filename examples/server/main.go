@@ -1,0 +1,154 @@
+// Command server is the polystore example service: a small backend of a
+// language-learning chat product with its users in PostgreSQL, their
+// profiles cached in Redis and their conversations in MongoDB.
+//
+// It reads its configuration from flags and environment variables (run it
+// with -h for the list); with POSTGRES_URL, REDIS_URL and MONGODB_URL set,
+// as `make services` prints them, it needs nothing else. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/polystore/polystore/docrepo"
+	"github.com/polystore/polystore/examples/server/internal/server"
+	"github.com/polystore/polystore/pgrepo"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "server:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+// run serves until ctx ends, then shuts down gracefully: it stops
+// accepting connections, lets in-flight requests finish (up to the
+// shutdown timeout), stops the saga recovery loop and closes the pools.
+// ready, when not nil, is told the address once the server listens.
+func run(ctx context.Context, args []string, getenv func(string) string, logOut io.Writer, ready func(net.Addr)) error {
+	cfg, err := loadConfig(args, getenv, logOut)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log := newLogger(cfg, logOut)
+
+	startCtx, cancel := context.WithTimeout(ctx, cfg.StoreTimeout)
+	defer cancel()
+
+	pool, err := pgrepo.Open(startCtx, cfg.PostgresURL, pgrepo.Config{MaxConns: int32(cfg.PGMaxConns)})
+	if err != nil {
+		return fmt.Errorf("connecting to PostgreSQL: %w", err)
+	}
+	defer pool.Close()
+
+	redisOpts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: %w", err)
+	}
+	if cfg.RedisPoolSize > 0 {
+		redisOpts.PoolSize = cfg.RedisPoolSize
+	}
+	rdb := redis.NewClient(redisOpts)
+	defer rdb.Close()
+	if err := rdb.Ping(startCtx).Err(); err != nil {
+		return fmt.Errorf("connecting to Redis at %s: %w", redisOpts.Addr, err)
+	}
+
+	mongoClient, err := docrepo.Connect(startCtx, cfg.MongoURL, docrepo.Config{MaxPoolSize: uint64(max(cfg.MongoMaxPool, 0)), AppName: "polystore-example"})
+	if err != nil {
+		return fmt.Errorf("connecting to MongoDB: %w", err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = mongoClient.Disconnect(ctx)
+	}()
+
+	srv, err := server.New(startCtx, server.Stores{Postgres: pool, Redis: rdb, Mongo: mongoClient.Database(cfg.MongoDatabase)}, server.Options{
+		RedisPrefix:   cfg.RedisPrefix,
+		CacheTTL:      cfg.CacheTTL,
+		CacheDisabled: cfg.CacheDisabled,
+		RateLimit:     cfg.RateLimit,
+		RateBurst:     cfg.RateBurst,
+		BcryptCost:    cfg.BcryptCost,
+		MaxBodyBytes:  cfg.MaxBodyBytes,
+		Logger:        log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	defer srv.Close() // after the HTTP server has drained: runs before the pools close
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	httpServer := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: min(cfg.ReadTimeout, 5*time.Second),
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("listening", slog.String("addr", ln.Addr().String()), slog.Bool("cache", !cfg.CacheDisabled),
+		slog.Int("rate_limit", cfg.RateLimit), slog.String("mongodb_database", cfg.MongoDatabase))
+	if ready != nil {
+		ready(ln.Addr())
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- httpServer.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+
+	log.Info("shutting down: draining in-flight requests", slog.Duration("timeout", cfg.ShutdownTimeout))
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := httpServer.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// newLogger returns the structured logger cfg asks for.
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
