@@ -36,7 +36,7 @@ type stepTx struct {
 	prefix []stmt
 	tx     pgx.Tx // nil until begun
 	open   func() // closes what a first Query or SendBatch left open
-	err    error // from the coordinator's own statements; ends the transaction
+	err    error  // from the coordinator's own statements; ends the transaction
 }
 
 var _ Tx = (*stepTx)(nil)
