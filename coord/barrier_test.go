@@ -1,0 +1,226 @@
+package coord
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/polystore/polystore/internal/servicetest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// Each barrier is checked for the four cases of the saga model: a replayed
+// action, a replayed compensation, a compensation of an action that never
+// ran (null compensation) and an action that arrives after its compensation
+// (hanging).
+
+func TestPgBarrier_AppliesEachOperationAtMostOnce(t *testing.T) {
+	pool := servicetest.Postgres(t)
+	ctx := context.Background()
+	require.NoError(t, Migrate(ctx, pool))
+
+	barrier := func(key, op string, commit bool) bool {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(ctx) }()
+		ok, err := PgBarrier(withStep(ctx, key, op), tx)
+		require.NoError(t, err)
+		if commit {
+			require.NoError(t, tx.Commit(ctx))
+		}
+		return ok
+	}
+
+	assert.True(t, barrier("s1/a", opAction, false), "rolled back: does not count")
+	assert.True(t, barrier("s1/a", opAction, true), "first action")
+	assert.False(t, barrier("s1/a", opAction, true), "replayed action")
+	assert.True(t, barrier("s1/a", opCompensate, true), "compensation of an action that ran")
+	assert.False(t, barrier("s1/a", opCompensate, true), "replayed compensation")
+
+	assert.False(t, barrier("s2/a", opCompensate, true), "null compensation")
+	assert.False(t, barrier("s2/a", opAction, true), "hanging action")
+
+	_, err := PgBarrier(ctx, nil)
+	assert.ErrorIs(t, err, ErrInvalid, "outside a step")
+}
+
+func TestRedisBarrier_AppliesEachOperationAtMostOnce(t *testing.T) {
+	rdb, prefix := servicetest.Redis(t)
+	ctx := context.Background()
+	key := prefix + "k"
+	step := withStep(ctx, "s1/a", opAction)
+	comp := withStep(ctx, "s1/a", opCompensate)
+
+	ok, err := RedisSet(step, rdb, key, "v1", time.Hour)
+	require.NoError(t, err)
+	assert.True(t, ok)
+	ok, err = RedisSet(step, rdb, key, "v2", time.Hour)
+	require.NoError(t, err)
+	assert.False(t, ok, "replayed action")
+	assert.Equal(t, "v1", rdb.Get(ctx, key).Val())
+	assert.Greater(t, rdb.PTTL(ctx, key).Val(), time.Duration(0), "ttl applied")
+
+	ok, err = RedisDel(comp, rdb, key)
+	require.NoError(t, err)
+	assert.True(t, ok)
+	require.NoError(t, rdb.Set(ctx, key, "written later by someone else", 0).Err())
+	ok, err = RedisDel(comp, rdb, key)
+	require.NoError(t, err)
+	assert.False(t, ok, "replayed compensation")
+	assert.Equal(t, "written later by someone else", rdb.Get(ctx, key).Val())
+
+	key2 := prefix + "k2"
+	ok, err = RedisDel(withStep(ctx, "s2/a", opCompensate), rdb, key2)
+	require.NoError(t, err)
+	assert.False(t, ok, "null compensation")
+	ok, err = RedisSet(withStep(ctx, "s2/a", opAction), rdb, key2, "v", 0)
+	require.NoError(t, err)
+	assert.False(t, ok, "hanging action")
+	assert.Zero(t, rdb.Exists(ctx, key2).Val())
+
+	_, err = RedisSet(ctx, rdb, key, "v", 0)
+	assert.ErrorIs(t, err, ErrInvalid, "outside a step")
+	_, err = RedisDel(ctx, rdb, key)
+	assert.ErrorIs(t, err, ErrInvalid, "outside a step")
+}
+
+func TestMongoBarrier_AppliesEachOperationAtMostOnce(t *testing.T) {
+	coll := servicetest.Mongo(t).Collection("docs")
+	ctx := context.Background()
+	step := withStep(ctx, "s1/a", opAction)
+	comp := withStep(ctx, "s1/a", opCompensate)
+	count := func(id string) int64 {
+		n, err := coll.CountDocuments(ctx, bson.D{{Key: "_id", Value: id}})
+		require.NoError(t, err)
+		return n
+	}
+
+	ok, err := MongoInsert(step, coll, bson.D{{Key: "_id", Value: "d1"}})
+	require.NoError(t, err)
+	assert.True(t, ok)
+	ok, err = MongoInsert(step, coll, bson.D{{Key: "_id", Value: "d1"}})
+	require.NoError(t, err)
+	assert.False(t, ok, "replayed action")
+	assert.EqualValues(t, 1, count("d1"))
+
+	ok, err = MongoDelete(comp, coll, "d1")
+	require.NoError(t, err)
+	assert.True(t, ok)
+	ok, err = MongoDelete(comp, coll, "d1")
+	require.NoError(t, err)
+	assert.False(t, ok, "replayed compensation")
+	ok, err = MongoInsert(step, coll, bson.D{{Key: "_id", Value: "d1"}})
+	require.NoError(t, err)
+	assert.False(t, ok, "action replayed after its compensation")
+	assert.Zero(t, count("d1"))
+
+	ok, err = MongoDelete(withStep(ctx, "s2/a", opCompensate), coll, "d2")
+	require.NoError(t, err)
+	assert.False(t, ok, "null compensation")
+	ok, err = MongoInsert(withStep(ctx, "s2/a", opAction), coll, bson.D{{Key: "_id", Value: "d2"}})
+	require.NoError(t, err)
+	assert.False(t, ok, "hanging action")
+	assert.Zero(t, count("d2"))
+
+	_, err = MongoInsert(ctx, coll, bson.D{{Key: "_id", Value: "d3"}})
+	assert.ErrorIs(t, err, ErrInvalid, "outside a step")
+	_, err = MongoDelete(ctx, coll, "d3")
+	assert.ErrorIs(t, err, ErrInvalid, "outside a step")
+}
+
+// TestTx_FirstStatementOfEveryKindCommitsWithTheLog runs TxActions whose
+// first statement, the one that carries BEGIN and the log's lease check,
+// is each of the Tx methods, or none at all.
+func TestTx_FirstStatementOfEveryKindCommitsWithTheLog(t *testing.T) {
+	pool := servicetest.Postgres(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `create table t (id text primary key, n int not null)`)
+	require.NoError(t, err)
+	c, err := New(ctx, pool, Options{})
+	require.NoError(t, err)
+
+	type S struct{ N int }
+	insert := func(ctx context.Context, tx Tx, id string) error {
+		_, err := tx.Exec(ctx, `insert into t values ($1, 1)`, id)
+		return err
+	}
+	firsts := map[string]func(ctx context.Context, tx Tx, s *S) error{
+		"exec": func(ctx context.Context, tx Tx, s *S) error {
+			return insert(ctx, tx, StepKey(ctx))
+		},
+		"query": func(ctx context.Context, tx Tx, s *S) error {
+			rows, err := tx.Query(ctx, `select generate_series(1, 3)`)
+			if err != nil {
+				return err
+			}
+			ns, err := pgx.CollectRows(rows, pgx.RowTo[int])
+			s.N = len(ns)
+			if err != nil {
+				return err
+			}
+			return insert(ctx, tx, StepKey(ctx))
+		},
+		"query row": func(ctx context.Context, tx Tx, s *S) error {
+			if err := tx.QueryRow(ctx, `select 3`).Scan(&s.N); err != nil {
+				return err
+			}
+			return insert(ctx, tx, StepKey(ctx))
+		},
+		"barrier then batch": func(ctx context.Context, tx Tx, s *S) error {
+			ok, err := PgBarrier(ctx, tx)
+			if err != nil || !ok {
+				return err
+			}
+			b := &pgx.Batch{}
+			b.Queue(`insert into t values ($1, 1)`, StepKey(ctx))
+			return tx.SendBatch(ctx, b).Close()
+		},
+		"batch": func(ctx context.Context, tx Tx, s *S) error {
+			b := &pgx.Batch{}
+			b.Queue(`insert into t values ($1, 1)`, StepKey(ctx))
+			b.Queue(`select 1`)
+			return tx.SendBatch(ctx, b).Close()
+		},
+		"none": func(ctx context.Context, tx Tx, s *S) error { return nil },
+	}
+	for name, first := range firsts {
+		t.Run(name, func(t *testing.T) {
+			h, err := Register(c, Define(name,
+				Step[S]{Name: "first", TxAction: first},
+				Step[S]{Name: "second", TxAction: first},
+			))
+			require.NoError(t, err)
+			id := "saga-" + name
+			var s S
+			info, err := h.Run(ctx, id, &s)
+			require.NoError(t, err)
+			assert.Equal(t, StatusSucceeded, info.Status)
+			var n int
+			require.NoError(t, pool.QueryRow(ctx, `select count(*) from t where id like $1`, id+"/%").Scan(&n))
+			if name != "none" {
+				assert.Equal(t, 2, n)
+			}
+		})
+	}
+
+	// A step's failing statement rolls back its work and its log record.
+	h, err := Register(c, Define("failing",
+		Step[S]{Name: "first", TxAction: func(ctx context.Context, tx Tx, s *S) error {
+			if err := insert(ctx, tx, "failing"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `select 1 / 0`)
+			return err
+		}, Retry: RetryPolicy{Attempts: 1}},
+	))
+	require.NoError(t, err)
+	_, err = h.Run(ctx, "failing", &S{})
+	require.ErrorIs(t, err, ErrCompensated)
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `select count(*) from t where id = 'failing'`).Scan(&n))
+	assert.Zero(t, n)
+}

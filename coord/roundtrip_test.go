@@ -1,0 +1,133 @@
+package coord
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/polystore/polystore/internal/servicetest"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// roundTrips counts the round trips pgx makes: one per query, one per batch.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+
+func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+
+func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+
+func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// tracedPool returns a pool on a fresh database whose round trips rt counts.
+func tracedPool(tb testing.TB, rt *roundTrips) *pgxpool.Pool {
+	tb.Helper()
+	cfg, err := pgxpool.ParseConfig(servicetest.PostgresURL(tb))
+	require.NoError(tb, err)
+	cfg.ConnConfig.Tracer = rt
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(tb, err)
+	tb.Cleanup(pool.Close)
+	_, err = pool.Exec(context.Background(), `create table users (id text primary key, email text not null)`)
+	require.NoError(tb, err)
+	return pool
+}
+
+type benchState struct {
+	ID    string `json:"id"`
+	Email string `json:"email"`
+}
+
+// threeWrites is the benchmark's work: a PostgreSQL insert, a MongoDB insert
+// and a Redis set.
+type threeWrites struct {
+	pool   *pgxpool.Pool
+	convs  *mongo.Collection
+	rdb    *redis.Client
+	prefix string
+}
+
+// raw does the three writes directly with the drivers.
+func (w threeWrites) raw(ctx context.Context, s *benchState) error {
+	if _, err := w.pool.Exec(ctx, `insert into users (id, email) values ($1, $2)`, s.ID, s.Email); err != nil {
+		return err
+	}
+	if _, err := w.convs.InsertOne(ctx, bson.D{{Key: "_id", Value: s.ID}, {Key: "title", Value: "Welcome"}}); err != nil {
+		return err
+	}
+	return w.rdb.Set(ctx, w.prefix+s.ID, s.Email, 0).Err()
+}
+
+// saga does the same three writes as a saga, with plain driver calls in its
+// steps so that only the coordinator's cost differs.
+func (w threeWrites) saga() *Definition[benchState] {
+	return Define("three-writes",
+		Step[benchState]{
+			Name: "pg",
+			TxAction: func(ctx context.Context, tx Tx, s *benchState) error {
+				_, err := tx.Exec(ctx, `insert into users (id, email) values ($1, $2)`, s.ID, s.Email)
+				return err
+			},
+			TxCompensate: func(ctx context.Context, tx Tx, s *benchState) error {
+				_, err := tx.Exec(ctx, `delete from users where id = $1`, s.ID)
+				return err
+			},
+		},
+		Step[benchState]{
+			Name: "mongo",
+			Kind: Pivot,
+			Action: func(ctx context.Context, s *benchState) error {
+				_, err := w.convs.InsertOne(ctx, bson.D{{Key: "_id", Value: s.ID}, {Key: "title", Value: "Welcome"}})
+				return err
+			},
+		},
+		Step[benchState]{
+			Name: "redis",
+			Kind: Retriable,
+			Action: func(ctx context.Context, s *benchState) error {
+				return w.rdb.Set(ctx, w.prefix+s.ID, s.Email, 0).Err()
+			},
+		},
+	)
+}
+
+func TestRun_HappyPathCostsAtMostOneExtraRoundTripPerStep(t *testing.T) {
+	var rt roundTrips
+	w := threeWrites{pool: tracedPool(t, &rt), convs: servicetest.Mongo(t).Collection("conversations")}
+	w.rdb, w.prefix = servicetest.Redis(t)
+	ctx := context.Background()
+	c, err := New(ctx, w.pool, Options{})
+	require.NoError(t, err)
+	def := w.saga()
+	h, err := Register(c, def)
+	require.NoError(t, err)
+
+	rt.n.Store(0)
+	require.NoError(t, w.raw(ctx, &benchState{ID: "raw", Email: "raw@example.com"}))
+	raw := rt.n.Load()
+
+	rt.n.Store(0)
+	_, err = h.Run(ctx, "saga", &benchState{ID: "saga", Email: "saga@example.com"})
+	require.NoError(t, err)
+	saga := rt.n.Load()
+
+	extra := saga - raw
+	t.Logf("round trips: raw %d, saga %d: %.2f extra per step", raw, saga, float64(extra)/float64(len(def.steps)))
+	assert.EqualValues(t, 1, raw)
+	assert.LessOrEqual(t, extra, int64(len(def.steps)))
+}
