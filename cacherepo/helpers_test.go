@@ -2,6 +2,7 @@ package cacherepo_test
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -95,3 +96,5 @@ func newCacheNamespace(t *testing.T) (*redis.Client, string) {
 	t.Helper()
 	return servicetest.Redis(t)
 }
+
+func runtimeGosched() { runtime.Gosched() }

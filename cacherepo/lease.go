@@ -88,19 +88,15 @@ func (c *Cache[T]) waitForLoad(ctx context.Context, key, rk string, l lease) (le
 	c.event(ctx, EventLockWait, key, nil, 0)
 	deadline := time.Now().Add(c.opts.LockWait)
 	delay := 5 * time.Millisecond
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	<-timer.C
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
 			return l, nil
 		}
-		timer.Reset(min(delay, left))
 		select {
 		case <-ctx.Done():
 			return l, ctx.Err()
-		case <-timer.C:
+		case <-time.After(min(delay, left)):
 		}
 		delay = min(2*delay, 50*time.Millisecond)
 

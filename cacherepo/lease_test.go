@@ -18,7 +18,7 @@ type db struct {
 	row string
 }
 
-func (d *db) read() string  { d.mu.Lock(); defer d.mu.Unlock(); return d.row }
+func (d *db) read() string   { d.mu.Lock(); defer d.mu.Unlock(); return d.row }
 func (d *db) write(s string) { d.mu.Lock(); defer d.mu.Unlock(); d.row = s }
 
 func TestCache_Invalidate_LoadStartedBeforeNeverWritesItsOldValue(t *testing.T) {
