@@ -4,4 +4,50 @@
 // recovery, with every step applied or every applied step compensated.
 //
 // It is a library inside the service, not a server beside it.
+//
+// # Sagas as code
+//
+// A saga is defined once, with Define, as a name and ordered steps on a state
+// type S that the steps share and that is kept as JSON in the log:
+//
+//	saga := coord.Define("register-user",
+//		coord.Step[Reg]{Name: "create-user", TxAction: insertUser, TxCompensate: deleteUser},
+//		coord.Step[Reg]{Name: "welcome", Action: insertConversation, Compensate: deleteConversation},
+//		coord.Step[Reg]{Name: "activate", Kind: coord.Pivot, TxAction: activateUser},
+//		coord.Step[Reg]{Name: "cache-profile", Kind: coord.Retriable, Action: cacheProfile},
+//	)
+//	c, err := coord.New(ctx, pool, coord.Options{})   // creates the tables
+//	register, err := coord.Register(c, saga)
+//	info, err := register.Run(ctx, "register:"+email, &Reg{...})
+//
+// Steps are compensatable (the default), at most one is the pivot (the point
+// of no return), and the steps after it are retriable: retried until they
+// succeed, never compensated. When a step up to the pivot fails after its
+// retries (RetryPolicy, Timeout), the steps done so far are compensated in
+// reverse order and Run returns an error wrapping ErrCompensated and the
+// step's error. A compensation that keeps failing leaves the saga failed
+// (ErrFailed), listed by Coordinator.Failed for a person.
+//
+// # Durability and recovery
+//
+// Each saga is a row of coord_saga: status, next step, state, attempts, last
+// error and a lease (owner, expiry). A TxAction or TxCompensate runs in the
+// coordinator's transaction, so its writes and the step's log record commit
+// together; any other step's log record is written right after it. Every
+// write checks the lease. Coordinator.Recover, and the loop of
+// Coordinator.Start, take the sagas whose lease expired with FOR UPDATE SKIP
+// LOCKED and drive them on from the log: a running saga is resumed forward
+// (its current step runs again), a compensating one goes on compensating.
+//
+// # Idempotency
+//
+// Run with an id that exists runs nothing again and returns that saga's
+// outcome. Since a step can run again after a crash, each step has a
+// deterministic key (StepKey), and the barrier helpers make a replayed or
+// late action or compensation take effect at most once: PgBarrier in the
+// write's own transaction, RedisSet and RedisDel in a Lua script,
+// MongoInsert and MongoDelete with a deterministic _id and a tombstone.
+//
+// See README.md in this directory for the state diagram, the exact
+// guarantees and limits, and the benchmark.
 package coord

@@ -1,0 +1,152 @@
+package coord_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/polystore/polystore/coord"
+	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// Registration is the state the steps of the register-user saga share; it
+// is stored as JSON in the saga's log record.
+type Registration struct {
+	UserID string `json:"user_id"`
+	Email  string `json:"email"`
+}
+
+// registerUser defines the saga that registers a user: a row in PostgreSQL,
+// a welcome conversation in MongoDB, the activation of the user (the pivot:
+// from there the saga only goes forward) and the cached profile in Redis.
+func registerUser(convs *mongo.Collection, rdb *redis.Client) *coord.Definition[Registration] {
+	return coord.Define("register-user",
+		coord.Step[Registration]{
+			Name: "create-user",
+			// In the coordinator's transaction: the row and the log record
+			// commit together.
+			TxAction: func(ctx context.Context, tx coord.Tx, r *Registration) error {
+				_, err := tx.Exec(ctx, `insert into users (id, email) values ($1, $2)`, r.UserID, r.Email)
+				return err
+			},
+			TxCompensate: func(ctx context.Context, tx coord.Tx, r *Registration) error {
+				_, err := tx.Exec(ctx, `delete from users where id = $1`, r.UserID)
+				return err
+			},
+		},
+		coord.Step[Registration]{
+			Name: "welcome-conversation",
+			// A deterministic _id and the barrier helpers make replays and
+			// late compensations harmless.
+			Action: func(ctx context.Context, r *Registration) error {
+				_, err := coord.MongoInsert(ctx, convs, bson.D{{Key: "_id", Value: r.UserID}, {Key: "title", Value: "Welcome!"}})
+				return err
+			},
+			Compensate: func(ctx context.Context, r *Registration) error {
+				_, err := coord.MongoDelete(ctx, convs, r.UserID)
+				return err
+			},
+			Retry:   coord.RetryPolicy{Attempts: 5, Backoff: 50 * time.Millisecond},
+			Timeout: 2 * time.Second,
+		},
+		coord.Step[Registration]{
+			Name: "activate-user",
+			Kind: coord.Pivot,
+			TxAction: func(ctx context.Context, tx coord.Tx, r *Registration) error {
+				_, err := tx.Exec(ctx, `update users set active = true where id = $1`, r.UserID)
+				return err
+			},
+		},
+		coord.Step[Registration]{
+			Name: "cache-profile",
+			Kind: coord.Retriable,
+			Action: func(ctx context.Context, r *Registration) error {
+				_, err := coord.RedisSet(ctx, rdb, "profile:"+r.UserID, r.Email, time.Hour)
+				return err
+			},
+		},
+	)
+}
+
+// The user-registration saga over PostgreSQL, MongoDB and Redis, with
+// recovery running in the background.
+func Example() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("POSTGRES_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	mc, err := mongo.Connect(options.Client().ApplyURI(os.Getenv("MONGODB_URL")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = mc.Disconnect(ctx) }()
+	ropts, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+
+	// New creates the coordinator's tables if needed.
+	c, err := coord.New(ctx, pool, coord.Options{Hooks: coord.SlogHooks(slog.Default())})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	register, err := coord.Register(c, registerUser(mc.Database("app").Collection("conversations"), rdb))
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Finish the sagas of instances that died, now and every 10s.
+	if err := c.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+
+	// The saga id makes Run idempotent: a retried request gets the outcome
+	// of the first one.
+	r := Registration{UserID: "u-42", Email: "ada@example.com"}
+	info, err := register.Run(ctx, "register:"+r.Email, &r)
+	switch {
+	case err == nil:
+		fmt.Println("registered", r.UserID)
+	case errors.Is(err, coord.ErrCompensated):
+		fmt.Println("not registered, everything undone:", err)
+	case errors.Is(err, coord.ErrFailed):
+		fmt.Println("needs a person:", info.StepName, info.Error)
+	case errors.Is(err, coord.ErrIncomplete):
+		fmt.Println("in progress; recovery will finish it:", err)
+	default:
+		log.Fatal(err)
+	}
+}
+
+// Failed lists the sagas whose compensation kept failing.
+func ExampleCoordinator_Failed() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("POSTGRES_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	c, err := coord.New(ctx, pool, coord.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	failed, err := c.Failed(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, s := range failed {
+		fmt.Printf("%s (%s) stuck compensating %s: %s\n", s.ID, s.Name, s.StepName, s.Error)
+	}
+}
