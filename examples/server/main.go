@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	if cfg.RedisPoolSize > 0 {
 		redisOpts.PoolSize = cfg.RedisPoolSize
 	}
+	server.FailFastRedis(redisOpts)
 	rdb := redis.NewClient(redisOpts)
 	defer rdb.Close()
 	if err := rdb.Ping(startCtx).Err(); err != nil {

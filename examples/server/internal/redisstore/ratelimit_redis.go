@@ -16,7 +16,12 @@ type RateLimiter struct {
 	limiter *redis_rate.Limiter
 	limit   redis_rate.Limit
 	prefix  string
+	timeout time.Duration
 }
+
+// rateLimitTimeout bounds one limiter call: the API fails open when Redis
+// is down, so a slow Redis must not add more than this to every request.
+const rateLimitTimeout = 100 * time.Millisecond
 
 // NewRateLimiter returns a limiter of rate requests per second and bursts
 // of burst (rate when burst is 0) whose keys are prefix + "ratelimit:" +
@@ -29,13 +34,16 @@ func NewRateLimiter(client redis.UniversalClient, prefix string, rate, burst int
 		limiter: redis_rate.NewLimiter(prefixedClient{client, prefix}),
 		limit:   redis_rate.Limit{Rate: rate, Burst: burst, Period: time.Second},
 		prefix:  prefix,
+		timeout: rateLimitTimeout,
 	}
 }
 
 // Allow takes one request from client's budget. It reports false and the
 // wait until the next allowed request once the budget is spent, and the
-// Redis error when Redis cannot answer.
+// Redis error when Redis cannot answer within 100ms.
 func (l *RateLimiter) Allow(ctx context.Context, client string) (bool, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
 	res, err := l.limiter.Allow(ctx, "ratelimit:"+client, l.limit)
 	if err != nil {
 		return false, 0, err

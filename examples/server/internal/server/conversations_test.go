@@ -1,0 +1,119 @@
+package server_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestServer_PostConversations(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id, _ := e.register("ada")
+
+	res := e.do("POST", "/users/"+id+"/conversations", `{"title":"Subjunctive; DROP TABLE users; --"}`)
+	require.Equal(t, http.StatusCreated, res.Status, "body: %s", res.Raw)
+	assert.Equal(t, "Subjunctive; DROP TABLE users; --", res.JSON["title"], "SQL-shaped text is stored as text")
+	assert.Equal(t, id, res.JSON["user_id"])
+	assert.Equal(t, "/conversations/"+res.JSON["id"].(string), res.Header.Get("Location"))
+	assert.Empty(t, res.JSON["messages"])
+
+	tests := []struct {
+		name, path, body string
+		status           int
+	}{
+		{"unknown user", "/users/3f1c1a52-0000-4000-8000-000000000000/conversations", `{"title":"x"}`, http.StatusNotFound},
+		{"bad user id", "/users/x/conversations", `{"title":"x"}`, http.StatusBadRequest},
+		{"blank title", "/users/" + id + "/conversations", `{"title":"  "}`, http.StatusBadRequest},
+		{"no title", "/users/" + id + "/conversations", `{}`, http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.status, e.do("POST", tt.path, tt.body).Status, tt.name)
+	}
+}
+
+func TestServer_PostMessages_AppendsToTheConversation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	_, conv := e.register("ada")
+
+	res := e.do("POST", "/conversations/"+conv+"/messages", `{"content":"J'ai mangé une pomme."}`)
+	require.Equal(t, http.StatusCreated, res.Status, "body: %s", res.Raw)
+	msgs := res.JSON["messages"].([]any)
+	require.Len(t, msgs, 2, "the welcome message and this one")
+	last := msgs[1].(map[string]any)
+	assert.Equal(t, "user", last["role"], "role defaults to user")
+	assert.Equal(t, "J'ai mangé une pomme.", last["content"])
+
+	tests := []struct {
+		name, path, body string
+		status           int
+	}{
+		{"unknown conversation", "/conversations/0123456789abcdef01234567/messages", `{"content":"hi"}`, http.StatusNotFound},
+		{"bad conversation id", "/conversations/xyz/messages", `{"content":"hi"}`, http.StatusBadRequest},
+		{"empty content", "/conversations/" + conv + "/messages", `{"content":""}`, http.StatusBadRequest},
+		{"unknown role", "/conversations/" + conv + "/messages", `{"role":"root","content":"hi"}`, http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.status, e.do("POST", tt.path, tt.body).Status, tt.name)
+	}
+}
+
+func TestServer_GetConversations_PagesMostRecentlyUpdatedFirst(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id, welcome := e.register("ada")
+	e.register("bob") // whose welcome conversation must not show
+	var created []string
+	for i := range 4 {
+		res := e.do("POST", "/users/"+id+"/conversations", fmt.Sprintf(`{"title":"c%d"}`, i))
+		require.Equal(t, http.StatusCreated, res.Status)
+		created = append(created, res.JSON["id"].(string))
+	}
+	require.Equal(t, http.StatusCreated, e.do("POST", "/conversations/"+welcome+"/messages", `{"content":"bump"}`).Status)
+
+	var seen []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 5, "pagination ends")
+		res := e.do("GET", "/users/"+id+"/conversations?limit=2&cursor="+url.QueryEscape(cursor), "")
+		require.Equal(t, http.StatusOK, res.Status, "body: %s", res.Raw)
+		page := res.JSON["conversations"].([]any)
+		assert.LessOrEqual(t, len(page), 2)
+		for _, c := range page {
+			seen = append(seen, c.(map[string]any)["id"].(string))
+		}
+		next, _ := res.JSON["next_cursor"].(string)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	require.Len(t, seen, 5)
+	assert.Equal(t, welcome, seen[0], "the conversation just written to comes first")
+	assert.ElementsMatch(t, append(created, welcome), seen)
+
+	res := e.do("GET", "/users/"+id+"/conversations", "")
+	assert.Len(t, res.JSON["conversations"], 5, "default limit covers them")
+
+	tests := []struct {
+		name, query string
+		status      int
+	}{
+		{"limit zero", "?limit=0", http.StatusBadRequest},
+		{"limit negative", "?limit=-1", http.StatusBadRequest},
+		{"limit too big", "?limit=101", http.StatusBadRequest},
+		{"limit not a number", "?limit=ten", http.StatusBadRequest},
+		{"forged cursor", "?cursor=eyJ0IjoiYm9ndXMifQ", http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		res := e.do("GET", "/users/"+id+"/conversations"+tt.query, "")
+		assert.Equal(t, tt.status, res.Status, tt.name)
+		assert.Equal(t, "invalid", res.JSON["code"], tt.name)
+	}
+	assert.Equal(t, http.StatusNotFound, e.do("GET", "/users/3f1c1a52-0000-4000-8000-000000000000/conversations", "").Status)
+}

@@ -1,0 +1,136 @@
+package server_test
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polystore/polystore/examples/server/internal/chat"
+	"github.com/polystore/polystore/examples/server/internal/pgstore"
+	"github.com/polystore/polystore/examples/server/internal/server"
+)
+
+func TestServer_GetHealth_AllUpReturns200(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	res := e.do("GET", "/health", "")
+	require.Equal(t, http.StatusOK, res.Status, "body: %s", res.Raw)
+	assert.Equal(t, "ok", res.JSON["status"])
+	stores := res.JSON["stores"].(map[string]any)
+	for _, name := range []string{"postgres", "redis", "mongodb"} {
+		s := stores[name].(map[string]any)
+		assert.Equal(t, "up", s["status"], name)
+		assert.Contains(t, s, "latency_ms", name)
+	}
+}
+
+func TestServer_RedisDown_HealthReturns503NamingRedisWhileUsersStillAnswer(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *server.Options, s *server.Stores) {
+		// Nothing listens on port 1: every Redis call fails at once.
+		opts := &redis.Options{Addr: "127.0.0.1:1"}
+		server.FailFastRedis(opts) // as main does
+		s.Redis = redis.NewClient(opts)
+		o.RateLimit = 5 // the limiter fails open too
+	})
+	t.Cleanup(func() { _ = e.redis.Close() })
+
+	res := e.do("GET", "/health", "")
+	require.Equal(t, http.StatusServiceUnavailable, res.Status)
+	assert.Equal(t, "unavailable", res.JSON["code"])
+	assert.Contains(t, res.JSON["error"], "redis")
+	assert.NotContains(t, res.JSON["error"], "postgres")
+	stores := res.JSON["stores"].(map[string]any)
+	assert.Equal(t, "down", stores["redis"].(map[string]any)["status"])
+	assert.Equal(t, "up", stores["postgres"].(map[string]any)["status"])
+	assert.Equal(t, "up", stores["mongodb"].(map[string]any)["status"])
+
+	// A user written straight to PostgreSQL is served by the cache's
+	// fail-open path, more often than the rate limit would allow.
+	repo, err := pgstore.NewUserRepository(e.pool)
+	require.NoError(t, err)
+	u := &chat.User{ID: uuid.New(), Username: "ada", Email: "ada@example.org", PasswordHash: "x", Language: "fr", Level: "A1"}
+	require.NoError(t, repo.CreateUser(t.Context(), u))
+	for range 12 {
+		res = e.do("GET", "/users/"+u.ID.String(), "")
+		require.Equal(t, http.StatusOK, res.Status, "body: %s", res.Raw)
+		assert.Equal(t, "ada", res.JSON["username"])
+	}
+	assert.Equal(t, http.StatusNotFound, e.do("GET", "/users/"+uuid.NewString(), "").Status)
+}
+
+func TestServer_RateLimit_Returns429WithRetryAfterAfterBurst(t *testing.T) {
+	t.Parallel()
+	const burst = 4
+	e := newEnv(t, func(o *server.Options, _ *server.Stores) {
+		o.RateLimit, o.RateBurst = 1, burst
+	})
+	path := "/users/" + uuid.NewString()
+
+	for i := range burst {
+		assert.Equal(t, http.StatusNotFound, e.do("GET", path, "").Status, "request %d is within the burst", i+1)
+	}
+	res := e.do("GET", path, "")
+	require.Equal(t, http.StatusTooManyRequests, res.Status)
+	assert.Equal(t, "rate_limited", res.JSON["code"])
+	secs, err := strconv.Atoi(res.Header.Get("Retry-After"))
+	require.NoError(t, err, "Retry-After is a number of seconds")
+	assert.GreaterOrEqual(t, secs, 1)
+
+	assert.Equal(t, http.StatusOK, e.do("GET", "/health", "").Status, "health probes are not limited")
+
+	var limiterKeys int
+	for k := range e.redisKeys() {
+		if strings.HasPrefix(k, e.prefix+"ratelimit:") {
+			limiterKeys++
+		}
+	}
+	assert.Equal(t, 1, limiterKeys, "the limiter's key is under the test's prefix")
+}
+
+func TestServer_GetMetrics_ExposesCachePoolAndSagaCounters(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id, _ := e.register("ada")
+	e.do("GET", "/users/"+id, "")
+
+	res := e.do("GET", "/metrics", "")
+	require.Equal(t, http.StatusOK, res.Status)
+	assert.True(t, strings.HasPrefix(res.Header.Get("Content-Type"), "text/plain"), res.Header.Get("Content-Type"))
+	body := string(res.Raw)
+	for _, want := range []string{
+		"profile_cache_hits_total 1",
+		`sagas_total{outcome="succeeded",saga="register-user"} 1`,
+		`saga_steps_total{event="succeeded",saga="register-user",step="insert-user"} 1`,
+		"postgres_pool_total_conns",
+		"redis_pool_total_conns",
+		`http_requests_total{route="POST /users",status="201"} 1`,
+		"go_goroutines",
+	} {
+		assert.Contains(t, body, want)
+	}
+}
+
+func TestServer_UnknownRouteAndMethod_ReturnJSONErrors(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+
+	res := e.do("GET", "/nope", "")
+	assert.Equal(t, http.StatusNotFound, res.Status)
+	assert.Equal(t, "not_found", res.JSON["code"])
+
+	res = e.do("PUT", "/users/"+uuid.NewString(), `{}`)
+	assert.Equal(t, http.StatusMethodNotAllowed, res.Status)
+	assert.Equal(t, "method_not_allowed", res.JSON["code"])
+	assert.Contains(t, res.Header.Get("Allow"), "PATCH")
+
+	res = e.do("DELETE", "/users", "")
+	assert.Equal(t, http.StatusMethodNotAllowed, res.Status)
+	assert.Equal(t, "method_not_allowed", res.JSON["code"])
+}

@@ -1,0 +1,207 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polystore/polystore/examples/server/internal/chat"
+	"github.com/polystore/polystore/examples/server/internal/server"
+)
+
+func TestServer_PostUsers_Returns201WithUserAndWelcomeConversation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+
+	res := e.do("POST", "/users", `{"username":"ada","email":"Ada@Example.org","password":"correct horse","language":"fr","level":"B1"}`)
+	require.Equal(t, http.StatusCreated, res.Status, "body: %s", res.Raw)
+	user := res.JSON["user"].(map[string]any)
+	id := user["id"].(string)
+	assert.Equal(t, "ada", user["username"])
+	assert.Equal(t, "ada@example.org", user["email"], "email is lower-cased")
+	assert.Equal(t, "B1", user["level"])
+	assert.EqualValues(t, 1, user["version"])
+	assert.NotContains(t, string(res.Raw), "password", "no password nor hash in the answer")
+	assert.Equal(t, "/users/"+id, res.Header.Get("Location"))
+	assert.Equal(t, `"1"`, res.Header.Get("ETag"))
+
+	// Each store has its part.
+	var hash string
+	require.NoError(t, e.pool.QueryRow(context.Background(), "SELECT password_hash FROM users WHERE id = $1", id).Scan(&hash))
+	assert.True(t, strings.HasPrefix(hash, "$2a$"), "bcrypt hash, not the password")
+	convs := e.conversations()
+	require.Len(t, convs, 1)
+	assert.Equal(t, res.JSON["welcome_conversation_id"], convs[0]["_id"].(interface{ Hex() string }).Hex())
+	assert.Equal(t, id, convs[0]["user_id"])
+	assert.Equal(t, chat.WelcomeTitle, convs[0]["title"])
+	assert.Contains(t, e.redisKeys(), e.prefix+"profile:"+id, "profile cached after the pivot")
+}
+
+func TestServer_PostUsers_TakenUsernameOrEmailReturns409(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.register("ada")
+
+	tests := []struct{ name, body, field string }{
+		{"username", `{"username":"ada","email":"other@example.org","password":"correct horse","language":"fr"}`, "username"},
+		{"email, other case", `{"username":"bob","email":"ADA@example.org","password":"correct horse","language":"fr"}`, "email"},
+	}
+	for _, tt := range tests {
+		res := e.do("POST", "/users", tt.body)
+		assert.Equal(t, http.StatusConflict, res.Status, tt.name)
+		assert.Equal(t, "conflict", res.JSON["code"], tt.name)
+		assert.Contains(t, res.JSON["error"], tt.field, tt.name)
+	}
+	assert.Equal(t, 1, e.userRows())
+	assert.Len(t, e.conversations(), 1, "the failed registrations left no conversation")
+}
+
+func TestServer_PostUsers_InvalidFieldsReturn400NamingTheField(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tests := []struct{ name, body, field string }{
+		{"username charset", `{"username":"Ada!","email":"a@example.org","password":"correct horse","language":"fr"}`, "username"},
+		{"username length", `{"username":"ab","email":"a@example.org","password":"correct horse","language":"fr"}`, "username"},
+		{"email", `{"username":"ada","email":"not an email","password":"correct horse","language":"fr"}`, "email"},
+		{"password", `{"username":"ada","email":"a@example.org","password":"short","language":"fr"}`, "password"},
+		{"language", `{"username":"ada","email":"a@example.org","password":"correct horse","language":"french"}`, "language"},
+		{"level", `{"username":"ada","email":"a@example.org","password":"correct horse","language":"fr","level":"Z9"}`, "level"},
+		{"missing fields", `{}`, "username"},
+	}
+	for _, tt := range tests {
+		res := e.do("POST", "/users", tt.body)
+		assert.Equal(t, http.StatusBadRequest, res.Status, tt.name)
+		assert.Equal(t, "invalid", res.JSON["code"], tt.name)
+		assert.Contains(t, res.JSON["error"], tt.field, tt.name)
+	}
+	assert.Zero(t, e.userRows())
+}
+
+// failingConversations fails every insert, as a MongoDB that went down
+// between the PostgreSQL step and its own would.
+type failingConversations struct{ chat.ConversationStore }
+
+func (failingConversations) CreateConversation(context.Context, *chat.Conversation) error {
+	return chat.Wrap(chat.CodeUnavailable, errors.New("injected failure"), "MongoDB is unavailable")
+}
+
+func TestServer_PostUsers_MongoStepFailureLeavesNoUserRowAndNoCacheEntry(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *server.Options, _ *server.Stores) {
+		o.WrapConversations = func(s chat.ConversationStore) chat.ConversationStore { return failingConversations{s} }
+	})
+
+	res := e.do("POST", "/users", `{"username":"ada","email":"ada@example.org","password":"correct horse","language":"fr"}`)
+	assert.Equal(t, http.StatusServiceUnavailable, res.Status)
+	assert.Equal(t, "unavailable", res.JSON["code"])
+	assert.Contains(t, res.JSON["error"], "MongoDB")
+
+	assert.Zero(t, e.userRows(), "the user row was compensated")
+	assert.Empty(t, e.conversations())
+	for k := range e.redisKeys() {
+		assert.NotContains(t, k, "profile:", "no cache entry")
+	}
+	var status string
+	require.NoError(t, e.pool.QueryRow(context.Background(), "SELECT status FROM coord_saga WHERE name = 'register-user'").Scan(&status))
+	assert.Equal(t, "compensated", status, "the saga log says so")
+}
+
+func TestServer_GetUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id, _ := e.register("ada")
+
+	res := e.do("GET", "/users/"+id, "")
+	require.Equal(t, http.StatusOK, res.Status)
+	assert.Equal(t, "ada", res.JSON["username"])
+	assert.Equal(t, `"1"`, res.Header.Get("ETag"))
+
+	res = e.do("GET", "/users/3f1c1a52-0000-4000-8000-000000000000", "")
+	assert.Equal(t, http.StatusNotFound, res.Status)
+	assert.Equal(t, "not_found", res.JSON["code"])
+	assert.Contains(t, e.redisKeys(), e.prefix+"profile:3f1c1a52-0000-4000-8000-000000000000", "an unknown id is cached as not found")
+	res = e.do("GET", "/users/3f1c1a52-0000-4000-8000-000000000000", "")
+	assert.Equal(t, http.StatusNotFound, res.Status, "and answered from the cache")
+
+	for _, bad := range []string{"42", "not-a-uuid", "{" + id + "}", "urn:uuid:" + id} {
+		res = e.do("GET", "/users/"+bad, "")
+		assert.Equal(t, http.StatusBadRequest, res.Status, bad)
+		assert.Equal(t, "invalid", res.JSON["code"], bad)
+	}
+}
+
+func TestServer_PatchUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id, _ := e.register("ada")
+	e.register("bob")
+	require.Equal(t, http.StatusOK, e.do("GET", "/users/"+id, "").Status, "profile now cached")
+
+	res := e.do("PATCH", "/users/"+id, `{"level":"C1","language":"de"}`, "If-Match", `"1"`)
+	require.Equal(t, http.StatusOK, res.Status, "body: %s", res.Raw)
+	assert.Equal(t, "C1", res.JSON["level"])
+	assert.EqualValues(t, 2, res.JSON["version"])
+	assert.Equal(t, `"2"`, res.Header.Get("ETag"))
+
+	got := e.do("GET", "/users/"+id, "")
+	assert.Equal(t, "C1", got.JSON["level"], "the cached profile was invalidated")
+	assert.Equal(t, "de", got.JSON["language"])
+
+	tests := []struct {
+		name    string
+		path    string
+		body    string
+		ifMatch string
+		status  int
+		code    string
+	}{
+		{"stale version", "/users/" + id, `{"level":"A2"}`, `"1"`, http.StatusPreconditionFailed, "precondition_failed"},
+		{"no If-Match", "/users/" + id, `{"level":"A2"}`, "", http.StatusPreconditionRequired, "precondition_required"},
+		{"bad If-Match", "/users/" + id, `{"level":"A2"}`, `"two"`, http.StatusBadRequest, "invalid"},
+		{"unknown user", "/users/3f1c1a52-0000-4000-8000-000000000000", `{"level":"A2"}`, `"1"`, http.StatusNotFound, "not_found"},
+		{"invalid level", "/users/" + id, `{"level":"Z9"}`, `"2"`, http.StatusBadRequest, "invalid"},
+		{"empty patch", "/users/" + id, `{}`, `"2"`, http.StatusBadRequest, "invalid"},
+		{"username is not patchable", "/users/" + id, `{"username":"eve"}`, `"2"`, http.StatusBadRequest, "invalid"},
+		{"taken email", "/users/" + id, `{"email":"bob@example.org"}`, `"2"`, http.StatusConflict, "conflict"},
+	}
+	for _, tt := range tests {
+		var headers []string
+		if tt.ifMatch != "" {
+			headers = []string{"If-Match", tt.ifMatch}
+		}
+		res := e.do("PATCH", tt.path, tt.body, headers...)
+		assert.Equal(t, tt.status, res.Status, "%s: %s", tt.name, res.Raw)
+		assert.Equal(t, tt.code, res.JSON["code"], tt.name)
+	}
+	got = e.do("GET", "/users/"+id, "")
+	assert.EqualValues(t, 2, got.JSON["version"], "no failed PATCH changed the user")
+}
+
+func TestServer_DeleteUser_RemovesUserConversationsAndCachedProfile(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id, _ := e.register("ada")
+	other, _ := e.register("bob")
+	require.Equal(t, http.StatusCreated, e.do("POST", "/users/"+id+"/conversations", `{"title":"Verbs"}`).Status)
+	require.Equal(t, http.StatusOK, e.do("GET", "/users/"+id, "").Status)
+
+	res := e.do("DELETE", "/users/"+id, "")
+	require.Equal(t, http.StatusNoContent, res.Status, "body: %s", res.Raw)
+	assert.Empty(t, res.Raw)
+
+	assert.Equal(t, http.StatusNotFound, e.do("GET", "/users/"+id, "").Status)
+	assert.Equal(t, 1, e.userRows())
+	convs := e.conversations()
+	require.Len(t, convs, 1, "only the other user's welcome conversation is left")
+	assert.Equal(t, other, convs[0]["user_id"])
+
+	res = e.do("DELETE", "/users/"+id, "")
+	assert.Equal(t, http.StatusNotFound, res.Status, "a second delete finds nothing")
+	assert.Equal(t, "not_found", res.JSON["code"])
+	assert.Equal(t, http.StatusBadRequest, e.do("DELETE", "/users/nope", "").Status)
+}
