@@ -155,6 +155,9 @@ func checkField(name string) error {
 // The encoded bytes are what is sent, so nothing can change after the
 // check.
 func literal(value any) (bson.RawValue, error) {
+	if value == nil {
+		return bson.RawValue{Type: bson.TypeNull}, nil
+	}
 	t, data, err := bson.MarshalValue(value)
 	if err != nil {
 		return bson.RawValue{}, fmt.Errorf("%w: encoding %T: %w", ErrInvalid, value, err)
