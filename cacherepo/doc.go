@@ -3,4 +3,87 @@
 // penetration (negative caching), stampedes (one load per key), avalanches
 // (TTL jitter and early refresh) and stale sets (a value loaded before an
 // invalidation is never written after it).
+//
+// # Use
+//
+//	users, err := cacherepo.New[User](rdb, cacherepo.Options{Namespace: "users:"})
+//	u, err := users.GetOrLoad(ctx, id, func(ctx context.Context) (User, error) {
+//		return repo.Get(ctx, id) // pgrepo.ErrNotFound is cached as a tombstone
+//	})
+//	// after a database write commits:
+//	err = users.Invalidate(ctx, id)
+//
+// A Cache holds no goroutines and needs no Close. It takes any
+// redis.UniversalClient; a *redis.Client (single node or Sentinel) gets MGET
+// and multi-key DEL, Cluster and Ring clients get pipelines, which go-redis
+// splits per node.
+//
+// # Entries
+//
+// Every value the Cache writes starts with one header byte: a value, a value
+// with early-refresh data (its expiry and last load time), a tombstone, or a
+// loader's lease. A hit is therefore one GET whatever the key holds, and the
+// lease lives in the key itself, so no operation needs two keys in one
+// Cluster slot. Keys are Options.Namespace + key; put a hash tag in the
+// namespace ("{users}:") only to place all of a cache's keys on one node.
+//
+// # Misses and leases
+//
+// On a miss GetOrLoad collapses the callers of the process into one flight
+// (golang.org/x/sync/singleflight). That flight runs a Lua script that
+// either finds the key filled meanwhile or stores a lease, a random 64-bit
+// token, in the key for Options.LeaseTTL (a lease already there is shared).
+// Only then does it call the loader, and it writes the result with a second
+// script that sets the value only if the key still holds that exact lease.
+// With Options.Lock, a process that finds another process's lease polls for
+// its value for up to Options.LockWait, then loads itself rather than fail.
+// A load that fails releases its lease (compare-and-delete).
+//
+// # The stale-set guarantee
+//
+// Delete and Invalidate (the same operation) DEL the key, lease included.
+// Hence: once Invalidate(ctx, k) has returned nil, no load of k whose lease
+// was taken before the DEL ran, and so no loader that read the database
+// before Invalidate was called, writes its value to k. An early refresh
+// writes only if the key still holds the exact entry it refreshes, so it is
+// refused in the same way. The check compares tokens, never clocks: an
+// expired or evicted lease makes the write refused (the value is simply not
+// cached), never stale. Limits:
+//
+//   - Invalidate must run after the database write commits; a load that
+//     starts between an early Invalidate and the commit reads the old row
+//     and may cache it.
+//   - If Invalidate returns an error, nothing is guaranteed: retry it.
+//   - Redis replication is asynchronous: a DEL acknowledged by a primary
+//     that fails over before replicating it is lost, and with it the
+//     guarantee for that key.
+//   - Set and SetMany write unconditionally: a caller that sets an old
+//     value writes it.
+//   - A loader started before Invalidate still returns its (older) value to
+//     its own caller and to the callers of its process that joined its
+//     flight; Invalidate makes later callers of the same process start a new
+//     flight, but cannot do so in other processes.
+//   - Tokens are 64 random bits: a stale write needs a collision on one key
+//     (2⁻⁶⁴). An early refresh is fooled only if the key again holds an
+//     entry byte-identical to the one it read, expiry millisecond included.
+//
+// # Penetration, avalanches, Redis failures
+//
+// When the loader's error satisfies Options.IsNotFound (by default
+// ErrNotFound, or any error with a NotFound() bool method returning true,
+// as pgrepo and docrepo errors have), a tombstone is cached for
+// Options.NotFoundTTL and the loader is not called again until it expires.
+// Every TTL is spread by Options.Jitter (±10% by default). With
+// Options.EarlyRefresh, hits are reloaded before expiry with the
+// probability of XFetch, synchronously in the request that draws it.
+//
+// When Redis fails or exceeds Options.Timeout, GetOrLoad and GetManyOrLoad
+// serve from the loader and report the error to Options.OnEvent and
+// Stats, not to the caller (Options.Strict returns it instead); they never
+// cache anything the loader did not return. Plain operations (Get, Set,
+// Delete, GetMany, SetMany, Invalidate) always return Redis errors, wrapping
+// ErrRedis.
+//
+// Stats and Options.OnEvent count the outcomes of GetOrLoad and
+// GetManyOrLoad; the plain operations return theirs to the caller.
 package cacherepo
