@@ -58,10 +58,12 @@ func (k EventKind) String() string {
 // Event is what Options.OnEvent receives.
 type Event struct {
 	Kind EventKind
-	// Key is the caller's key, without the namespace.
+	// Key is the caller's key, without the namespace; empty for the
+	// EventLoad and EventLoadError of a GetManyOrLoad batch.
 	Key string
 	// Err is the error of EventLoadError, EventRedisError and
-	// EventCodecError.
+	// EventCodecError, and the loader's not-found error for an EventLoad
+	// that cached a tombstone.
 	Err error
 	// Duration is the loader's run time for EventLoad and EventLoadError.
 	Duration time.Duration
