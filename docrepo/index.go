@@ -3,6 +3,7 @@ package docrepo
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -66,7 +67,78 @@ func (r *Repository[T, ID]) EnsureIndexes(ctx context.Context, specs ...IndexSpe
 		}
 		names = append(names, name)
 	}
+	// MongoDB refuses an index whose name is taken by one with other options,
+	// but FerretDB keeps the old one silently: compare what is there.
+	if err := r.checkIndexes(ctx, specs, names); err != nil {
+		return names, err
+	}
 	return names, nil
+}
+
+// checkIndexes returns ErrConflict when an index named in names differs
+// from its spec in uniqueness, TTL or (except for text indexes, which the
+// server stores in another form) keys.
+func (r *Repository[T, ID]) checkIndexes(ctx context.Context, specs []IndexSpec, names []string) error {
+	cur, err := r.coll.Indexes().List(ctx)
+	if err != nil {
+		return translate("ensure indexes: list", err)
+	}
+	var existing []struct {
+		Name   string   `bson:"name"`
+		Key    bson.Raw `bson:"key"`
+		Unique bool     `bson:"unique"`
+		TTL    *int64   `bson:"expireAfterSeconds"`
+	}
+	if err := cur.All(ctx, &existing); err != nil {
+		return translate("ensure indexes: list", err)
+	}
+	for i, s := range specs {
+		for _, ix := range existing {
+			if ix.Name != names[i] {
+				continue
+			}
+			want, _ := s.model()
+			var wantTTL *int64
+			if s.TTL > 0 {
+				ttl := s.ttlSeconds()
+				wantTTL = &ttl
+			}
+			switch {
+			case ix.Unique != s.Unique:
+				return fmt.Errorf("%w: index %s exists with unique=%v", ErrConflict, ix.Name, ix.Unique)
+			case (ix.TTL == nil) != (wantTTL == nil) || (ix.TTL != nil && *ix.TTL != *wantTTL):
+				return fmt.Errorf("%w: index %s exists with another TTL", ErrConflict, ix.Name)
+			case !s.hasText() && !sameKeys(ix.Key, want.Keys.(bson.D)):
+				return fmt.Errorf("%w: index %s exists with keys %v", ErrConflict, ix.Name, ix.Key)
+			}
+		}
+	}
+	return nil
+}
+
+func (s IndexSpec) hasText() bool {
+	for _, k := range s.Keys {
+		if k.Kind == Text {
+			return true
+		}
+	}
+	return false
+}
+
+// sameKeys compares an index's key document with the wanted one; the server
+// may store 1 as an int32, an int64 or a double.
+func sameKeys(got bson.Raw, want bson.D) bool {
+	elems, err := got.Elements()
+	if err != nil || len(elems) != len(want) {
+		return false
+	}
+	for i, e := range elems {
+		n, ok := e.Value().AsInt64OK()
+		if e.Key() != want[i].Key || !ok || n != int64(want[i].Value.(int)) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s IndexSpec) describe() string {
@@ -114,11 +186,16 @@ func (s IndexSpec) model() (mongo.IndexModel, error) {
 		return mongo.IndexModel{}, invalidf("negative TTL %v", s.TTL)
 	case s.TTL > 0 && len(s.Keys) != 1:
 		return mongo.IndexModel{}, invalidf("a TTL index has exactly one key")
+	case s.ttlSeconds() > math.MaxInt32:
+		return mongo.IndexModel{}, invalidf("TTL %v is too long", s.TTL)
 	case s.TTL > 0:
-		opts.SetExpireAfterSeconds(int32(max(1, s.TTL/time.Second)))
+		opts.SetExpireAfterSeconds(int32(s.ttlSeconds()))
 	}
 	return mongo.IndexModel{Keys: keys, Options: opts}, nil
 }
+
+// ttlSeconds is TTL in whole seconds, at least one.
+func (s IndexSpec) ttlSeconds() int64 { return max(1, int64(s.TTL/time.Second)) }
 
 // checkPath accepts a dotted path of plain field names.
 func checkPath(path string) error {
