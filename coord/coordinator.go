@@ -214,7 +214,7 @@ func (h *Handle[S]) resume(ctx context.Context, rec record, token string) (Info,
 
 func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, state *S) (Info, error) {
 	if err := json.Unmarshal(rec.state, state); err != nil {
-		return Info{}, fmt.Errorf("coord: saga %q: decoding its state: %w", rec.ID, err)
+		return Info{}, fmt.Errorf("%w: saga %q: decoding its state: %w", ErrInvalid, rec.ID, err)
 	}
 	e := h.newExecution(rec.ID, token, state, rec.Status, rec.Step)
 	e.inserted = true

@@ -31,10 +31,6 @@ var (
 	// lease: it expired and another coordinator recovered the saga.
 	ErrLeaseLost = errors.New("coord: lease lost")
 
-	// ErrUnknownSaga reports a saga stored under a definition name that is
-	// not registered with this coordinator.
-	ErrUnknownSaga = errors.New("coord: saga definition not registered")
-
 	// ErrClosed reports a call on a closed Coordinator.
 	ErrClosed = errors.New("coord: coordinator closed")
 )

@@ -44,12 +44,13 @@ type fixture struct {
 
 	mu       sync.Mutex
 	failures map[string]int // "step" or "step/compensate" → failures left, -1 for ever
+	after    map[string]int // "step" → failures left after the step's write, -1 for ever
 	calls    map[string]int // "sagaID/step" or "sagaID/step/compensate" → invocations
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{pool: servicetest.Postgres(t), failures: map[string]int{}, calls: map[string]int{}}
+	f := &fixture{pool: servicetest.Postgres(t), failures: map[string]int{}, after: map[string]int{}, calls: map[string]int{}}
 	f.rdb, f.prefix = servicetest.Redis(t)
 	f.convs = servicetest.Mongo(t).Collection("conversations")
 	_, err := f.pool.Exec(context.Background(),
@@ -64,6 +65,28 @@ func (f *fixture) fail(step string, comp bool, n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failures[opName(step, comp)] = n
+}
+
+// failAfterWrite makes the action of step fail n more times after its write
+// took effect, as a timeout after the write would; n < 0 for ever.
+func (f *fixture) failAfterWrite(step string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.after[step] = n
+}
+
+// leave returns the failure injected after the step's write, if any.
+func (f *fixture) leave(step string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := f.after[step]
+	if n == 0 {
+		return nil
+	}
+	if n > 0 {
+		f.after[step] = n - 1
+	}
+	return fmt.Errorf("%s after its write: %w", step, errInjected)
 }
 
 func opName(step string, comp bool) string {
@@ -125,8 +148,10 @@ func (f *fixture) definition() *Definition[regState] {
 				if err := f.enter(s.UserID, stepWelcome, false); err != nil {
 					return err
 				}
-				_, err := MongoInsert(ctx, f.convs, bson.D{{Key: "_id", Value: s.UserID}, {Key: "title", Value: "Welcome " + s.Email}})
-				return err
+				if _, err := MongoInsert(ctx, f.convs, bson.D{{Key: "_id", Value: s.UserID}, {Key: "title", Value: "Welcome " + s.Email}}); err != nil {
+					return err
+				}
+				return f.leave(stepWelcome)
 			},
 			Compensate: func(ctx context.Context, s *regState) error {
 				if err := f.enter(s.UserID, stepWelcome, true); err != nil {

@@ -18,9 +18,10 @@ import (
 // compensating saga goes on compensating. It takes only sagas whose
 // definition is registered with c, and each at most once per call.
 //
-// It returns how many sagas it took over; their outcomes go to the hooks
-// and the log (Get, Failed), not to its error, which reports only a failure
-// to read the log or ctx ending.
+// It returns how many sagas it took over. Their outcomes go to the hooks
+// and the log (Get, Failed), not to its error, which reports a failure to
+// read the log, ctx ending, or sagas it could not drive at all (a state
+// that no longer decodes), joined.
 func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 	c.mu.Lock()
 	names := make([]string, 0, len(c.sagas))
@@ -30,9 +31,10 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 	c.mu.Unlock()
 
 	seen := []string{}
+	var errs []error
 	for {
 		if err := ctx.Err(); err != nil {
-			return len(seen), err
+			return len(seen), errors.Join(append(errs, err)...)
 		}
 		token := c.newToken()
 		rows, err := c.pool.Query(ctx, claimSQL, token, c.leaseMillis(), names, seen)
@@ -41,18 +43,22 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 		}
 		rec, err := pgx.CollectExactlyOneRow(rows, scanRecord)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return len(seen), nil
+			return len(seen), errors.Join(errs...)
 		}
 		if err != nil {
-			return len(seen), fmt.Errorf("coord: recover: %w", err)
+			return len(seen), errors.Join(append(errs, fmt.Errorf("coord: recover: %w", err))...)
 		}
 		seen = append(seen, rec.ID)
 
 		c.mu.Lock()
 		d := c.sagas[rec.Name]
 		c.mu.Unlock()
-		if _, err := d.resume(ctx, rec, token); errors.Is(err, errCrashed) {
-			return len(seen), err
+		_, err = d.resume(ctx, rec, token)
+		switch {
+		case errors.Is(err, errCrashed):
+			return len(seen), errors.Join(append(errs, err)...)
+		case errors.Is(err, ErrInvalid):
+			errs = append(errs, fmt.Errorf("coord: recover: %w", err))
 		}
 	}
 }

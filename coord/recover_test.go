@@ -56,6 +56,8 @@ func TestRecover_CrashAtEveryBoundaryEndsConsistent(t *testing.T) {
 		{"success", func(*fixture) {}, StatusSucceeded, allApplied},
 		{"pivot fails", func(f *fixture) { f.fail(stepActivate, false, -1) }, StatusCompensated, noneLeft},
 		{"mongo step fails", func(f *fixture) { f.fail(stepWelcome, false, -1) }, StatusCompensated, noneLeft},
+		{"mongo step fails after its write", func(f *fixture) { f.failAfterWrite(stepWelcome, -1) }, StatusCompensated, noneLeft},
+		{"retriable step fails twice", func(f *fixture) { f.fail(stepCache, false, 2) }, StatusSucceeded, allApplied},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
@@ -69,6 +71,7 @@ func TestRecover_CrashAtEveryBoundaryEndsConsistent(t *testing.T) {
 			for i, p := range points {
 				id := fmt.Sprintf("crash-%d", i)
 				t.Run(fmt.Sprintf("%02d %s", i, p), func(t *testing.T) {
+					sc.setup(f) // the same failures as the probe met, so the same boundaries
 					n := 0
 					_, crashed := f.coordinator(t, Options{Owner: "crashed", LeaseDuration: testLease, crashAt: func(crashPoint) bool {
 						n++
