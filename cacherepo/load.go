@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 )
 
 // refreshFlight names the in-process flight of an early refresh, apart from
@@ -42,9 +43,11 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 	case errors.Is(err, redis.Nil):
 		c.event(ctx, EventMiss, key, nil, 0)
 		return c.loadShared(ctx, key, rk, nil, false, load)
+	case err != nil && ctx.Err() != nil: // the caller gave up: not a Redis failure
+		return zero, redisErr("GET", key, err)
 	case err != nil:
 		c.event(ctx, EventRedisError, key, err, 0)
-		if c.opts.Strict || ctx.Err() != nil {
+		if c.opts.Strict {
 			return zero, redisErr("GET", key, err)
 		}
 		return c.loadShared(ctx, key, rk, nil, true, load)
@@ -79,23 +82,30 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 }
 
 // loadShared runs fill once for all the callers of this process that miss
-// key at the same time.
+// key at the same time. The load runs with the context of the caller that
+// started it; every caller stops waiting when its own context is done.
 func (c *Cache[T]) loadShared(ctx context.Context, key, rk string, replace []byte, noCache bool, load func(context.Context) (T, error)) (T, error) {
 	var zero T
 	for attempt := 0; ; attempt++ {
-		res, err, shared := c.flights.Do(rk, func() (any, error) {
+		ch := c.flights.DoChan(rk, func() (any, error) {
 			return c.fill(ctx, key, rk, replace, noCache, load)
 		})
-		if err != nil {
-			// The load ran on the context of the caller that started it; if
-			// that caller gave up, those who joined it and did not try again.
-			if shared && ctx.Err() == nil && attempt < 3 &&
-				(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		var r singleflight.Result
+		select {
+		case r = <-ch:
+		case <-ctx.Done():
+			return zero, ctx.Err()
+		}
+		if r.Err != nil {
+			// The caller that started the load gave up, and its context
+			// ended the load: those who joined it try again, once leading.
+			if r.Shared && ctx.Err() == nil && attempt < 3 &&
+				(errors.Is(r.Err, context.Canceled) || errors.Is(r.Err, context.DeadlineExceeded)) {
 				continue
 			}
-			return zero, err
+			return zero, r.Err
 		}
-		return c.result(key, res.(*flight[T]), shared), nil
+		return c.result(key, r.Val.(*flight[T]), r.Shared), nil
 	}
 }
 

@@ -258,3 +258,37 @@ func TestCache_GetManyOrLoad_OnRing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, got, cached)
 }
+
+func TestCache_GetOrLoad_JoinerStopsWaitingWhenItsContextEnds(t *testing.T) {
+	t.Parallel()
+	var misses atomic.Int64
+	c, _, _ := newCache[string](t, cacherepo.Options{OnEvent: func(_ context.Context, e cacherepo.Event) {
+		if e.Kind == cacherepo.EventMiss {
+			misses.Add(1)
+		}
+	}})
+	started, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	go func() {
+		_, _ = c.GetOrLoad(context.Background(), "k", func(context.Context) (string, error) {
+			close(started)
+			<-release // a slow load
+			return "v", nil
+		})
+	}()
+	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	joinerErr := make(chan error)
+	go func() {
+		_, err := c.GetOrLoad(ctx, "k", func(context.Context) (string, error) { return "joiner", nil })
+		joinerErr <- err
+	}()
+	eventually(t, "the joiner to miss", func() bool { return misses.Load() == 2 })
+	cancel()
+	select {
+	case err := <-joinerErr:
+		assert.ErrorIs(t, err, context.Canceled)
+	case <-time.After(30 * time.Second): // the load is held until the test ends
+		t.Fatal("the joiner kept waiting for the slow load after its context ended")
+	}
+}

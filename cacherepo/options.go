@@ -45,9 +45,10 @@ type Options struct {
 	// hit path then allocates nothing for it).
 	Timeout time.Duration
 
-	// Strict makes GetOrLoad and GetManyOrLoad return Redis errors
-	// (wrapping ErrRedis) instead of serving from the loader. Default:
-	// false (fail open: Redis errors go to OnEvent and Stats only).
+	// Strict makes GetOrLoad and GetManyOrLoad return Redis errors of
+	// their reads (wrapping ErrRedis) instead of serving from the loader; a
+	// failed write of a loaded value is reported to OnEvent in either mode.
+	// Default: false (fail open: Redis errors go to OnEvent and Stats only).
 	Strict bool
 
 	// Lock makes a process that misses a key while another process holds
