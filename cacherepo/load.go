@@ -245,7 +245,7 @@ func (r notFoundResult) Error() string { return r.err.Error() }
 // still valid, is returned.
 func (c *Cache[T]) refresh(ctx context.Context, key, rk string, old []byte, oldV T, load func(context.Context) (T, error)) (T, error) {
 	c.event(ctx, EventEarlyRefresh, key, nil, 0)
-	res, err, shared := c.flights.Do(rk+refreshFlight, func() (any, error) {
+	ch := c.flights.DoChan(rk+refreshFlight, func() (any, error) {
 		v, d, notFound, err := c.runLoader(ctx, key, load)
 		if notFound {
 			c.write(ctx, key, rk, string(old), tombstoneEntry, jitter(c.opts.NotFoundTTL, c.opts.Jitter))
@@ -262,13 +262,19 @@ func (c *Cache[T]) refresh(ctx context.Context, key, rk string, old []byte, oldV
 		c.write(ctx, key, rk, string(old), entry, ttl)
 		return &flight[T]{v: v, entry: entry}, nil
 	})
+	var r singleflight.Result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		return oldV, nil // still valid; only this caller stops waiting
+	}
 	var nf notFoundResult
-	switch {
+	switch err := r.Err; {
 	case errors.As(err, &nf):
 		var zero T
 		return zero, nf.err
 	case err != nil:
 		return oldV, nil
 	}
-	return c.result(key, res.(*flight[T]), shared), nil
+	return c.result(key, r.Val.(*flight[T]), r.Shared), nil
 }
