@@ -75,7 +75,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	rdb := redis.NewClient(redisOpts)
 	defer rdb.Close()
 	if err := rdb.Ping(startCtx).Err(); err != nil {
-		return fmt.Errorf("connecting to Redis at %s: %w", redisOpts.Addr, err)
+		// The cache and the rate limit fail open: serve without them, and
+		// let /health say so, rather than refuse to start.
+		log.Warn("Redis does not answer: starting without cache and rate limit until it does",
+			slog.String("addr", redisOpts.Addr), slog.Any("error", err))
 	}
 
 	mongoClient, err := docrepo.Connect(startCtx, cfg.MongoURL, docrepo.Config{MaxPoolSize: uint64(max(cfg.MongoMaxPool, 0)), AppName: "polystore-example"})

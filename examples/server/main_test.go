@@ -33,9 +33,10 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func TestRun_ServesFromEnvironmentThenShutsDownGracefullyWhenContextEnds(t *testing.T) {
+// testEnvironment points the server at the test's own databases.
+func testEnvironment(t *testing.T) map[string]string {
 	_, prefix := servicetest.Redis(t)
-	environment := map[string]string{
+	return map[string]string{
 		"ADDR":             "127.0.0.1:0",
 		"POSTGRES_URL":     servicetest.PostgresURL(t),
 		"REDIS_URL":        servicetest.RedisURL(t),
@@ -44,27 +45,42 @@ func TestRun_ServesFromEnvironmentThenShutsDownGracefullyWhenContextEnds(t *test
 		"REDIS_PREFIX":     prefix,
 		"BCRYPT_COST":      "4",
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+}
+
+// start runs the server in the background and returns its address and the
+// channel run's error arrives on.
+func start(t *testing.T, ctx context.Context, environment map[string]string, logs *syncBuffer) (net.Addr, chan error) {
+	t.Helper()
 	addrs := make(chan net.Addr, 1)
-	logs := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, nil, func(k string) string { return environment[k] }, logs, func(a net.Addr) { addrs <- a })
 	}()
-
-	var addr net.Addr
 	select {
-	case addr = <-addrs:
+	case addr := <-addrs:
+		return addr, done
 	case err := <-done:
 		t.Fatalf("run returned before listening: %v\n%s", err, logs)
 	case <-time.After(60 * time.Second):
 		t.Fatalf("run did not listen within a minute\n%s", logs)
 	}
-	res, err := http.Get("http://" + addr.String() + "/health")
+	return nil, nil
+}
+
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	res, err := http.Get(url)
 	require.NoError(t, err)
 	res.Body.Close()
-	assert.Equal(t, http.StatusOK, res.StatusCode)
+	return res.StatusCode
+}
+
+func TestRun_ServesFromEnvironmentThenShutsDownGracefullyWhenContextEnds(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	addr, done := start(t, ctx, testEnvironment(t), logs)
+	assert.Equal(t, http.StatusOK, getStatus(t, "http://"+addr.String()+"/health"))
 
 	cancel()
 	select {
@@ -75,11 +91,11 @@ func TestRun_ServesFromEnvironmentThenShutsDownGracefullyWhenContextEnds(t *test
 	}
 	assert.Contains(t, logs.String(), "shutting down")
 	assert.Contains(t, logs.String(), "msg=stopped")
-	_, err = net.DialTimeout("tcp", addr.String(), time.Second)
+	_, err := net.DialTimeout("tcp", addr.String(), time.Second)
 	assert.Error(t, err, "the listener is closed")
 }
 
-func TestRun_UnreachableStoreFailsAtStartNamingIt(t *testing.T) {
+func TestRun_UnreachablePostgresFailsAtStartNamingIt(t *testing.T) {
 	environment := map[string]string{
 		"ADDR":          "127.0.0.1:0",
 		"POSTGRES_URL":  "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=1",
@@ -88,4 +104,20 @@ func TestRun_UnreachableStoreFailsAtStartNamingIt(t *testing.T) {
 	err := run(context.Background(), nil, func(k string) string { return environment[k] }, &syncBuffer{}, nil)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "PostgreSQL")
+}
+
+func TestRun_RedisDownAtStartServesDegraded(t *testing.T) {
+	environment := testEnvironment(t)
+	environment["REDIS_URL"] = "redis://127.0.0.1:1/0"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	addr, done := start(t, ctx, environment, logs)
+
+	assert.Equal(t, http.StatusServiceUnavailable, getStatus(t, "http://"+addr.String()+"/health"))
+	assert.Equal(t, http.StatusNotFound, getStatus(t, "http://"+addr.String()+"/users/3f1c1a52-0000-4000-8000-000000000000"),
+		"reads go to PostgreSQL")
+	assert.Contains(t, logs.String(), "Redis does not answer")
+	cancel()
+	require.NoError(t, <-done)
 }

@@ -87,7 +87,9 @@ func (s *ConversationRepository) NewConversationID() string { return bson.NewObj
 // CreateConversation inserts c, with c.ID when set. An id that exists
 // already is taken as this very insert done before (a retried saga step).
 func (s *ConversationRepository) CreateConversation(ctx context.Context, c *chat.Conversation) error {
-	doc := conversationDoc{UserID: c.UserID.String(), Title: c.Title, Messages: []messageDoc{}, CreatedAt: c.CreatedAt}
+	// BSON keeps milliseconds: truncate now, so what is returned is what a
+	// read gives back.
+	doc := conversationDoc{UserID: c.UserID.String(), Title: c.Title, Messages: []messageDoc{}, CreatedAt: c.CreatedAt.UTC().Truncate(time.Millisecond)}
 	if c.ID != "" {
 		id, err := docrepo.ParseID(c.ID)
 		if err != nil {
@@ -96,7 +98,7 @@ func (s *ConversationRepository) CreateConversation(ctx context.Context, c *chat
 		doc.ID = id
 	}
 	for _, m := range c.Messages {
-		doc.Messages = append(doc.Messages, messageDoc{Role: m.Role, Content: m.Content, SentAt: m.SentAt})
+		doc.Messages = append(doc.Messages, messageDoc{Role: m.Role, Content: m.Content, SentAt: m.SentAt.UTC().Truncate(time.Millisecond)})
 	}
 	err := s.conversations.Insert(ctx, &doc)
 	if errors.Is(err, docrepo.ErrDuplicate) && c.ID != "" {
