@@ -30,6 +30,7 @@ func TestNew_InvalidOptionsReturnErrInvalidOptions(t *testing.T) {
 		{"negative Timeout", client, cacherepo.Options{Timeout: -1}},
 		{"negative LockWait", client, cacherepo.Options{LockWait: -1}},
 		{"negative LeaseTTL", client, cacherepo.Options{LeaseTTL: -1}},
+		{"LeaseTTL under 1ms", client, cacherepo.Options{LeaseTTL: time.Microsecond}},
 		{"Jitter above 0.9", client, cacherepo.Options{Jitter: 1}},
 		{"negative EarlyRefresh", client, cacherepo.Options{EarlyRefresh: -1}},
 	}

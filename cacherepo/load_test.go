@@ -292,3 +292,14 @@ func TestCache_GetOrLoad_JoinerStopsWaitingWhenItsContextEnds(t *testing.T) {
 		t.Fatal("the joiner kept waiting for the slow load after its context ended")
 	}
 }
+
+func TestCache_GetOrLoad_UnencodableValueReturnsErrCodecAndCachesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, client, prefix := newCache[func()](t, cacherepo.Options{})
+	_, err := c.GetOrLoad(ctx, "k", func(context.Context) (func(), error) { return func() {}, nil })
+	assert.ErrorIs(t, err, cacherepo.ErrCodec)
+	n, err := client.Exists(ctx, prefix+"k").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "no value and no lease left behind")
+}

@@ -18,8 +18,9 @@ import (
 // load returns an error for which Options.IsNotFound is true, every missing
 // key is treated as not found.
 //
-// Unlike GetOrLoad, concurrent calls are not collapsed and do not wait for
-// each other's loads (Options.Lock): each loads its own misses.
+// Unlike GetOrLoad, concurrent calls are not collapsed, do not wait for
+// each other's loads (Options.Lock) and do not refresh early: each loads its
+// own misses.
 //
 // Redis errors are handled as in GetOrLoad (fail open unless
 // Options.Strict, then ErrRedis). A load error is returned as it is, with a
@@ -37,7 +38,7 @@ func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(c
 	}
 
 	var missing []string
-	replace := map[string][]byte{} // undecodable entries, to overwrite
+	var replace map[string][]byte // undecodable entries, to overwrite
 	seen := make(map[string]bool, len(keys))
 	for i, k := range keys {
 		if seen[k] {
@@ -47,6 +48,9 @@ func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(c
 		switch hit, err := c.take(ctx, k, entries[i], out); {
 		case err != nil:
 			c.event(ctx, EventCodecError, k, err, 0)
+			if replace == nil {
+				replace = map[string][]byte{}
+			}
 			replace[k] = entries[i]
 			missing = append(missing, k)
 		case !hit:

@@ -122,6 +122,9 @@ func (o Options) withDefaults() (Options, error) {
 			return bad("%s is negative (%s)", d.name, d.v)
 		}
 	}
+	if o.LeaseTTL > 0 && o.LeaseTTL < time.Millisecond {
+		return bad("LeaseTTL %s is under Redis's 1ms resolution", o.LeaseTTL)
+	}
 	if math.IsNaN(o.Jitter) || o.Jitter > maxJitter {
 		return bad("Jitter %v is not in [0, %v] (negative disables it)", o.Jitter, maxJitter)
 	}
