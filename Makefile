@@ -1,4 +1,4 @@
-# polystore: make test | make run | make lint | make bench | make services
+# polystore: make test | make run | make lint | make bench | make load | make services
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -44,3 +44,7 @@ run:
 	@$(SERVICES); \
 	if [ -d examples/server ]; then exec go run ./examples/server; \
 	else echo "make run: the example server (examples/server) has not landed yet; the services above are up."; fi
+
+## load: bounded load on the example server from this machine (scripts/load)
+load:
+	@scripts/load
