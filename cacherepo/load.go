@@ -130,8 +130,11 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, replace []byte, noC
 	}
 	l, err := c.acquire(ctx, rk, replace)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, redisErr("EVALSHA acquire", key, err)
+		}
 		c.event(ctx, EventRedisError, key, err, 0)
-		if c.opts.Strict || ctx.Err() != nil {
+		if c.opts.Strict {
 			return nil, redisErr("EVALSHA acquire", key, err)
 		}
 		return c.loadOnly(ctx, key, load)
@@ -172,9 +175,10 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, replace []byte, noC
 	return &flight[T]{v: v, entry: entry}, nil
 }
 
-// write stores entry if rk still holds expect, counting a refusal.
+// write stores entry if rk still holds expect, counting a refusal. The
+// value is loaded by then: it is written even if the caller has gone.
 func (c *Cache[T]) write(ctx context.Context, key, rk, expect string, entry []byte, ttl time.Duration) {
-	ok, err := c.cas(ctx, rk, expect, entry, ttl)
+	ok, err := c.cas(context.WithoutCancel(ctx), rk, expect, entry, ttl)
 	switch {
 	case err != nil:
 		c.event(ctx, EventRedisError, key, err, 0)

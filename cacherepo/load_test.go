@@ -303,3 +303,17 @@ func TestCache_GetOrLoad_UnencodableValueReturnsErrCodecAndCachesNothing(t *test
 	require.NoError(t, err)
 	assert.Zero(t, n, "no value and no lease left behind")
 }
+
+func TestCache_GetOrLoad_LoadedValueIsCachedEvenIfCallerLeft(t *testing.T) {
+	t.Parallel()
+	c, _, _ := newCache[string](t, cacherepo.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	_, _ = c.GetOrLoad(ctx, "k", func(context.Context) (string, error) {
+		cancel() // the caller's deadline passes just as the load ends
+		return "v", nil
+	})
+	eventually(t, "the loaded value to be cached", func() bool {
+		v, err := c.Get(context.Background(), "k")
+		return err == nil && v == "v"
+	})
+}

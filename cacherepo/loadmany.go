@@ -30,8 +30,11 @@ func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(c
 	entries, err := c.getMany(ctx, keys)
 	redisDown := err != nil
 	if redisDown {
+		if ctx.Err() != nil {
+			return nil, redisErr("MGET", first(keys), err)
+		}
 		c.event(ctx, EventRedisError, first(keys), err, 0)
-		if c.opts.Strict || ctx.Err() != nil {
+		if c.opts.Strict {
 			return nil, redisErr("MGET", first(keys), err)
 		}
 		entries = make([][]byte, len(keys))
@@ -68,8 +71,11 @@ func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(c
 	if !redisDown {
 		leases, err = c.acquireMany(ctx, missing, replace)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, redisErr("EVALSHA acquire", missing[0], err)
+			}
 			c.event(ctx, EventRedisError, missing[0], err, 0)
-			if c.opts.Strict || ctx.Err() != nil {
+			if c.opts.Strict {
 				return nil, redisErr("EVALSHA acquire", missing[0], err)
 			}
 			redisDown = true
@@ -203,7 +209,8 @@ func (c *Cache[T]) writeMany(ctx context.Context, writes []casWrite) {
 	for i, w := range writes {
 		calls[i] = scriptCall{key: w.rk, args: []any{w.expect, w.entry, w.ttl.Milliseconds()}}
 	}
-	cmds, err := c.runScripts(ctx, casScript, calls)
+	// The values are loaded: write them even if the caller has gone.
+	cmds, err := c.runScripts(context.WithoutCancel(ctx), casScript, calls)
 	if err != nil {
 		c.event(ctx, EventRedisError, writes[0].key, err, 0)
 		return
