@@ -317,3 +317,22 @@ func TestCache_GetOrLoad_LoadedValueIsCachedEvenIfCallerLeft(t *testing.T) {
 		return err == nil && v == "v"
 	})
 }
+
+func TestCache_Timeout_HealthyRedisServesAsUsual(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, _, _ := newCache[string](t, cacherepo.Options{Timeout: 5 * time.Second})
+	l := &counter[string]{value: "v"}
+	for range 2 {
+		v, err := c.GetOrLoad(ctx, "k", l.load)
+		require.NoError(t, err)
+		assert.Equal(t, "v", v)
+	}
+	got, err := c.GetManyOrLoad(ctx, []string{"k", "k2"}, func(context.Context, []string) (map[string]string, error) {
+		return map[string]string{"k2": "v2"}, nil
+	})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"k": "v", "k2": "v2"}, got)
+	assert.Equal(t, int64(1), l.calls.Load())
+	assert.Zero(t, c.Stats().RedisErrors)
+}
