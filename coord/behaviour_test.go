@@ -219,3 +219,75 @@ func TestSlogHooks_LogEachEventWithTheSaga(t *testing.T) {
 	assert.Contains(t, lines[3], "compensation=true")
 	assert.Contains(t, lines[4], "level=ERROR")
 }
+
+func TestRun_SameIDWhileRunningWaitsForTheOutcome(t *testing.T) {
+	f := newFixture(t)
+	c, err := New(context.Background(), f.pool, Options{LeaseDuration: 200 * time.Millisecond})
+	require.NoError(t, err)
+	type S struct{ N int }
+	release := make(chan struct{})
+	running := make(chan struct{})
+	h, err := Register(c, Define("blocking",
+		Step[S]{Name: "a", Action: func(_ context.Context, s *S) error {
+			close(running) // a second call would panic: the step runs once
+			<-release
+			s.N = 42
+			return nil
+		}},
+	))
+	require.NoError(t, err)
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := h.Run(context.Background(), "s1", &S{})
+		first <- err
+	}()
+	<-running
+
+	// A caller that stops waiting gets ErrIncomplete; the saga goes on.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = h.Run(ctx, "s1", &S{})
+	require.ErrorIs(t, err, ErrIncomplete)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+
+	second := make(chan error, 1)
+	var got S
+	go func() {
+		_, err := h.Run(context.Background(), "s1", &got)
+		second <- err
+	}()
+	close(release)
+	require.NoError(t, <-first)
+	require.NoError(t, <-second)
+	assert.Equal(t, 42, got.N, "the waiting Run gets the state in the log")
+}
+
+func TestRun_SameIDTakesOverASagaWhoseCoordinatorDied(t *testing.T) {
+	f := newFixture(t)
+	_, crashed := f.coordinator(t, Options{LeaseDuration: 200 * time.Millisecond, crashAt: func(p crashPoint) bool {
+		return p.Stage == stageAfterLog && p.Step == stepWelcome
+	}})
+	_, err := crashed.Run(context.Background(), "u1", &regState{UserID: "u1", Email: "u1@example.com"})
+	require.ErrorIs(t, err, errCrashed)
+
+	_, h := f.coordinator(t, Options{})
+	info, err := h.Run(context.Background(), "u1", &regState{UserID: "u1", Email: "u1@example.com"})
+	require.NoError(t, err)
+	assert.Equal(t, StatusSucceeded, info.Status)
+	assert.Equal(t, allApplied, f.effects(t, "u1"))
+	assert.Equal(t, 1, f.callCount("u1", stepWelcome, false))
+}
+
+func TestRun_IDOfAnotherDefinitionReturnsErrInvalid(t *testing.T) {
+	f := newFixture(t)
+	c, h := f.coordinator(t, Options{})
+	_, err := h.Run(context.Background(), "u1", &regState{UserID: "u1", Email: "u1@example.com"})
+	require.NoError(t, err)
+
+	type S struct{}
+	other, err := Register(c, Define("other", Step[S]{Name: "a", Action: func(context.Context, *S) error { return nil }}))
+	require.NoError(t, err)
+	_, err = other.Run(context.Background(), "u1", &S{})
+	assert.ErrorIs(t, err, ErrInvalid)
+}
