@@ -77,7 +77,8 @@ type driver interface {
 
 // New returns a coordinator whose log lives in the database of pool, after
 // creating or upgrading its tables there (see Migrate). It starts no
-// goroutine: see Start. Its errors wrap the driver's.
+// goroutine: see Start. It returns an error wrapping ErrInvalid for a nil
+// pool; its other errors wrap the driver's.
 func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Coordinator, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: nil pool", ErrInvalid)

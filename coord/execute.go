@@ -87,8 +87,7 @@ func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 			st := &e.def.steps[e.step]
 			if st.Kind == Retriable {
 				// Never compensated: leave it to recovery, after a backoff.
-				pol := st.Retry.withDefaults()
-				wait := pol.wait(pol.Attempts)
+				wait := st.Retry.withDefaults().wait(e.attempts)
 				return e.abandon(ctx, fmt.Errorf("%w: retriable step %q: %w", ErrIncomplete, st.Name, err), wait)
 			}
 			if err := e.startCompensation(ctx, err); err != nil {
@@ -131,7 +130,7 @@ func (e *execution[S]) abandon(ctx context.Context, err error, delay time.Durati
 	if e.inserted && !errors.Is(err, ErrLeaseLost) {
 		// Best effort: recovery would take the saga when the lease ends anyway.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_, _ = e.c.pool.Exec(wctx, leaseSQL, e.id, e.token, delay.Milliseconds())
+		_, _ = e.c.pool.Exec(wctx, releaseSQL, e.id, e.token, delay.Milliseconds(), e.attempts, e.cause)
 		cancel()
 	}
 	if !errors.Is(err, ErrIncomplete) {

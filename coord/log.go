@@ -39,6 +39,11 @@ values ($1, $2, 'running', 0, $3, $4, now() + $5 * interval '1 millisecond')`
 	returning 1
 ) select 1 / count(*) from u`
 
+	// releaseSQL gives the saga up to recovery after $3 milliseconds,
+	// recording the attempts ($4) and error ($5) of its current step.
+	releaseSQL = `update coord_saga set lease_expires = now() + $3 * interval '1 millisecond', attempts = $4, last_error = $5, updated_at = now()
+where id = $1 and lease_owner = $2`
+
 	// claimSQL takes one unfinished saga whose lease expired, of the
 	// definitions $3, not in $4, for the new owner $1.
 	claimSQL = `update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now()
