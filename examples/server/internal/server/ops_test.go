@@ -1,10 +1,12 @@
 package server_test
 
 import (
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -14,6 +16,7 @@ import (
 	"github.com/polystore/polystore/examples/server/internal/chat"
 	"github.com/polystore/polystore/examples/server/internal/pgstore"
 	"github.com/polystore/polystore/examples/server/internal/server"
+	"github.com/polystore/polystore/internal/servicetest"
 )
 
 func TestServer_GetHealth_AllUpReturns200(t *testing.T) {
@@ -63,6 +66,15 @@ func TestServer_RedisDown_HealthReturns503NamingRedisWhileUsersStillAnswer(t *te
 		assert.Equal(t, "ada", res.JSON["username"])
 	}
 	assert.Equal(t, http.StatusNotFound, e.do("GET", "/users/"+uuid.NewString(), "").Status)
+
+	// Registration commits past its pivot; filling the cache is left to
+	// the recovery loop, and the user is readable at once.
+	id, _ := e.register("bob")
+	res = e.do("GET", "/users/"+id, "")
+	assert.Equal(t, http.StatusOK, res.Status)
+	var status string
+	require.NoError(t, e.pool.QueryRow(t.Context(), "SELECT status FROM coord_saga WHERE id = $1", "register-user/"+id).Scan(&status))
+	assert.Equal(t, "running", status, "the retriable cache step waits for recovery")
 }
 
 func TestServer_RateLimit_Returns429WithRetryAfterAfterBurst(t *testing.T) {
@@ -133,4 +145,41 @@ func TestServer_UnknownRouteAndMethod_ReturnJSONErrors(t *testing.T) {
 	res = e.do("DELETE", "/users", "")
 	assert.Equal(t, http.StatusMethodNotAllowed, res.Status)
 	assert.Equal(t, "method_not_allowed", res.JSON["code"])
+}
+
+func TestServer_Recovery_FillsTheCacheOfARegistrationMadeWhileRedisWasDown(t *testing.T) {
+	t.Parallel()
+	short := func(o *server.Options, _ *server.Stores) {
+		o.SagaLease = 300 * time.Millisecond
+		o.RecoverEvery = 50 * time.Millisecond
+	}
+	// Instance A registers with Redis down: the saga stops after its pivot.
+	down := newEnv(t, short, func(o *server.Options, s *server.Stores) {
+		opts := &redis.Options{Addr: "127.0.0.1:1"}
+		server.FailFastRedis(opts)
+		s.Redis = redis.NewClient(opts)
+	})
+	t.Cleanup(func() { _ = down.redis.Close() })
+	id, _ := down.register("ada")
+
+	// Instance B, on the same PostgreSQL and a working Redis, recovers it.
+	rdb, prefix := servicetest.Redis(t)
+	b, err := server.New(t.Context(), server.Stores{Postgres: down.pool, Redis: rdb, Mongo: down.mongo}, server.Options{
+		RedisPrefix: prefix, RateLimit: -1, SagaLease: 300 * time.Millisecond, RecoverEvery: 50 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	require.NoError(t, err)
+	require.NoError(t, b.Start(t.Context()))
+	t.Cleanup(func() { _ = b.Close() })
+
+	key := prefix + "profile:" + id
+	deadline := time.Now().Add(30 * time.Second)
+	for rdb.Exists(t.Context(), key).Val() == 0 {
+		require.True(t, time.Now().Before(deadline), "recovery did not fill %s in time", key)
+		time.Sleep(20 * time.Millisecond) // polling, with a deadline
+	}
+	var status string
+	require.NoError(t, down.pool.QueryRow(t.Context(), "SELECT status FROM coord_saga WHERE id = $1", "register-user/"+id).Scan(&status))
+	assert.Equal(t, "succeeded", status)
+	assert.Contains(t, rdb.Get(t.Context(), key).Val(), `"username":"ada"`)
 }

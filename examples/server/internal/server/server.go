@@ -60,6 +60,10 @@ type Options struct {
 	// which finishes sagas that a crash or an outage left unfinished.
 	// Default (0): coord's, 10s.
 	RecoverEvery time.Duration
+	// SagaLease is how long a saga stays reserved to this instance after
+	// its last log write; another instance's recovery takes it over once
+	// the lease has expired. Default (0): coord's, 30s.
+	SagaLease time.Duration
 	// Logger receives the logs. Default: slog.Default().
 	Logger *slog.Logger
 	// WrapConversations, when set, wraps the MongoDB conversation store:
@@ -149,8 +153,9 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 		return nil, err
 	}
 	c, err := coord.New(ctx, st.Postgres, coord.Options{
-		RecoverEvery: opts.RecoverEvery,
-		Hooks:        joinHooks(coord.SlogHooks(log), stepHooks),
+		RecoverEvery:  opts.RecoverEvery,
+		LeaseDuration: opts.SagaLease,
+		Hooks:         joinHooks(coord.SlogHooks(log), stepHooks),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: starting the saga coordinator: %w", err)
