@@ -173,3 +173,58 @@ func TestCache_GetManyOrLoad_TombstonesUseNotFoundTTL(t *testing.T) {
 	assert.Greater(t, pttl, 25*time.Second)
 	assert.LessOrEqual(t, pttl, 30*time.Second)
 }
+
+func TestCache_Lock_WaiterGetsTheOtherProcessNotFound(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var waits events
+	opts := cacherepo.Options{Lock: true, LockWait: time.Hour}
+	c1, _, prefix := newCache[string](t, opts)
+	opts.Namespace, opts.OnEvent = prefix, waits.record
+	c2, err := cacherepo.New[string](secondClient(t), opts)
+	require.NoError(t, err)
+
+	started, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		_, _ = c1.GetOrLoad(ctx, "gone", func(context.Context) (string, error) {
+			close(started)
+			<-release
+			return "", cacherepo.ErrNotFound
+		})
+	}()
+	<-started
+	l := &counter[string]{value: "should not load"}
+	second := make(chan error)
+	go func() {
+		_, err := c2.GetOrLoad(ctx, "gone", l.load)
+		second <- err
+	}()
+	eventually(t, "the second process to wait", func() bool { return len(waits.of(cacherepo.EventLockWait)) == 1 })
+	close(release)
+	assert.ErrorIs(t, <-second, cacherepo.ErrNotFound)
+	assert.Zero(t, l.calls.Load(), "the tombstone answered the waiter")
+}
+
+func TestCache_AllKeysStayUnderNamespace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, client, prefix := newCache[string](t, cacherepo.Options{Namespace: "ns:", EarlyRefresh: 1})
+	_, err := c.GetOrLoad(ctx, "a", func(context.Context) (string, error) { return "A", nil })
+	require.NoError(t, err)
+	_, err = c.GetOrLoad(ctx, "b", func(context.Context) (string, error) { return "", cacherepo.ErrNotFound })
+	require.ErrorIs(t, err, cacherepo.ErrNotFound)
+	_, err = c.GetManyOrLoad(ctx, []string{"c", "d"}, func(context.Context, []string) (map[string]string, error) {
+		return map[string]string{"c": "C"}, nil
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Set(ctx, "e", "E", 0))
+
+	var keys []string // SCAN, not KEYS: the server is shared
+	iter := client.Scan(ctx, 0, prefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	require.NoError(t, iter.Err())
+	assert.ElementsMatch(t, []string{prefix + "ns:a", prefix + "ns:b", prefix + "ns:c", prefix + "ns:d", prefix + "ns:e"}, keys,
+		"one Redis key per cache key: no companion keys")
+}
