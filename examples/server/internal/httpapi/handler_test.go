@@ -1,0 +1,99 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/polystore/polystore/examples/server/internal/chat"
+	"github.com/polystore/polystore/examples/server/internal/httpapi"
+)
+
+// These unit tests cover what needs no store: panics, error mapping and
+// decoding. The end-to-end tests in package server cover the rest against
+// the real stores.
+
+// stubUsers answers User with its fields; the other methods are unused.
+type stubUsers struct {
+	chat.UserService
+	user func(uuid.UUID) (*chat.User, error)
+}
+
+func (s stubUsers) User(_ context.Context, id uuid.UUID) (*chat.User, error) { return s.user(id) }
+
+func serve(t *testing.T, users chat.UserService, req *http.Request) (*httptest.ResponseRecorder, map[string]any) {
+	t.Helper()
+	h := httpapi.New(httpapi.Config{Users: users, Logger: slog.New(slog.DiscardHandler)})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var body map[string]any
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body), "JSON body: %s", rec.Body)
+	return rec, body
+}
+
+func TestHandler_PanicInHandlerReturns500WithoutDetail(t *testing.T) {
+	users := stubUsers{user: func(uuid.UUID) (*chat.User, error) { panic("secret internals") }}
+	rec, body := serve(t, users, httptest.NewRequest("GET", "/users/"+uuid.NewString(), nil))
+	assert.Equal(t, http.StatusInternalServerError, rec.Code)
+	assert.Equal(t, "internal", body["code"])
+	assert.NotContains(t, rec.Body.String(), "secret")
+}
+
+func TestHandler_ErrorCodesMapToStatuses(t *testing.T) {
+	tests := []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{chat.Errorf(chat.CodeNotFound, "user not found"), 404, "not_found"},
+		{chat.Errorf(chat.CodeUnavailable, "PostgreSQL is unavailable"), 503, "unavailable"},
+		{chat.Errorf(chat.CodeInternal, "bug"), 500, "internal"},
+		{assert.AnError, 500, "internal"}, // an unclassified error shows nothing of itself
+	}
+	for _, tt := range tests {
+		users := stubUsers{user: func(uuid.UUID) (*chat.User, error) { return nil, tt.err }}
+		rec, body := serve(t, users, httptest.NewRequest("GET", "/users/"+uuid.NewString(), nil))
+		assert.Equal(t, tt.status, rec.Code, tt.err.Error())
+		assert.Equal(t, tt.code, body["code"], tt.err.Error())
+		if tt.err == assert.AnError {
+			assert.Equal(t, "internal error", body["error"])
+		}
+	}
+}
+
+func TestHandler_DecodingErrors(t *testing.T) {
+	tests := []struct {
+		name, body, contentType string
+		status                  int
+		msg                     string
+	}{
+		{"empty", "", "", 400, "empty"},
+		{"syntax", `{"username":}`, "application/json", 400, "malformed JSON"},
+		{"wrong type", `{"username":5}`, "application/json", 400, `"username" must be a JSON string`},
+		{"unknown field", `{"nickname":"x"}`, "application/json", 400, `unknown field "nickname"`},
+		{"two objects", `{} {}`, "application/json", 400, "single JSON object"},
+		{"invalid UTF-8", "{\"username\":\"\xc3\x28\"}", "application/json", 400, "UTF-8"},
+		{"charset parameter is fine", `{"username":5}`, "application/json; charset=utf-8", 400, "must be a JSON string"},
+		{"XML", `<user/>`, "application/xml", 415, "application/json"},
+		{"just over the limit", `{"username":"` + strings.Repeat("a", 64<<10) + `"}`, "application/json", 413, "larger than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest("POST", "/users", strings.NewReader(tt.body))
+			if tt.contentType != "" {
+				req.Header.Set("Content-Type", tt.contentType)
+			}
+			rec, body := serve(t, stubUsers{}, req)
+			assert.Equal(t, tt.status, rec.Code)
+			assert.Contains(t, body["error"], tt.msg)
+		})
+	}
+}
