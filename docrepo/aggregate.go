@@ -91,6 +91,10 @@ func (p *Pipeline) Group(field string, accs ...Accumulator) *Pipeline {
 			break
 		}
 		var arg any = 1 // Sum of "" counts documents.
+		if a.field == "" && a.op != "$sum" {
+			err = invalidf("accumulator %s of %q needs a field", a.op, a.name)
+			break
+		}
 		if a.field != "" {
 			if err = checkField(a.field); err != nil {
 				break

@@ -101,6 +101,7 @@ func TestAggregate_BadPipelineReturnsErrInvalid(t *testing.T) {
 		"operator accumulator":    docrepo.NewPipeline().Group("author", docrepo.Sum("n", "$views")),
 		"dotted accumulator name": docrepo.NewPipeline().Group("author", docrepo.Sum("a.b", "")),
 		"accumulator named _id":   docrepo.NewPipeline().Group("author", docrepo.Sum("_id", "")),
+		"average of no field":     docrepo.NewPipeline().Group("author", docrepo.Avg("a", "")),
 		"empty sort":              docrepo.NewPipeline().Sort(),
 		"empty project":           docrepo.NewPipeline().Project(),
 		"negative skip":           docrepo.NewPipeline().Skip(-1),

@@ -76,7 +76,7 @@ func ExampleEq() {
 	_, err = docrepo.Eq("$where", "sleep(100)").BSON()
 	fmt.Println(errors.Is(err, docrepo.ErrInvalid))
 	// Output:
-	// {"$and":[{"author":{"$eq":"ann"}},{"likes":{"$gte":10}}]}
+	// {"$and":[{"author":"ann"},{"likes":{"$gte":10}}]}
 	// true
 	// true
 }

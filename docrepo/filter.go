@@ -25,10 +25,21 @@ type Filter struct {
 // filter from emptying a collection, and accepts All.
 func All() Filter { return Filter{all: true} }
 
-// Eq matches documents whose field equals value. The value is compared as
-// a literal with $eq: a regular expression or a document never acts as a
-// pattern or an operator.
-func Eq(field string, value any) Filter { return cond(field, "$eq", value) }
+// Eq matches documents whose field equals value (or, for an array field,
+// holds it). It is written {field: value}, the form the server plans best;
+// that form is a plain comparison because literal refuses the two values
+// that would make it anything else: a regular expression and a document
+// with '$' keys.
+func Eq(field string, value any) Filter {
+	if err := checkField(field); err != nil {
+		return Filter{err: err}
+	}
+	v, err := literal(value)
+	if err != nil {
+		return Filter{err: fmt.Errorf("field %q: %w", field, err)}
+	}
+	return Filter{d: bson.D{{Key: field, Value: v}}}
+}
 
 // Ne matches documents whose field does not equal value (or is missing).
 func Ne(field string, value any) Filter { return cond(field, "$ne", value) }

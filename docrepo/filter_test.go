@@ -27,9 +27,9 @@ func TestFilter_BSON(t *testing.T) {
 	}{
 		{"zero", docrepo.Filter{}, `{}`},
 		{"all", docrepo.All(), `{}`},
-		{"eq", docrepo.Eq("a", 1), `{"a":{"$eq":1}}`},
-		{"eq regex-looking string", docrepo.Eq("a", "/.*/"), `{"a":{"$eq":"/.*/"}}`},
-		{"eq document", docrepo.Eq("a", bson.D{{Key: "b", Value: "c"}}), `{"a":{"$eq":{"b":"c"}}}`},
+		{"eq", docrepo.Eq("a", 1), `{"a":1}`},
+		{"eq regex-looking string", docrepo.Eq("a", "/.*/"), `{"a":"/.*/"}`},
+		{"eq document", docrepo.Eq("a", bson.D{{Key: "b", Value: "c"}}), `{"a":{"b":"c"}}`},
 		{"ne", docrepo.Ne("a", nil), `{"a":{"$ne":null}}`},
 		{"gt", docrepo.Gt("a", 1), `{"a":{"$gt":1}}`},
 		{"gte", docrepo.Gte("a", 1), `{"a":{"$gte":1}}`},
@@ -38,9 +38,9 @@ func TestFilter_BSON(t *testing.T) {
 		{"in", docrepo.In("a", 1, "x"), `{"a":{"$in":[1,"x"]}}`},
 		{"nin", docrepo.Nin("a"), `{"a":{"$nin":[]}}`},
 		{"exists", docrepo.Exists("a", false), `{"a":{"$exists":false}}`},
-		{"and", docrepo.And(docrepo.Eq("a", 1), docrepo.Eq("b", 2)), `{"$and":[{"a":{"$eq":1}},{"b":{"$eq":2}}]}`},
+		{"and", docrepo.And(docrepo.Eq("a", 1), docrepo.Eq("b", 2)), `{"$and":[{"a":1},{"b":2}]}`},
 		{"and of none", docrepo.And(), `{}`},
-		{"or", docrepo.Or(docrepo.Eq("a", 1), docrepo.Lt("b", 2)), `{"$or":[{"a":{"$eq":1}},{"b":{"$lt":2}}]}`},
+		{"or", docrepo.Or(docrepo.Eq("a", 1), docrepo.Lt("b", 2)), `{"$or":[{"a":1},{"b":{"$lt":2}}]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,9 +155,10 @@ func FuzzFilterAndUpdate(f *testing.F) {
 	})
 }
 
-var filterOps = map[string]bool{"$eq": true, "$ne": true, "$gt": true, "$gte": true, "$lt": true, "$lte": true, "$in": true, "$nin": true, "$exists": true}
+var filterOps = map[string]bool{"$ne": true, "$gt": true, "$gte": true, "$lt": true, "$lte": true, "$in": true, "$nin": true, "$exists": true}
 
-// checkFilterDoc walks {field: {$op: literal}} and {$and|$or: [filter...]}.
+// checkFilterDoc walks {field: literal}, {field: {$op: literal}} and
+// {$and|$or: [filter...]}.
 func checkFilterDoc(t *testing.T, d bson.D) {
 	t.Helper()
 	raw, err := bson.Marshal(d)
@@ -178,7 +179,15 @@ func checkFilterDoc(t *testing.T, d bson.D) {
 		}
 		require.False(t, strings.HasPrefix(e.Key(), "$"), "top-level key %q", e.Key())
 		require.False(t, strings.Contains(e.Key(), "."), "top-level key %q", e.Key())
-		ops, err := e.Value().Document().Elements()
+		// {field: literal} (Eq), or {field: {$op: literal}}: a literal
+		// document never has a '$' key, so the two cannot be confused.
+		doc, isDoc := e.Value().DocumentOK()
+		first, _ := doc.IndexErr(0)
+		if !isDoc || first == nil || !strings.HasPrefix(first.Key(), "$") {
+			requireLiteral(t, e.Value())
+			continue
+		}
+		ops, err := doc.Elements()
 		require.NoError(t, err)
 		require.Len(t, ops, 1)
 		require.True(t, filterOps[ops[0].Key()], "operator %q", ops[0].Key())

@@ -73,7 +73,7 @@ func (r *Repository[T, ID]) Page(ctx context.Context, req PageRequest) (Page[T],
 		if sortBy != "_id" {
 			after = bson.D{{Key: "$or", Value: bson.A{
 				bson.D{{Key: sortBy, Value: bson.D{{Key: cmp, Value: c.value}}}},
-				bson.D{{Key: sortBy, Value: bson.D{{Key: "$eq", Value: c.value}}}, {Key: "_id", Value: bson.D{{Key: cmp, Value: c.id}}}},
+				bson.D{{Key: sortBy, Value: c.value}, {Key: "_id", Value: bson.D{{Key: cmp, Value: c.id}}}},
 			}}}
 		}
 		if len(filter) > 0 {

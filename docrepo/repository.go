@@ -76,7 +76,8 @@ func (r *Repository[T, ID]) Insert(ctx context.Context, doc *T) error {
 // documents fail, the error is an *InsertManyError listing each one's index
 // and cause (errors.Is(err, ErrDuplicate) holds for duplicate keys). An
 // error of another kind (the connection dropped, say) means that it is not
-// known which documents were inserted. An empty docs is a no-op.
+// known which documents were inserted; their generated ids are then left
+// set, so that the caller can look them up. An empty docs is a no-op.
 func (r *Repository[T, ID]) InsertMany(ctx context.Context, docs []T) error {
 	if len(docs) == 0 {
 		return nil
@@ -323,9 +324,13 @@ func (r *Repository[T, ID]) UpdateMany(ctx context.Context, f Filter, u *Update)
 
 // Upsert applies u to the document with the given id, creating it first
 // when there is none (with only the id, the fields u sets, version 1 and the
-// created time), and reports whether it was created. Errors: ErrInvalid,
-// ErrDuplicate.
+// created time), and reports whether it was created. Errors: ErrInvalidID
+// (a zero id), ErrInvalid, ErrDuplicate.
 func (r *Repository[T, ID]) Upsert(ctx context.Context, id ID, u *Update) (created bool, err error) {
+	var zero ID
+	if id == zero {
+		return false, fmt.Errorf("%w: upsert with a zero id", ErrInvalidID)
+	}
 	doc, err := r.updateDoc(u, true)
 	if err != nil {
 		return false, err

@@ -492,6 +492,8 @@ func TestRepository_Upsert_CreatesThenUpdates(t *testing.T) {
 
 	_, err = r.Upsert(ctx, id, docrepo.NewUpdate())
 	assert.ErrorIs(t, err, docrepo.ErrInvalid)
+	_, err = r.Upsert(ctx, bson.ObjectID{}, docrepo.NewUpdate().Set("title", "x"))
+	assert.ErrorIs(t, err, docrepo.ErrInvalidID)
 }
 
 func TestRepository_Delete(t *testing.T) {
