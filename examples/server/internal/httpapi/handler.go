@@ -135,13 +135,16 @@ type headerRecorder struct {
 	status int
 }
 
+// Header returns the recorded headers.
 func (r *headerRecorder) Header() http.Header { return r.header }
+// Write drops b, recording a 200 if no status was written.
 func (r *headerRecorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
 	return len(b), nil
 }
+// WriteHeader records the first status.
 func (r *headerRecorder) WriteHeader(status int) {
 	if r.status == 0 {
 		r.status = status

@@ -66,6 +66,7 @@ type Querier interface {
 // CopyFrom is never called; it fails rather than pretend.
 type querierDB struct{ Querier }
 
+// CopyFrom fails: see querierDB.
 func (querierDB) CopyFrom(context.Context, pgx.Identifier, []string, pgx.CopyFromSource) (int64, error) {
 	return 0, errors.New("pgstore: CopyFrom is not available in a step transaction")
 }

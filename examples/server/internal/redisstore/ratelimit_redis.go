@@ -71,22 +71,27 @@ func (c prefixedClient) keys(keys []string) []string {
 	return out
 }
 
+// Eval runs script on the re-prefixed keys.
 func (c prefixedClient) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
 	return c.UniversalClient.Eval(ctx, script, c.keys(keys), args...)
 }
 
+// EvalSha runs a loaded script on the re-prefixed keys.
 func (c prefixedClient) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
 	return c.UniversalClient.EvalSha(ctx, sha1, c.keys(keys), args...)
 }
 
+// EvalRO runs a read-only script on the re-prefixed keys.
 func (c prefixedClient) EvalRO(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
 	return c.UniversalClient.EvalRO(ctx, script, c.keys(keys), args...)
 }
 
+// EvalShaRO runs a loaded read-only script on the re-prefixed keys.
 func (c prefixedClient) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
 	return c.UniversalClient.EvalShaRO(ctx, sha1, c.keys(keys), args...)
 }
 
+// Del deletes the re-prefixed keys.
 func (c prefixedClient) Del(ctx context.Context, keys ...string) *redis.IntCmd {
 	return c.UniversalClient.Del(ctx, c.keys(keys)...)
 }

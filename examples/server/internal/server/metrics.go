@@ -22,12 +22,14 @@ type metric struct {
 // (pool or cache counters that the libraries keep themselves).
 type funcCollector []metric
 
+// Describe sends every metric's description.
 func (c funcCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c {
 		ch <- m.desc
 	}
 }
 
+// Collect reads every value now.
 func (c funcCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value())
