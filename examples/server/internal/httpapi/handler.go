@@ -137,6 +137,7 @@ type headerRecorder struct {
 
 // Header returns the recorded headers.
 func (r *headerRecorder) Header() http.Header { return r.header }
+
 // Write drops b, recording a 200 if no status was written.
 func (r *headerRecorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
@@ -144,6 +145,7 @@ func (r *headerRecorder) Write(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
+
 // WriteHeader records the first status.
 func (r *headerRecorder) WriteHeader(status int) {
 	if r.status == 0 {
