@@ -14,7 +14,10 @@ import (
 )
 
 // Each benchmark has sub-benchmarks impl=polystore and impl=raw doing the
-// same work on the same server in the same run, for
+// same work on the same server in the same run. Besides ns/op (wall time,
+// server included) each reports cpu-ns/op, the client process's CPU time
+// per op. For
+
 //
 //	go test -run '^$' -bench . -benchmem -count 6 ./pgrepo/ > /tmp/pgrepo-bench.txt
 //	go run golang.org/x/perf/cmd/benchstat@latest -col /impl /tmp/pgrepo-bench.txt
@@ -73,6 +76,7 @@ func BenchmarkGet(b *testing.B) {
 
 	b.Run("impl=polystore", func(b *testing.B) {
 		b.ReportAllocs()
+		defer reportCPU(b)()
 		for i := 0; b.Loop(); i++ {
 			if _, err := repo.Get(ctx, pool, int64(i%1000+1)); err != nil {
 				b.Fatal(err)
@@ -81,6 +85,7 @@ func BenchmarkGet(b *testing.B) {
 	})
 	b.Run("impl=raw", func(b *testing.B) {
 		b.ReportAllocs()
+		defer reportCPU(b)()
 		const q = `SELECT id, email, name, balance, note, created_at, version FROM bench_rows WHERE id = $1`
 		for i := 0; b.Loop(); i++ {
 			var r benchRow
@@ -98,6 +103,7 @@ func BenchmarkInsert(b *testing.B) {
 
 	b.Run("impl=polystore", func(b *testing.B) {
 		b.ReportAllocs()
+		defer reportCPU(b)()
 		for b.Loop() {
 			r := benchRow{Email: "a@example.com", Name: "A", Balance: 1, Note: &note}
 			if err := repo.Insert(ctx, pool, &r); err != nil {
@@ -107,6 +113,7 @@ func BenchmarkInsert(b *testing.B) {
 	})
 	b.Run("impl=raw", func(b *testing.B) {
 		b.ReportAllocs()
+		defer reportCPU(b)()
 		const q = `INSERT INTO bench_rows (email, name, balance, note, version) VALUES ($1, $2, $3, $4, 1) RETURNING id, created_at, version`
 		for b.Loop() {
 			r := benchRow{Email: "a@example.com", Name: "A", Balance: 1, Note: &note}
@@ -134,6 +141,7 @@ func BenchmarkInsertMany(b *testing.B) {
 
 	b.Run("impl=polystore", func(b *testing.B) {
 		b.ReportAllocs()
+		defer reportCPU(b)()
 		for b.Loop() {
 			truncate(b)
 			if _, err := repo.InsertMany(ctx, pool, vs); err != nil {
@@ -143,6 +151,7 @@ func BenchmarkInsertMany(b *testing.B) {
 	})
 	b.Run("impl=raw", func(b *testing.B) {
 		b.ReportAllocs()
+		defer reportCPU(b)()
 		cols := []string{"email", "name", "balance", "note", "version"}
 		for b.Loop() {
 			truncate(b)
@@ -157,6 +166,7 @@ func BenchmarkInsertMany(b *testing.B) {
 	})
 	b.Run("impl=single-inserts", func(b *testing.B) {
 		b.ReportAllocs()
+		defer reportCPU(b)()
 		for b.Loop() {
 			truncate(b)
 			for i := range vs {
@@ -176,6 +186,7 @@ func BenchmarkList(b *testing.B) {
 
 	b.Run("impl=polystore", func(b *testing.B) {
 		b.ReportAllocs()
+		defer reportCPU(b)()
 		for b.Loop() {
 			page, err := repo.List(ctx, pool, pgrepo.Query{})
 			if err != nil || len(page.Items) != 100 {
@@ -185,6 +196,7 @@ func BenchmarkList(b *testing.B) {
 	})
 	b.Run("impl=raw", func(b *testing.B) {
 		b.ReportAllocs()
+		defer reportCPU(b)()
 		const q = `SELECT id, email, name, balance, note, created_at, version FROM bench_rows ORDER BY id`
 		for b.Loop() {
 			rows, err := pool.Query(ctx, q)

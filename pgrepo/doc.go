@@ -3,4 +3,69 @@
 // optimistic locking, soft deletes, typed query predicates, keyset
 // pagination, retried transactions and errors that callers match with
 // errors.Is instead of SQLSTATE strings.
+//
+// # Repositories
+//
+// New describes a table from the db tags of a struct, once:
+//
+//	type User struct {
+//		ID        int64      `db:"id,pk,generated"`
+//		Email     string     `db:"email"`
+//		CreatedAt time.Time  `db:"created_at,generated"`
+//		Version   int        `db:"version,version"`
+//		DeletedAt *time.Time `db:"deleted_at,softdelete"`
+//	}
+//	users, err := pgrepo.New[User, int64]("users")
+//
+// Its SQL is built then, every identifier quoted with pgx.Identifier;
+// values only ever travel as bind parameters. The tags are the ones
+// pgx.RowToStructByName reads, so the same struct works with plain pgx.
+//
+// Every method takes a DB first after the context: a *pgxpool.Pool, a
+// *pgx.Conn or a pgx.Tx, so that repositories join the caller's
+// transaction. Get, Exists, Insert, InsertMany (COPY), Update (checked
+// against the version column), Patch, Delete (soft where the table has a
+// softdelete column), Upsert, Count and List cover CRUD.
+//
+// # Queries
+//
+// List takes a Query: a Predicate built from Eq, Ne, Lt, Le, Gt, Ge, In,
+// Like, ILike, IsNull, IsNotNull, And, Or and Not; an ordering; and either
+// Limit/Offset or keyset pagination through the opaque Page.Next cursor,
+// which neither skips nor repeats rows when rows are inserted between
+// pages. A column name the table description does not have is rejected
+// with ErrInvalidColumn before any SQL is built.
+//
+// # Errors
+//
+// Methods return errors that wrap ErrNotFound, ErrConflict, ErrDuplicate
+// (SQLSTATE 23505; the message names the constraint), ErrForeignKey
+// (23503), ErrCheck (23514), ErrInvalidColumn, ErrInvalidCursor or
+// ErrInvalid; the driver's *pgconn.PgError stays reachable with errors.As.
+//
+// ErrNotFound's dynamic type has a method NotFound() bool that returns
+// true. Packages that must not import pgrepo (polystore's cacherepo, for
+// one) recognise a missing row through that behaviour:
+//
+//	var nf interface{ NotFound() bool }
+//	if errors.As(err, &nf) && nf.NotFound() { ... }
+//
+// # Transactions
+//
+// InTx runs a function in a transaction, commits or rolls back (also on
+// panic), and runs it again after a serialization failure (40001) or a
+// deadlock (40P01), with bounded exponential backoff and jitter.
+//
+// # Pool, tracing and schema
+//
+// Open builds a *pgxpool.Pool from a URL and a Config whose zero value is
+// a sensible default, and pings the server before returning. Tracing plugs
+// in through pgx's QueryTracer: set Config.Tracer (or
+// pgxpool.Config.ConnConfig.Tracer on a pool you build yourself), for
+// instance to otelpgx.NewTracer() from github.com/exaring/otelpgx for
+// OpenTelemetry spans; pgrepo itself depends on no tracing library.
+//
+// Migrate applies numbered .sql migrations from an fs.FS (an embed.FS)
+// with github.com/jackc/tern/v2/migrate, under a PostgreSQL advisory lock,
+// so that every instance of a service may run it at start-up.
 package pgrepo

@@ -222,7 +222,7 @@ func FuzzCursor(f *testing.F) {
 	f.Add("")
 	f.Add("!!!")
 	f.Add("eyJvIjoxLCJrIjpbXX0")                 // {"o":1,"k":[]}
-	f.Add("eyJvIjoxLCJrIjpbIngiLDEsbnVsbF19")     // {"o":1,"k":["x",1,null]}
+	f.Add("eyJvIjoxLCJrIjpbIngiLDEsbnVsbF19")    // {"o":1,"k":["x",1,null]}
 	f.Add("W3siIjp7fX0sW10sbnVsbCwiXHUwMDAwIl0") // [{"":{}},[],null,"\u0000"]
 	repo, err := pgrepo.New[account, int64]("accounts")
 	if err != nil {

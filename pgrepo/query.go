@@ -272,7 +272,8 @@ func (r *Repository[T, ID]) List(ctx context.Context, db DB, q Query) (Page[T], 
 
 // Count returns how many visible rows match where (every visible row when
 // where is nil). It returns an error wrapping ErrInvalidColumn for a column
-// the table does not have.
+// the table does not have (before any SQL runs) and ErrInvalid for another
+// bad predicate (Eq with a nil value, a nil predicate in And or Or).
 func (r *Repository[T, ID]) Count(ctx context.Context, db DB, where Predicate) (int64, error) {
 	b := &builder{t: r.t}
 	b.sb.WriteString("SELECT count(*) FROM " + r.t.quoted)

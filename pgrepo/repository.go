@@ -190,7 +190,11 @@ func (r *Repository[T, ID]) Insert(ctx context.Context, db DB, v *T) error {
 	} else {
 		err = db.QueryRow(ctx, r.sqlInsert, args...).Scan(ptrs(make([]any, 0, len(r.insertRet)), rv, r.insertRet)...)
 	}
-	return translate(r.what("insert into", nil), err)
+	if err != nil {
+		// what builds its message only on this path: Insert is hot.
+		return translate(r.what("insert into", nil), err)
+	}
+	return nil
 }
 
 // InsertMany writes all of vs in one COPY and returns how many rows it
@@ -378,7 +382,10 @@ func (r *Repository[T, ID]) Upsert(ctx context.Context, db DB, v *T, conflict ..
 	} else {
 		err = db.QueryRow(ctx, query, args...).Scan(ptrs(make([]any, 0, len(r.insertRet)), rv, r.insertRet)...)
 	}
-	return translate(r.what("upsert into", nil), err)
+	if err != nil {
+		return translate(r.what("upsert into", nil), err)
+	}
+	return nil
 }
 
 // upsertSQL returns, building and caching it the first time, the upsert
