@@ -148,7 +148,7 @@ func (h *Handle[S]) Run(ctx context.Context, id string, state *S) (Info, error) 
 		// The saga must be in the log before its first action can take effect.
 		tag, err := c.pool.Exec(ctx, insertSQL, id, h.def.name, data, e.token, c.leaseMillis())
 		if err != nil {
-			return Info{}, fmt.Errorf("coord: saga %q: writing the log: %w", id, err)
+			return Info{}, interrupted(ctx, fmt.Errorf("coord: saga %q: writing the log: %w", id, err))
 		}
 		if tag.RowsAffected() == 0 {
 			return h.await(ctx, id, state)
@@ -176,7 +176,7 @@ func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error
 	for {
 		rec, err := c.load(ctx, id)
 		if err != nil {
-			return Info{}, err
+			return Info{}, interrupted(ctx, err)
 		}
 		if rec.Name != h.def.name {
 			return Info{}, fmt.Errorf("%w: saga %q exists as a %q saga, not %q", ErrInvalid, id, rec.Name, h.def.name)
@@ -192,7 +192,7 @@ func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error
 			token := c.newToken()
 			claimed, ok, err := c.claimID(ctx, id, token)
 			if err != nil {
-				return Info{}, err
+				return Info{}, interrupted(ctx, err)
 			}
 			if ok {
 				return h.resumeInto(ctx, claimed, token, state)
@@ -206,6 +206,15 @@ func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error
 		case <-t.C:
 		}
 	}
+}
+
+// interrupted wraps err in ErrIncomplete when ctx ended: the saga may be
+// in progress, and recovery finishes it.
+func interrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil && !errors.Is(err, ErrIncomplete) {
+		return fmt.Errorf("%w: %w", ErrIncomplete, err)
+	}
+	return err
 }
 
 // resume implements driver.
