@@ -1,7 +1,6 @@
 package docrepo
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -134,9 +133,8 @@ func translate(op string, err error) error {
 		return fmt.Errorf("%w: %s: %w", ErrUnsupported, op, err)
 	case hasCode(err, codeIndexOptionsConflict, codeIndexKeySpecsConflict):
 		return fmt.Errorf("%w: %s: %w", ErrConflict, op, err)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("docrepo: %s: %w", op, err)
 	default:
+		// Context errors too: errors.Is(err, context.Canceled) still holds.
 		return fmt.Errorf("docrepo: %s: %w", op, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/polystore/polystore/docrepo"
+	"github.com/polystore/polystore/internal/servicetest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -196,6 +197,9 @@ func TestRepository_InsertMany_ReportsEachFailedDocumentAndInsertsTheRest(t *tes
 	assert.ErrorIs(t, err, docrepo.ErrDuplicate)
 	var bwe mongo.BulkWriteException
 	assert.ErrorAs(t, err, &bwe)
+	assert.Contains(t, err.Error(), "3 inserted, 2 failed")
+	assert.Contains(t, err.Error(), "[1] docrepo: duplicate key")
+	assert.Contains(t, err.Error(), "[3] docrepo: duplicate key")
 	n, err := r.Count(ctx, docrepo.All())
 	require.NoError(t, err)
 	assert.EqualValues(t, 4, n, "the existing account and the three new ones")
@@ -564,4 +568,28 @@ func TestRepository_ContextCanceledReturnsContextError(t *testing.T) {
 
 	assert.True(t, errors.Is(err, context.Canceled), "got %v", err)
 	assert.NotErrorIs(t, err, docrepo.ErrNotFound)
+}
+
+func TestOptions_ClockAndPageSizes(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2030, 5, 6, 7, 8, 9, 123456789, time.FixedZone("X", 3600))
+	r, err := docrepo.New[article, bson.ObjectID](servicetest.Mongo(t).Collection("articles"), docrepo.Options{
+		Clock:           func() time.Time { return now },
+		DefaultPageSize: 2,
+		MaxPageSize:     3,
+	})
+	require.NoError(t, err)
+
+	a := article{Title: "clocked"}
+	require.NoError(t, r.Insert(ctx, &a))
+	want := now.UTC().Truncate(time.Millisecond)
+	assert.Equal(t, want, a.Created, "UTC, to the millisecond BSON keeps")
+	assert.Equal(t, want, a.Updated)
+
+	seed(t, r, article{}, article{}, article{})
+	p, err := r.Page(ctx, docrepo.PageRequest{})
+	require.NoError(t, err)
+	assert.Len(t, p.Items, 2, "DefaultPageSize")
+	_, err = r.Page(ctx, docrepo.PageRequest{Limit: 4})
+	assert.ErrorIs(t, err, docrepo.ErrInvalid, "above MaxPageSize")
 }
