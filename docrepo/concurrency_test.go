@@ -9,6 +9,7 @@ import (
 	"github.com/polystore/polystore/docrepo"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // ferretDBNotAtomic is why the concurrency tests cannot hold on FerretDB
@@ -115,6 +116,7 @@ func TestRepository_Modify_Errors(t *testing.T) {
 	assert.EqualValues(t, 1, got.Version, "fn's error writes nothing")
 
 	assert.ErrorIs(t, r.Modify(ctx, [12]byte{1}, func(*article) error { return nil }), docrepo.ErrNotFound)
+	assert.ErrorIs(t, r.Modify(ctx, a.ID, func(d *article) error { d.ID = bson.NewObjectID(); return nil }), docrepo.ErrInvalid)
 	assert.ErrorIs(t, accounts(t).Modify(ctx, "a", func(*account) error { return nil }), docrepo.ErrInvalid,
 		"without a version field updates could be lost")
 }

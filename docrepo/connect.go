@@ -73,7 +73,8 @@ func Connect(ctx context.Context, url string, cfg Config) (*mongo.Client, error)
 }
 
 // Health pings client's primary within ctx and returns nil when it answers,
-// for readiness probes.
+// for readiness probes. Errors: ErrInvalid (nil client), or the driver's
+// error, wrapped.
 func Health(ctx context.Context, client *mongo.Client) error {
 	if client == nil {
 		return invalidf("health: nil client")

@@ -17,17 +17,22 @@ type IndexKind int
 
 // Index key kinds.
 const (
-	Ascending  IndexKind = iota // the zero value
-	Descending                  //
-	Text                        // a text-search key
+	// Ascending orders the key from smallest to largest; the zero value.
+	Ascending IndexKind = iota
+	// Descending orders the key from largest to smallest.
+	Descending
+	// Text makes the key part of a text-search index.
+	Text
 )
 
 // IndexKey is one key of an index: a field, which may be a dotted path into
 // nested documents here (indexes are schema, written by the developer), and
 // its kind.
 type IndexKey struct {
+	// Field is the field or dotted path.
 	Field string
-	Kind  IndexKind
+	// Kind is the order or text. Default: Ascending.
+	Kind IndexKind
 }
 
 // IndexSpec describes one index.

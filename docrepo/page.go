@@ -30,6 +30,7 @@ type PageRequest struct {
 
 // Page is one page of documents and the cursor of the next one.
 type Page[T any] struct {
+	// Items are the page's documents, in order; empty, not nil, when none.
 	Items []T
 	// Next is the opaque cursor of the next page, "" after the last page.
 	Next string
@@ -189,8 +190,11 @@ type OffsetRequest struct {
 
 // OffsetResult is one page of an offset pagination.
 type OffsetResult[T any] struct {
-	Items   []T
-	Page    int
+	// Items are the page's documents, in order.
+	Items []T
+	// Page is the 1-based page number that was served.
+	Page int
+	// PerPage is the page size that was used.
 	PerPage int
 	// Total is how many documents the filter matches, for page counts.
 	Total int64

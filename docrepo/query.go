@@ -7,8 +7,10 @@ import (
 
 // SortField orders results by one field. Build it with Asc or Desc.
 type SortField struct {
+	// Field is a plain top-level field name.
 	Field string
-	Desc  bool
+	// Desc orders largest first. Default: false, smallest first.
+	Desc bool
 }
 
 // Asc orders by field, smallest first.

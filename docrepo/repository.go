@@ -255,8 +255,8 @@ func (r *Repository[T, ID]) Replace(ctx context.Context, doc *T) error {
 // Modify reads the document with the given id, lets fn change it and writes
 // it back with Replace, re-reading and calling fn again whenever another
 // writer got there first (ErrConflict), until it succeeds or ctx ends. No
-// update is lost. fn must only change the document it is given; an error
-// from fn stops Modify and is returned as is. T must have a version field
+// update is lost. fn must only change the document it is given, and not
+// its id (ErrInvalid); an error from fn stops Modify and is returned as is. T must have a version field
 // (ErrInvalid otherwise). Errors: ErrNotFound, ErrDuplicate, ErrInvalid, and
 // ctx's error.
 func (r *Repository[T, ID]) Modify(ctx context.Context, id ID, fn func(doc *T) error) error {
@@ -270,6 +270,9 @@ func (r *Repository[T, ID]) Modify(ctx context.Context, id ID, fn func(doc *T) e
 		}
 		if err := fn(&doc); err != nil {
 			return err
+		}
+		if reflect.ValueOf(&doc).Elem().FieldByIndex(r.m.id).Interface() != any(id) {
+			return invalidf("modify %v: fn changed the id", id)
 		}
 		err = r.Replace(ctx, &doc)
 		if !errors.Is(err, ErrConflict) {

@@ -11,7 +11,8 @@ import (
 // SupportsTransactions reports whether client's deployment runs
 // multi-document transactions: a replica set (hello names a setName) or a
 // sharded cluster (hello's msg is "isdbgrid"). A standalone server and
-// FerretDB do not.
+// FerretDB do not. Errors: ErrInvalid (nil client), or the driver's error
+// from hello, wrapped.
 func SupportsTransactions(ctx context.Context, client *mongo.Client) (bool, error) {
 	if client == nil {
 		return false, invalidf("nil client")
@@ -33,7 +34,9 @@ func SupportsTransactions(ctx context.Context, client *mongo.Client) (bool, erro
 // transient transaction error and retries the commit on an unknown commit
 // result (up to 120 seconds), so fn must be safe to run again. Where the
 // deployment has no transactions (see SupportsTransactions), WithTransaction
-// returns ErrTransactionsUnsupported without running fn.
+// returns ErrTransactionsUnsupported without running fn. Errors: fn's error,
+// ErrTransactionsUnsupported, ErrInvalid (nil client), or the driver's
+// error (a failed commit), wrapped.
 func WithTransaction(ctx context.Context, client *mongo.Client, fn func(ctx context.Context) error) error {
 	ok, err := SupportsTransactions(ctx, client)
 	if err != nil {
