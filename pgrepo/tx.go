@@ -42,8 +42,12 @@ type TxOptions struct {
 // original error, never hides it. Commit errors are translated like the
 // repository's (ErrDuplicate, ErrForeignKey, ErrCheck for deferred
 // constraints); the last *pgconn.PgError stays reachable with errors.As.
-// InTx returns ctx's error when ctx ends while it waits.
+// InTx returns ctx's error when ctx ends while it waits, and ErrInvalid
+// for a nil db or fn.
 func InTx(ctx context.Context, db TxBeginner, opts TxOptions, fn func(pgx.Tx) error) error {
+	if db == nil || fn == nil {
+		return fmt.Errorf("%w: pgrepo.InTx: nil db or fn", ErrInvalid)
+	}
 	attempts := opts.MaxAttempts
 	if attempts <= 0 {
 		attempts = 5

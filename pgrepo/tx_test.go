@@ -239,3 +239,9 @@ func TestInTx_DeferredConstraintAtCommitIsTranslated(t *testing.T) {
 	assert.ErrorIs(t, err, pgrepo.ErrDuplicate)
 	assert.Contains(t, err.Error(), "codes_code_key")
 }
+
+func TestInTx_NilArgumentsReturnErrInvalid(t *testing.T) {
+	f := newFixture(t)
+	assert.ErrorIs(t, pgrepo.InTx(context.Background(), f.pool, pgrepo.TxOptions{}, nil), pgrepo.ErrInvalid)
+	assert.ErrorIs(t, pgrepo.InTx(context.Background(), nil, pgrepo.TxOptions{}, func(pgx.Tx) error { return nil }), pgrepo.ErrInvalid)
+}
