@@ -203,7 +203,8 @@ type Query struct {
 	// key (in the direction of the one before it), so that the order is
 	// total. Default (nil): primary key ascending.
 	OrderBy []Order
-	// Limit is the most rows a page holds. Default (0): no limit, one page.
+	// Limit is the most rows a page holds, at most MaxLimit. Default (0): no
+	// limit, one page.
 	Limit int
 	// Offset skips that many rows (offset pagination). Default 0. It cannot
 	// be combined with After.
@@ -215,6 +216,9 @@ type Query struct {
 	// first page.
 	After string
 }
+
+// MaxLimit is the largest Query.Limit that List accepts.
+const MaxLimit = 1<<31 - 2
 
 // Page is one page of a List.
 type Page[T any] struct {
@@ -242,7 +246,9 @@ func (r *Repository[T, ID]) List(ctx context.Context, db DB, q Query) (Page[T], 
 
 	var items []T
 	if q.Limit > 0 {
-		items = make([]T, 0, q.Limit+1)
+		// A large Limit is a bound, not a promise of rows: do not allocate
+		// for all of it up front.
+		items = make([]T, 0, min(q.Limit, 256)+1)
 	}
 	dst := make([]any, 0, len(r.t.cols))
 	var zero T
@@ -299,6 +305,9 @@ type selection struct {
 func (r *Repository[T, ID]) buildList(q Query) (*selection, error) {
 	if q.Limit < 0 || q.Offset < 0 {
 		return nil, fmt.Errorf("%w: list %s: negative Limit or Offset", ErrInvalid, r.t.name)
+	}
+	if q.Limit > MaxLimit {
+		return nil, fmt.Errorf("%w: list %s: Limit %d above %d", ErrInvalid, r.t.name, q.Limit, MaxLimit)
 	}
 	if q.Offset > 0 && q.After != "" {
 		return nil, fmt.Errorf("%w: list %s: Offset and After together", ErrInvalid, r.t.name)

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -92,6 +93,7 @@ func TestRepository_List_BadQueryIsRejectedBeforeSQL(t *testing.T) {
 		{"Not nil", pgrepo.Query{Where: pgrepo.Not(nil)}, pgrepo.ErrInvalid},
 		{"negative Limit", pgrepo.Query{Limit: -1}, pgrepo.ErrInvalid},
 		{"negative Offset", pgrepo.Query{Offset: -1}, pgrepo.ErrInvalid},
+		{"Limit above MaxLimit", pgrepo.Query{Limit: math.MaxInt}, pgrepo.ErrInvalid},
 		{"Offset with After", pgrepo.Query{Offset: 1, After: "x"}, pgrepo.ErrInvalid},
 	}
 	for _, tt := range tests {
@@ -102,6 +104,17 @@ func TestRepository_List_BadQueryIsRejectedBeforeSQL(t *testing.T) {
 			assert.Zero(t, db.calls, "no SQL ran")
 		})
 	}
+}
+
+func TestRepository_List_LargeLimitReturnsTheRowsThereAre(t *testing.T) {
+	f := newFixture(t)
+	f.insertAccount(t, "a@example.com", "A")
+
+	page, err := f.accounts.List(context.Background(), f.pool, pgrepo.Query{Limit: pgrepo.MaxLimit})
+
+	require.NoError(t, err)
+	assert.Len(t, page.Items, 1)
+	assert.Empty(t, page.Next)
 }
 
 func TestRepository_List_OffsetPagination(t *testing.T) {

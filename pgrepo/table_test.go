@@ -79,14 +79,19 @@ func TestNew_BadStructReturnsErrInvalid(t *testing.T) {
 	}
 }
 
-// Base is embedded by value in flattened, as pgx.RowToStructByName allows.
+// Base and audit are embedded by value in flattened, as
+// pgx.RowToStructByName allows; audit's type is unexported.
 type Base struct {
-	ID        int64     `db:"id,pk,generated"`
+	ID int64 `db:"id,pk,generated"`
+}
+
+type audit struct {
 	CreatedAt time.Time `db:",generated"`
 }
 
 type flattened struct {
 	Base
+	audit
 	DisplayName string
 	UserID      *int64
 	HTTPStatus  int
