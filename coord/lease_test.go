@@ -1,0 +1,89 @@
+package coord
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// steal gives the lease of saga id to another owner, as a coordinator that
+// recovered the saga after the lease expired would.
+func steal(t *testing.T, f *fixture, id string) {
+	t.Helper()
+	tag, err := f.pool.Exec(context.Background(), `update coord_saga set lease_owner = 'thief' where id = $1`, id)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, tag.RowsAffected())
+}
+
+func TestRun_LostLeaseStopsTheRunWithoutWriting(t *testing.T) {
+	f := newFixture(t)
+	c, err := New(context.Background(), f.pool, Options{LeaseDuration: 300 * time.Millisecond})
+	require.NoError(t, err)
+	type S struct{}
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	h, err := Register(c, Define("stolen-tx",
+		Step[S]{Name: "a", Action: func(context.Context, *S) error { return nil }},
+		Step[S]{Name: "b", TxAction: func(ctx context.Context, tx Tx, _ *S) error {
+			close(entered)
+			<-release
+			_, err := tx.Exec(ctx, `insert into users (id, email) values ('stolen', 'x')`)
+			return err
+		}},
+	))
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Run(context.Background(), "s1", &S{})
+		done <- err
+	}()
+	<-entered
+	steal(t, f, "s1")
+	close(release)
+
+	err = <-done
+	require.ErrorIs(t, err, ErrIncomplete)
+	assert.ErrorIs(t, err, ErrLeaseLost)
+	var n int
+	require.NoError(t, f.pool.QueryRow(context.Background(), `select count(*) from users where id = 'stolen'`).Scan(&n))
+	assert.Zero(t, n, "the step's transaction rolled back")
+	info, err := c.Get(context.Background(), "s1")
+	require.NoError(t, err)
+	assert.Equal(t, 1, info.Step, "the log is untouched by the stale run")
+}
+
+func TestRun_LostLeaseCancelsARunningAction(t *testing.T) {
+	f := newFixture(t)
+	c, err := New(context.Background(), f.pool, Options{LeaseDuration: 300 * time.Millisecond})
+	require.NoError(t, err)
+	type S struct{}
+	entered := make(chan struct{})
+	h, err := Register(c, Define("stolen-action",
+		Step[S]{Name: "a", Action: func(ctx context.Context, _ *S) error {
+			close(entered)
+			<-ctx.Done() // the renewal finds the lease gone and cancels the step
+			return ctx.Err()
+		}},
+	))
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Run(context.Background(), "s1", &S{})
+		done <- err
+	}()
+	<-entered
+	steal(t, f, "s1")
+
+	err = <-done
+	require.ErrorIs(t, err, ErrIncomplete)
+	assert.ErrorIs(t, err, ErrLeaseLost)
+	info, err := c.Get(context.Background(), "s1")
+	require.NoError(t, err)
+	assert.Equal(t, StatusRunning, info.Status, "left to the coordinator that holds the lease")
+	assert.Equal(t, 0, info.Step)
+}
