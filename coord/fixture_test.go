@@ -45,6 +45,7 @@ type fixture struct {
 	mu       sync.Mutex
 	failures map[string]int // "step" or "step/compensate" → failures left, -1 for ever
 	after    map[string]int // "step" → failures left after the step's write, -1 for ever
+	hang     string         // the step after whose write the process announces it and hangs (see kill_test.go)
 	calls    map[string]int // "sagaID/step" or "sagaID/step/compensate" → invocations
 }
 
@@ -77,6 +78,10 @@ func (f *fixture) failAfterWrite(step string, n int) {
 
 // leave returns the failure injected after the step's write, if any.
 func (f *fixture) leave(step string) error {
+	if f.hang == step {
+		fmt.Println(hangSignal)
+		select {} // until the parent kills the process
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := f.after[step]
@@ -130,8 +135,10 @@ func (f *fixture) definition() *Definition[regState] {
 				if err := f.enter(s.UserID, stepCreateUser, false); err != nil {
 					return err
 				}
-				_, err := tx.Exec(ctx, `insert into users (id, email) values ($1, $2)`, s.UserID, s.Email)
-				return err
+				if _, err := tx.Exec(ctx, `insert into users (id, email) values ($1, $2)`, s.UserID, s.Email); err != nil {
+					return err
+				}
+				return f.leave(stepCreateUser)
 			},
 			TxCompensate: func(ctx context.Context, tx Tx, s *regState) error {
 				if err := f.enter(s.UserID, stepCreateUser, true); err != nil {
@@ -169,8 +176,10 @@ func (f *fixture) definition() *Definition[regState] {
 				if err := f.enter(s.UserID, stepActivate, false); err != nil {
 					return err
 				}
-				_, err := tx.Exec(ctx, `update users set active = true where id = $1`, s.UserID)
-				return err
+				if _, err := tx.Exec(ctx, `update users set active = true where id = $1`, s.UserID); err != nil {
+					return err
+				}
+				return f.leave(stepActivate)
 			},
 			Retry: fastRetry,
 		},

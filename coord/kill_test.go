@@ -1,0 +1,146 @@
+package coord
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/polystore/polystore/internal/servicetest"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// The child process: the test binary itself, started with these variables,
+// runs one saga and hangs after the write of one step until it is killed.
+const (
+	childEnv        = "COORD_KILL_CHILD" // the step to hang after
+	childPostgres   = "COORD_KILL_POSTGRES"
+	childRedis      = "COORD_KILL_REDIS"
+	childPrefix     = "COORD_KILL_PREFIX"
+	childMongo      = "COORD_KILL_MONGO"
+	childMongoDB    = "COORD_KILL_MONGO_DB"
+	childSagaID     = "COORD_KILL_SAGA"
+	hangSignal      = "coord-kill-test: hanging"
+	childLeaseInMS  = 300
+	childWaitForMax = 60 * time.Second
+)
+
+func TestMain(m *testing.M) {
+	if step := os.Getenv(childEnv); step != "" {
+		if err := runChild(step); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runChild runs the registration saga on the stores named by the
+// environment, hanging after the write of step.
+func runChild(step string) error {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv(childPostgres))
+	if err != nil {
+		return err
+	}
+	ropts, err := redis.ParseURL(os.Getenv(childRedis))
+	if err != nil {
+		return err
+	}
+	mc, err := mongo.Connect(options.Client().ApplyURI(os.Getenv(childMongo)))
+	if err != nil {
+		return err
+	}
+	f := &fixture{
+		pool: pool, rdb: redis.NewClient(ropts), prefix: os.Getenv(childPrefix),
+		convs:    mc.Database(os.Getenv(childMongoDB)).Collection("conversations"),
+		failures: map[string]int{}, after: map[string]int{}, calls: map[string]int{},
+		hang: step,
+	}
+	c, err := New(ctx, pool, Options{Owner: "child", LeaseDuration: childLeaseInMS * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	h, err := Register(c, f.definition())
+	if err != nil {
+		return err
+	}
+	id := os.Getenv(childSagaID)
+	_, err = h.Run(ctx, id, &regState{UserID: id, Email: id + "@example.com"})
+	return fmt.Errorf("the saga ended instead of hanging: %v", err)
+}
+
+// TestRecover_ProcessKilledMidStepEndsConsistent kills, with SIGKILL, a
+// process that runs a saga while a step is in flight (inside the step's
+// open transaction for TxActions), then recovers in this process.
+func TestRecover_ProcessKilledMidStepEndsConsistent(t *testing.T) {
+	for _, step := range []string{stepCreateUser, stepWelcome, stepActivate} {
+		t.Run(step, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			id := "killed-" + step
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(),
+				childEnv+"="+step,
+				childPostgres+"="+f.pool.Config().ConnString(),
+				childRedis+"="+servicetest.RedisURL(t),
+				childPrefix+"="+f.prefix,
+				childMongo+"="+servicetest.MongoURL(t),
+				childMongoDB+"="+f.convs.Database().Name(),
+				childSagaID+"="+id,
+			)
+			cmd.Stderr = os.Stderr
+			out, err := cmd.StdoutPipe()
+			require.NoError(t, err)
+			require.NoError(t, cmd.Start())
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+			hanging := make(chan bool, 1)
+			go func() {
+				sc := bufio.NewScanner(out)
+				for sc.Scan() {
+					if sc.Text() == hangSignal {
+						hanging <- true
+						return
+					}
+				}
+				hanging <- false
+			}()
+			select {
+			case ok := <-hanging:
+				require.True(t, ok, "the child exited before reaching the step")
+			case <-time.After(childWaitForMax):
+				t.Fatal("the child did not reach the step")
+			}
+			require.NoError(t, cmd.Process.Kill())
+			_ = cmd.Wait()
+
+			recoverer, h := f.coordinator(t, Options{Owner: "recoverer", LeaseDuration: testLease})
+			_, err = recoverer.Get(context.Background(), id)
+			if errors.Is(err, ErrNotFound) {
+				// Killed inside the first transaction: it rolled back with the
+				// connection, so nothing happened; running again is the recovery.
+				assert.Equal(t, noneLeft, f.effects(t, id))
+				_, err = h.Run(context.Background(), id, &regState{UserID: id, Email: id + "@example.com"})
+				require.NoError(t, err)
+			} else {
+				require.NoError(t, err)
+				recoverUntilFinal(t, recoverer, id)
+			}
+			info, err := recoverer.Get(context.Background(), id)
+			require.NoError(t, err)
+			assert.Equal(t, StatusSucceeded, info.Status)
+			assert.Equal(t, allApplied, f.effects(t, id))
+		})
+	}
+}
