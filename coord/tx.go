@@ -19,6 +19,7 @@ type Tx interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, rows pgx.CopyFromSource) (int64, error)
 }
 
 // stmt is one statement of the coordinator's own, queued in a batch.
@@ -158,6 +159,26 @@ func (t *stepTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	}
 	t.open = func() { _ = br.Close() }
 	return br
+}
+
+// CopyFrom implements Tx. COPY cannot travel in a batch, so when it is the
+// step's first statement, BEGIN and the opening statements cost a round
+// trip of their own.
+func (t *stepTx) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, rows pgx.CopyFromSource) (int64, error) {
+	if t.err != nil {
+		return 0, t.err
+	}
+	t.closeOpen()
+	if t.tx == nil {
+		br, err := t.send(ctx, t.batch())
+		if err != nil {
+			return 0, err
+		}
+		if err := br.Close(); err != nil {
+			return 0, err
+		}
+	}
+	return t.tx.CopyFrom(ctx, table, columns, rows)
 }
 
 // commit sends the closing statements and COMMIT in one round trip; when the
