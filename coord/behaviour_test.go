@@ -293,3 +293,36 @@ func TestRun_IDOfAnotherDefinitionReturnsErrInvalid(t *testing.T) {
 	_, err = other.Run(context.Background(), "u1", &S{})
 	assert.ErrorIs(t, err, ErrInvalid)
 }
+
+func TestRun_StepThatBreaksTheStateIsCompensated(t *testing.T) {
+	f := newFixture(t)
+	c, err := New(context.Background(), f.pool, Options{})
+	require.NoError(t, err)
+	type S struct {
+		Undone bool `json:"undone"`
+		Bad    any  `json:"bad,omitempty"`
+	}
+	breakState := func(_ context.Context, s *S) error { s.Bad = make(chan int); return nil }
+	tests := map[string]Step[S]{
+		"action": {Name: "last", Action: breakState, Compensate: func(_ context.Context, s *S) error {
+			s.Undone = true
+			return nil
+		}},
+		"tx action": {Name: "last", TxAction: func(ctx context.Context, _ Tx, s *S) error { return breakState(ctx, s) }},
+	}
+	for name, last := range tests {
+		t.Run(name, func(t *testing.T) {
+			h, err := Register(c, Define("breaks-state-"+name,
+				Step[S]{Name: "first", Action: func(context.Context, *S) error { return nil }},
+				last,
+			))
+			require.NoError(t, err)
+			var s S
+			info, err := h.Run(context.Background(), name, &s)
+			require.ErrorIs(t, err, ErrCompensated)
+			assert.ErrorIs(t, err, ErrInvalid)
+			assert.Equal(t, StatusCompensated, info.Status)
+			assert.Equal(t, last.Action != nil, s.Undone, "an Action that ran is compensated")
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -212,10 +213,7 @@ func (e *execution[S]) forward(ctx context.Context) error {
 				if e.crash(stageAfterAction, e.step) {
 					return errCrashed
 				}
-				e.advance()
-				if err := e.write(ctx, true); err != nil {
-					return err
-				}
+				err = e.move(ctx, e.advance, true)
 			}
 		}
 		ev.Elapsed = time.Since(start)
@@ -259,10 +257,7 @@ func (e *execution[S]) backward(ctx context.Context) error {
 				if e.crash(stageAfterCompensate, e.step) {
 					return errCrashed
 				}
-				e.retreat()
-				if err := e.write(ctx, false); err != nil {
-					return err
-				}
+				err = e.move(ctx, e.retreat, false)
 			}
 		}
 		ev.Elapsed = time.Since(start)
@@ -322,6 +317,18 @@ func (e *execution[S]) retreat() {
 	e.step--
 	e.attempts = 0
 	e.skipUncompensated()
+}
+
+// move moves the saga with step (advance or retreat) and records the new
+// position; if that fails, the saga stays where it was.
+func (e *execution[S]) move(ctx context.Context, step func(), withState bool) error {
+	status, at, attempts, cause := e.status, e.step, e.attempts, e.cause
+	step()
+	if err := e.write(ctx, withState); err != nil {
+		e.status, e.step, e.attempts, e.cause = status, at, attempts, cause
+		return err
+	}
+	return nil
 }
 
 // writeStmt is the log write of the saga's current position.
@@ -441,23 +448,24 @@ func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn fun
 		return errCrashed // release rolls back, as the server would for a dead client
 	}
 
-	status, step, attempts := e.status, e.step, e.attempts
+	status, step, attempts, cause := e.status, e.step, e.attempts, e.cause
 	if op == opAction {
 		e.advance()
 	} else {
 		e.retreat()
 	}
 	w, err := e.writeStmt(op == opAction)
-	if err == nil {
-		err = tx.commit(sctx, w)
-	}
 	if err != nil {
-		e.status, e.step, e.attempts = status, step, attempts
+		e.status, e.step, e.attempts, e.cause = status, step, attempts, cause
+		return err
+	}
+	if err := tx.commit(sctx, w); err != nil {
+		e.status, e.step, e.attempts, e.cause = status, step, attempts, cause
 		if err := e.txError(err); stopped(ctx, err) {
 			return err
 		}
 		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) && ctx.Err() == nil {
+		if !errors.As(err, &pgErr) && !errors.Is(err, pgx.ErrTxCommitRollback) && ctx.Err() == nil {
 			// The connection failed, perhaps after COMMIT took effect: the log
 			// says whether it did, since it commits with the step.
 			return fmt.Errorf("%w: saga %q: step %q: commit outcome unknown: %w", ErrIncomplete, e.id, st.Name, err)
