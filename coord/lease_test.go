@@ -87,3 +87,23 @@ func TestRun_LostLeaseCancelsARunningAction(t *testing.T) {
 	assert.Equal(t, StatusRunning, info.Status, "left to the coordinator that holds the lease")
 	assert.Equal(t, 0, info.Step)
 }
+
+func TestRecover_StateThatNoLongerDecodesIsReportedAndKept(t *testing.T) {
+	f := newFixture(t)
+	c, err := New(context.Background(), f.pool, Options{})
+	require.NoError(t, err)
+	type S struct{ N int }
+	_, err = Register(c, Define("typed", Step[S]{Name: "a", Action: func(context.Context, *S) error { return nil }}))
+	require.NoError(t, err)
+	// As left by an older version of the code whose N was a string.
+	_, err = f.pool.Exec(context.Background(), `insert into coord_saga (id, name, status, step, state, lease_expires)
+		values ('old', 'typed', 'running', 0, '{"N": "seven"}', now() - interval '1 minute')`)
+	require.NoError(t, err)
+
+	n, err := c.Recover(context.Background())
+	assert.Equal(t, 1, n)
+	require.ErrorIs(t, err, ErrInvalid)
+	info, err := c.Get(context.Background(), "old")
+	require.NoError(t, err)
+	assert.Equal(t, StatusRunning, info.Status, "kept for a person or a fixed version")
+}
