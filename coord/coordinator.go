@@ -239,7 +239,8 @@ func (h *Handle[S]) stepName(i int) string {
 	return h.def.steps[i].Name
 }
 
-// Get returns the record of the saga id, or an error wrapping ErrNotFound.
+// Get returns the record of the saga id, or an error wrapping ErrNotFound
+// (other errors wrap the driver's).
 func (c *Coordinator) Get(ctx context.Context, id string) (Info, error) {
 	rec, err := c.load(ctx, id)
 	if err != nil {
@@ -249,7 +250,8 @@ func (c *Coordinator) Get(ctx context.Context, id string) (Info, error) {
 }
 
 // Failed returns the sagas in the failed status, oldest first: their
-// compensation kept failing and they wait for a person.
+// compensation kept failing and they wait for a person. Its errors wrap
+// the driver's.
 func (c *Coordinator) Failed(ctx context.Context) ([]Info, error) {
 	rows, err := c.pool.Query(ctx, selectSQL+" where status = 'failed' order by updated_at, id")
 	if err != nil {

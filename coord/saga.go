@@ -72,7 +72,8 @@ type Step[S any] struct {
 	// transaction.
 	TxCompensate func(ctx context.Context, tx Tx, s *S) error
 
-	// Retry applies to the action and to the compensation.
+	// Retry applies to the action and to the compensation. Default: the
+	// zero RetryPolicy (3 tries, see RetryPolicy).
 	Retry RetryPolicy
 
 	// Timeout bounds each try of the action or compensation. Default: none.
