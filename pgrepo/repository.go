@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Repository reads and writes values of struct type T in one table whose
@@ -260,7 +261,7 @@ func (r *Repository[T, ID]) Update(ctx context.Context, db DB, v *T) error {
 
 	var err error
 	if len(r.updateRet) == 0 {
-		var tag interface{ RowsAffected() int64 }
+		var tag pgconn.CommandTag
 		tag, err = db.Exec(ctx, r.sqlUpdate, args...)
 		if err == nil && tag.RowsAffected() == 0 {
 			err = pgx.ErrNoRows
