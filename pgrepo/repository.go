@@ -398,18 +398,22 @@ func (r *Repository[T, ID]) upsertSQL(conflict []string) (string, error) {
 		}
 		conflict = []string{r.t.pk.name}
 	}
-	key := strings.Join(conflict, "\x00")
-	if s, ok := r.upserts.Load(key); ok {
-		return s.(string), nil
-	}
+	// Names are checked before the cache is consulted, so that no name
+	// reaches the cache key unchecked.
 	target := make([]*column, 0, len(conflict))
-	inTarget := map[*column]bool{}
 	for _, name := range conflict {
 		c, err := r.t.column(name)
 		if err != nil {
 			return "", err
 		}
 		target = append(target, c)
+	}
+	key := strings.Join(conflict, "\x00")
+	if s, ok := r.upserts.Load(key); ok {
+		return s.(string), nil
+	}
+	inTarget := map[*column]bool{}
+	for _, c := range target {
 		inTarget[c] = true
 	}
 	var set []string

@@ -409,6 +409,11 @@ func TestRepository_Upsert_BadConflictTargetIsRejected(t *testing.T) {
 
 	err := f.accounts.Upsert(ctx, db, &account{Email: "x", Name: "x"}, "email; DROP TABLE accounts")
 	assert.ErrorIs(t, err, pgrepo.ErrInvalidColumn)
+	_, err = f.pool.Exec(ctx, "CREATE UNIQUE INDEX ON accounts (name, balance)")
+	require.NoError(t, err)
+	require.NoError(t, f.accounts.Upsert(ctx, f.pool, &account{Email: "y", Name: "y"}, "name", "balance"))
+	err = f.accounts.Upsert(ctx, db, &account{Email: "x", Name: "x"}, "name\x00balance")
+	assert.ErrorIs(t, err, pgrepo.ErrInvalidColumn, "checked even when a target with the same cache key is cached")
 	err = f.accounts.Upsert(ctx, db, &account{Email: "x", Name: "x"})
 	assert.ErrorIs(t, err, pgrepo.ErrInvalid, "a generated key cannot be the conflict target")
 	assert.Zero(t, db.calls)

@@ -116,3 +116,34 @@ func TestNew_UntaggedAndEmbeddedFieldsMapToSnakeCaseColumns(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, v, got)
 }
+
+// odd has identifiers that only work quoted: a reserved word, upper case,
+// spaces and a double quote.
+type odd struct {
+	Key   int64  `db:"order,pk,generated"`
+	Label string `db:"Mixed Case"`
+	Quote string `db:"say \"hi\""`
+}
+
+func TestRepository_QuotesEveryIdentifier(t *testing.T) {
+	pool := newFixture(t).pool
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `CREATE SCHEMA "My Schema"; CREATE TABLE "My Schema"."select" (
+		"order" bigserial PRIMARY KEY, "Mixed Case" text NOT NULL, "say ""hi""" text NOT NULL)`)
+	require.NoError(t, err)
+	repo, err := pgrepo.New[odd, int64]("My Schema.select")
+	require.NoError(t, err)
+
+	v := odd{Label: "a", Quote: "b"}
+	require.NoError(t, repo.Insert(ctx, pool, &v))
+	v.Label = "c"
+	require.NoError(t, repo.Update(ctx, pool, &v))
+	_, err = repo.Patch(ctx, pool, v.Key, map[string]any{`say "hi"`: "d"})
+	require.NoError(t, err)
+	page, err := repo.List(ctx, pool, pgrepo.Query{Where: pgrepo.Eq("Mixed Case", "c"), OrderBy: []pgrepo.Order{pgrepo.Desc(`say "hi"`)}, Limit: 1})
+	require.NoError(t, err)
+
+	require.Len(t, page.Items, 1)
+	assert.Equal(t, odd{Key: v.Key, Label: "c", Quote: "d"}, page.Items[0])
+	require.NoError(t, repo.Delete(ctx, pool, v.Key))
+}
