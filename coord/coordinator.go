@@ -226,6 +226,11 @@ func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, st
 	if err := json.Unmarshal(rec.state, state); err != nil {
 		return Info{}, fmt.Errorf("%w: saga %q: decoding its state: %w", ErrInvalid, rec.ID, err)
 	}
+	if rec.Step < 0 || rec.Step >= len(h.def.steps) || (rec.Status != StatusRunning && rec.Status != StatusCompensating) {
+		// The definition changed under a saga in progress.
+		return Info{}, fmt.Errorf("%w: saga %q is %s at step %d, which the %d steps of %q do not have",
+			ErrInvalid, rec.ID, rec.Status, rec.Step, len(h.def.steps), h.def.name)
+	}
 	e := h.newExecution(rec.ID, token, state, rec.Status, rec.Step)
 	e.inserted = true
 	e.cause = rec.Error

@@ -106,4 +106,14 @@ func TestRecover_StateThatNoLongerDecodesIsReportedAndKept(t *testing.T) {
 	info, err := c.Get(context.Background(), "old")
 	require.NoError(t, err)
 	assert.Equal(t, StatusRunning, info.Status, "kept for a person or a fixed version")
+
+	// A step the definition no longer has.
+	_, err = f.pool.Exec(context.Background(), `insert into coord_saga (id, name, status, step, state, lease_expires)
+		values ('gone', 'typed', 'running', 3, '{"N": 7}', now() - interval '1 minute')`)
+	require.NoError(t, err)
+	_, err = f.pool.Exec(context.Background(), `update coord_saga set status = 'failed' where id = 'old'`)
+	require.NoError(t, err)
+	n, err = c.Recover(context.Background())
+	assert.Equal(t, 1, n)
+	require.ErrorIs(t, err, ErrInvalid)
 }

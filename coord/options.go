@@ -18,7 +18,8 @@ type Options struct {
 	// running it after its last log write. Another coordinator recovers the
 	// saga once the lease has expired, so a lease must be much longer than
 	// a log write; a step that runs longer renews it every third of it.
-	// Default: 30s.
+	// It must also exceed the longest backoff between two tries (see
+	// RetryPolicy.MaxBackoff), which does not renew it. Default: 30s.
 	LeaseDuration time.Duration
 
 	// RecoverEvery is the interval of the loop started by Start.
