@@ -367,7 +367,14 @@ func (e *execution[S]) call(ctx context.Context, st *Step[S], op string, fn func
 		defer cancelT()
 	}
 	stop := e.keepLease(ctx, cancel)
+	renewing := true
+	defer func() {
+		if renewing { // fn panicked: the lease must still expire
+			_ = stop()
+		}
+	}()
 	err := fn(sctx, e.state)
+	renewing = false
 	if lost := stop(); lost != nil {
 		return lost
 	}
