@@ -63,6 +63,7 @@ var (
 		"LIKE": true, "ILIKE": true, "IS": true, "NULL": true, "ORDER": true, "BY": true, "ASC": true,
 		"DESC": true, "LIMIT": true, "OFFSET": true, "TRUE": true, "FALSE": true, "count": true,
 		"UPDATE": true, "SET": true, "RETURNING": true, "1": true,
+		"INSERT": true, "INTO": true, "VALUES": true, "ON": true, "CONFLICT": true, "DO": true, "EXCLUDED": true,
 	}
 )
 
@@ -125,7 +126,7 @@ func predicate(op uint8, col, value string) (p pgrepo.Predicate, usesValue bool)
 }
 
 // FuzzQuery feeds hostile column names, sort keys and values to List,
-// Count and Patch. Unknown names must be rejected with ErrInvalidColumn
+// Count, Upsert (as conflict columns) and Patch. Unknown names must be rejected with ErrInvalidColumn
 // before any SQL is produced; otherwise the SQL must hold nothing but known
 // identifiers, placeholders and keywords, with every value in the
 // arguments. `go test` runs the seed corpus; `go test -fuzz FuzzQuery`
@@ -198,6 +199,19 @@ func FuzzQuery(f *testing.F) {
 			}
 		} else {
 			checkSQL(t, rec.sql[0])
+		}
+
+		rec = &recorder{}
+		err = repo.Upsert(ctx, rec, &account{Email: value, Name: value}, col, sortKey)
+		if !known[col] || !known[sortKey] {
+			if !errors.Is(err, pgrepo.ErrInvalidColumn) || len(rec.sql) != 0 {
+				t.Fatalf("Upsert on columns %q, %q: got %v and SQL %q", col, sortKey, err, rec.sql)
+			}
+		} else {
+			checkSQL(t, rec.sql[0])
+			if !hasArg(rec.args[0], value) {
+				t.Fatalf("value %q is not among the arguments %v", value, rec.args[0])
+			}
 		}
 
 		rec = &recorder{}
