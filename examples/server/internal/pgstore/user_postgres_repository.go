@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -54,36 +53,20 @@ func NewUserRepository(pool *pgxpool.Pool) (*UserRepository, error) {
 	return &UserRepository{pool: pool, users: users}, nil
 }
 
-// Querier is a transaction the caller runs, such as the coord.Tx in which a
-// saga step's write and its log record commit together. pgx.Tx fits too.
-type Querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-// querierDB makes a Querier a pgrepo.DB. Nothing here bulk-loads, so
-// CopyFrom is never called; it fails rather than pretend.
-type querierDB struct{ Querier }
-
-// CopyFrom fails: see querierDB.
-func (querierDB) CopyFrom(context.Context, pgx.Identifier, []string, pgx.CopyFromSource) (int64, error) {
-	return 0, errors.New("pgstore: CopyFrom is not available in a step transaction")
-}
-
 // CreateUser inserts u with its ID and fills its timestamps and version.
 // CodeConflict names the taken field.
 func (s *UserRepository) CreateUser(ctx context.Context, u *chat.User) error {
 	return s.CreateUserIn(ctx, s.pool, u)
 }
 
-// CreateUserIn is CreateUser in the caller's transaction q.
-func (s *UserRepository) CreateUserIn(ctx context.Context, q Querier, u *chat.User) error {
+// CreateUserIn is CreateUser on db: the caller's transaction, such as the
+// coord.Tx in which a saga step's write and its log record commit together.
+func (s *UserRepository) CreateUserIn(ctx context.Context, db pgrepo.DB, u *chat.User) error {
 	row := userRow{
 		ID: u.ID, Username: u.Username, Email: u.Email, PasswordHash: u.PasswordHash,
 		Language: u.Language, Level: u.Level,
 	}
-	if err := s.users.Insert(ctx, querierDB{q}, &row); err != nil {
+	if err := s.users.Insert(ctx, db, &row); err != nil {
 		return translate(err)
 	}
 	*u = *row.user()
@@ -107,9 +90,8 @@ func (s *UserRepository) UpdateUser(ctx context.Context, id uuid.UUID, version i
 	return s.UpdateUserIn(ctx, s.pool, id, version, p)
 }
 
-// UpdateUserIn is UpdateUser in the caller's transaction q.
-func (s *UserRepository) UpdateUserIn(ctx context.Context, q Querier, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error) {
-	db := querierDB{q}
+// UpdateUserIn is UpdateUser on db, the caller's transaction.
+func (s *UserRepository) UpdateUserIn(ctx context.Context, db pgrepo.DB, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error) {
 	row, err := s.users.Get(ctx, db, id)
 	if err != nil {
 		return nil, translate(err)
@@ -137,9 +119,9 @@ func (s *UserRepository) DeleteUser(ctx context.Context, id uuid.UUID) error {
 	return s.DeleteUserIn(ctx, s.pool, id)
 }
 
-// DeleteUserIn is DeleteUser in the caller's transaction q.
-func (s *UserRepository) DeleteUserIn(ctx context.Context, q Querier, id uuid.UUID) error {
-	return translate(s.users.Delete(ctx, querierDB{q}, id))
+// DeleteUserIn is DeleteUser on db, the caller's transaction.
+func (s *UserRepository) DeleteUserIn(ctx context.Context, db pgrepo.DB, id uuid.UUID) error {
+	return translate(s.users.Delete(ctx, db, id))
 }
 
 // Ping checks that PostgreSQL answers.

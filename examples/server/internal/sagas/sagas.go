@@ -10,7 +10,7 @@ import (
 
 	"github.com/polystore/polystore/coord"
 	"github.com/polystore/polystore/examples/server/internal/chat"
-	"github.com/polystore/polystore/examples/server/internal/pgstore"
+	"github.com/polystore/polystore/pgrepo"
 )
 
 // Saga definition names, as stored in the log: renaming one strands the
@@ -28,9 +28,9 @@ const welcomeMessage = "Welcome! Tell me about your day, in the language you are
 // that the row and the step's log record commit together.
 type UserStore interface {
 	chat.UserStore
-	CreateUserIn(ctx context.Context, q pgstore.Querier, u *chat.User) error
-	UpdateUserIn(ctx context.Context, q pgstore.Querier, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error)
-	DeleteUserIn(ctx context.Context, q pgstore.Querier, id uuid.UUID) error
+	CreateUserIn(ctx context.Context, db pgrepo.DB, u *chat.User) error
+	UpdateUserIn(ctx context.Context, db pgrepo.DB, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error)
+	DeleteUserIn(ctx context.Context, db pgrepo.DB, id uuid.UUID) error
 }
 
 // Sagas registers and runs the user sagas on a coordinator.
