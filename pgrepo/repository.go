@@ -22,6 +22,7 @@ type Repository[T any, ID any] struct {
 
 	selectList string    // every column, quoted, in struct order
 	visible    string    // ` AND "deleted_at" IS NULL`, or "" without soft delete
+	bump       string    // `"version" = "t"."version" + 1`, or "" without a version column
 	insertCols []*column // written by Insert and InsertMany
 	insertRet  []*column // filled back by Insert and Upsert
 	updateCols []*column // written by Update
@@ -77,32 +78,27 @@ func New[T any, ID any](table string) (*Repository[T, ID], error) {
 			r.updateRet = append(r.updateRet, c)
 		}
 	}
-	if t.version != nil {
-		r.copyCols = append(r.copyCols, t.version.name)
-		r.one = reflect.ValueOf(1).Convert(t.version.typ).Interface()
+	if v := t.version; v != nil {
+		r.copyCols = append(r.copyCols, v.name)
+		r.one = reflect.ValueOf(1).Convert(v.typ).Interface()
+		r.bump = v.quoted + " = " + t.quoted + "." + v.quoted + " + 1"
 	}
 
 	pkWhere := " WHERE " + t.pk.quoted + " = $1" + r.visible
 	r.sqlGet = "SELECT " + r.selectList + " FROM " + t.quoted + pkWhere
 	r.sqlExists = "SELECT EXISTS (SELECT 1 FROM " + t.quoted + pkWhere + ")"
 	if t.deleted != nil {
-		r.sqlDelete = "UPDATE " + t.quoted + " SET " + t.deleted.quoted + " = now()" + r.bumpVersion() + pkWhere
+		set := t.deleted.quoted + " = now()"
+		if r.bump != "" {
+			set += ", " + r.bump
+		}
+		r.sqlDelete = "UPDATE " + t.quoted + " SET " + set + pkWhere
 	} else {
 		r.sqlDelete = "DELETE FROM " + t.quoted + pkWhere
 	}
 	r.sqlInsert = r.insertSQL("")
 	r.sqlUpdate = r.updateSQL()
 	return r, nil
-}
-
-// bumpVersion returns the SET item that increments the version, with a
-// leading comma, or "" without a version column.
-func (r *Repository[T, ID]) bumpVersion() string {
-	if r.t.version == nil {
-		return ""
-	}
-	v := r.t.version.quoted
-	return ", " + v + " = " + r.t.quoted + "." + v + " + 1"
 }
 
 // insertSQL returns the INSERT statement, with onConflict (an ON CONFLICT
@@ -140,7 +136,7 @@ func (r *Repository[T, ID]) updateSQL() string {
 	n := len(r.updateCols)
 	where := " WHERE " + r.t.pk.quoted + " = $" + strconv.Itoa(n+1)
 	if v := r.t.version; v != nil {
-		set = append(set, v.quoted+" = "+r.t.quoted+"."+v.quoted+" + 1")
+		set = append(set, r.bump)
 		where += " AND " + v.quoted + " = $" + strconv.Itoa(n+2)
 	}
 	if len(set) == 0 {
@@ -330,8 +326,11 @@ func (r *Repository[T, ID]) Patch(ctx context.Context, db DB, id ID, changes map
 		args = append(args, changes[name])
 		b.WriteString(r.t.byName[name].quoted + " = $" + strconv.Itoa(len(args)))
 	}
+	if r.bump != "" {
+		b.WriteString(", " + r.bump)
+	}
 	args = append(args, id)
-	b.WriteString(r.bumpVersion() + " WHERE " + r.t.pk.quoted + " = $" + strconv.Itoa(len(args)) + r.visible)
+	b.WriteString(" WHERE " + r.t.pk.quoted + " = $" + strconv.Itoa(len(args)) + r.visible)
 	b.WriteString(" RETURNING " + r.selectList)
 
 	var v T
@@ -425,8 +424,8 @@ func (r *Repository[T, ID]) upsertSQL(conflict []string) (string, error) {
 	if d := r.t.deleted; d != nil {
 		set = append(set, d.quoted+" = NULL")
 	}
-	if v := r.t.version; v != nil {
-		set = append(set, v.quoted+" = "+r.t.quoted+"."+v.quoted+" + 1")
+	if r.bump != "" {
+		set = append(set, r.bump)
 	}
 	if len(set) == 0 {
 		// DO NOTHING would return no row to fill v from: a no-op update does.
