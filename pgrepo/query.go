@@ -380,25 +380,21 @@ func (r *Repository[T, ID]) buildList(q Query) (*selection, error) {
 // where writes the WHERE clause: visibility, the caller's predicate and,
 // when extra is not nil, what it writes.
 func (r *Repository[T, ID]) where(b *builder, p Predicate, extra func(*builder)) error {
-	var conds []func() error
+	sep := " WHERE "
+	next := func() { b.sb.WriteString(sep); sep = " AND " }
 	if r.t.deleted != nil {
-		conds = append(conds, func() error { b.sb.WriteString(r.t.deleted.quoted + " IS NULL"); return nil })
+		next()
+		b.sb.WriteString(r.t.deleted.quoted + " IS NULL")
 	}
 	if p != nil {
-		conds = append(conds, func() error { return p.build(b) })
-	}
-	if extra != nil {
-		conds = append(conds, func() error { extra(b); return nil })
-	}
-	for i, cond := range conds {
-		if i == 0 {
-			b.sb.WriteString(" WHERE ")
-		} else {
-			b.sb.WriteString(" AND ")
-		}
-		if err := cond(); err != nil {
+		next()
+		if err := p.build(b); err != nil {
 			return err
 		}
+	}
+	if extra != nil {
+		next()
+		extra(b)
 	}
 	return nil
 }
