@@ -53,15 +53,21 @@ func (c *Cache[T]) acquire(ctx context.Context, rk string, replace []byte) (leas
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
 	b, err := acquireScript.Run(ctx, c.client, []string{rk}, tok, c.opts.LeaseTTL.Milliseconds(), replace).Text()
+	return acquired(tok, b, err)
+}
+
+// acquired turns the reply of acquireScript, run to store the lease tok,
+// into a lease.
+func acquired(tok, reply string, err error) (lease, error) {
 	switch {
 	case errors.Is(err, redis.Nil):
 		return lease{token: tok, own: true}, nil
 	case err != nil:
 		return lease{}, err
-	case len(b) > 0 && b[0] == kindLease:
-		return lease{token: b}, nil
+	case len(reply) > 0 && reply[0] == kindLease:
+		return lease{token: reply}, nil
 	}
-	return lease{cached: []byte(b)}, nil
+	return lease{cached: []byte(reply)}, nil
 }
 
 // cas writes entry for ttl if rk still holds expect; it reports whether it

@@ -180,15 +180,8 @@ func (c *Cache[T]) acquireMany(ctx context.Context, keys []string, replace map[s
 	out := make(map[string]lease, len(keys))
 	for i, k := range keys {
 		b, err := cmds[i].Text()
-		switch {
-		case errors.Is(err, redis.Nil):
-			out[k] = lease{token: calls[i].args[0].(string), own: true}
-		case err != nil:
+		if out[k], err = acquired(calls[i].args[0].(string), b, err); err != nil {
 			return nil, err
-		case len(b) > 0 && b[0] == kindLease:
-			out[k] = lease{token: b}
-		default:
-			out[k] = lease{cached: []byte(b)}
 		}
 	}
 	return out, nil
