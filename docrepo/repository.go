@@ -130,36 +130,16 @@ func (r *Repository[T, ID]) Get(ctx context.Context, id ID) (T, error) {
 // FindOne returns the first document that q selects (q.Limit is ignored).
 // Errors: ErrNotFound when none does, ErrInvalid for a bad query.
 func (r *Repository[T, ID]) FindOne(ctx context.Context, q Query) (T, error) {
-	var doc T
-	filter, err := q.Filter.BSON()
+	q.Limit = 1
+	docs, err := r.Find(ctx, q)
+	if err == nil && len(docs) == 0 {
+		err = translate("find one", mongo.ErrNoDocuments)
+	}
 	if err != nil {
-		return doc, err
+		var zero T
+		return zero, err
 	}
-	if q.Skip < 0 {
-		return doc, invalidf("negative skip %d", q.Skip)
-	}
-	fo := options.FindOne()
-	if len(q.Sort) > 0 {
-		s, err := sortDoc(q.Sort)
-		if err != nil {
-			return doc, err
-		}
-		fo.SetSort(s)
-	}
-	if len(q.Fields) > 0 {
-		p, err := projectionDoc(q.Fields)
-		if err != nil {
-			return doc, err
-		}
-		fo.SetProjection(p)
-	}
-	if q.Skip > 0 {
-		fo.SetSkip(q.Skip)
-	}
-	if err := r.coll.FindOne(ctx, filter, fo).Decode(&doc); err != nil {
-		return doc, translate("find one", err)
-	}
-	return doc, nil
+	return docs[0], nil
 }
 
 // Find returns the documents that q selects, in q's order; none is an empty
