@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"slices"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -109,7 +110,11 @@ func (r *Repository[T, ID]) Page(ctx context.Context, req PageRequest) (Page[T],
 			return Page[T]{}, translate("page", err)
 		}
 		page.Items = append(page.Items, doc)
-		last = append(last[:0], cur.Current...)
+		if len(page.Items) == limit {
+			// The cursor, if a next document comes, is made from this one;
+			// the driver reuses Current, so keep a copy.
+			last = slices.Clone(cur.Current)
+		}
 	}
 	if err := cur.Err(); err != nil {
 		return Page[T]{}, translate("page", err)
