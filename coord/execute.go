@@ -78,7 +78,7 @@ func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 	for {
 		switch e.status {
 		case StatusRunning:
-			err := e.forward(ctx)
+			err := e.runStep(ctx, false)
 			if err == nil {
 				continue
 			}
@@ -95,7 +95,7 @@ func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 				return e.abandon(ctx, err, 0)
 			}
 		case StatusCompensating:
-			err := e.backward(ctx)
+			err := e.runStep(ctx, true)
 			if err == nil {
 				continue
 			}
@@ -191,81 +191,38 @@ func (e *execution[S]) skipUncompensated() {
 	}
 }
 
-// forward runs the current step's action with its retry policy and records
-// its success. It returns the last try's error, or an error that stops the
-// run (see stopped).
-func (e *execution[S]) forward(ctx context.Context) error {
+// runStep runs the current step's action, or its compensation when comp,
+// with the step's retry policy and records its success. It returns the last
+// try's error, or an error that stops the run (see stopped).
+func (e *execution[S]) runStep(ctx context.Context, comp bool) error {
 	st := &e.def.steps[e.step]
+	at := e.step
 	pol := st.Retry.withDefaults()
-	for attempt := e.attempts + 1; ; attempt++ {
-		if e.crash(stageBeforeAction, e.step) {
-			return errCrashed
-		}
-		ev := StepEvent{SagaID: e.id, Saga: e.def.name, Step: st.Name, Attempt: attempt}
-		call(e.c.opts.Hooks.StepStarted, ctx, ev)
-		start := time.Now()
-		var err error
-		if st.TxAction != nil {
-			err = e.runTx(ctx, st, opAction, st.TxAction)
-		} else {
-			err = e.call(ctx, st, opAction, st.Action)
-			if err == nil {
-				if e.crash(stageAfterAction, e.step) {
-					return errCrashed
-				}
-				err = e.move(ctx, e.advance, true)
-			}
-		}
-		ev.Elapsed = time.Since(start)
-		if err == nil {
-			if e.crash(stageAfterLog, e.step-1) {
-				return errCrashed
-			}
-			call(e.c.opts.Hooks.StepSucceeded, ctx, ev)
-			return nil
-		}
-		if stopped(ctx, err) {
-			return err
-		}
-		ev.Err = err
-		call(e.c.opts.Hooks.StepFailed, ctx, ev)
-		if err := e.retryOrGiveUp(ctx, pol, attempt, err); err != nil {
-			return err
-		}
+	op, fn, txFn := opAction, st.Action, st.TxAction
+	before, afterLog, done := stageBeforeAction, stageAfterLog, e.c.opts.Hooks.StepSucceeded
+	if comp {
+		op, fn, txFn = opCompensate, st.Compensate, st.TxCompensate
+		before, afterLog, done = stageBeforeCompensate, stageAfterCompensateLog, e.c.opts.Hooks.StepCompensated
 	}
-}
-
-// backward runs the current step's compensation with its retry policy and
-// records its success.
-func (e *execution[S]) backward(ctx context.Context) error {
-	st := &e.def.steps[e.step]
-	pol := st.Retry.withDefaults()
 	for attempt := e.attempts + 1; ; attempt++ {
-		if e.crash(stageBeforeCompensate, e.step) {
+		if e.crash(before, at) {
 			return errCrashed
 		}
-		ev := StepEvent{SagaID: e.id, Saga: e.def.name, Step: st.Name, Attempt: attempt, Compensation: true}
+		ev := StepEvent{SagaID: e.id, Saga: e.def.name, Step: st.Name, Attempt: attempt, Compensation: comp}
 		call(e.c.opts.Hooks.StepStarted, ctx, ev)
 		start := time.Now()
-		step := e.step
 		var err error
-		if st.TxCompensate != nil {
-			err = e.runTx(ctx, st, opCompensate, st.TxCompensate)
-		} else {
-			err = e.call(ctx, st, opCompensate, st.Compensate)
-			if err == nil {
-				if e.crash(stageAfterCompensate, e.step) {
-					return errCrashed
-				}
-				err = e.move(ctx, e.retreat, false)
-			}
+		if txFn != nil {
+			err = e.runTx(ctx, st, op, txFn)
+		} else if err = e.call(ctx, st, op, fn); err == nil {
+			err = e.move(op, func(w stmt) error { return e.exec(ctx, w) })
 		}
 		ev.Elapsed = time.Since(start)
 		if err == nil {
-			if e.crash(stageAfterCompensateLog, step) {
+			if e.crash(afterLog, at) {
 				return errCrashed
 			}
-			call(e.c.opts.Hooks.StepCompensated, ctx, ev)
+			call(done, ctx, ev)
 			return nil
 		}
 		if stopped(ctx, err) {
@@ -319,16 +276,31 @@ func (e *execution[S]) retreat() {
 	e.skipUncompensated()
 }
 
-// move moves the saga with step (advance or retreat) and records the new
-// position; if that fails, the saga stays where it was.
-func (e *execution[S]) move(ctx context.Context, step func(), withState bool) error {
-	status, at, attempts, cause := e.status, e.step, e.attempts, e.cause
-	step()
-	if err := e.write(ctx, withState); err != nil {
-		e.status, e.step, e.attempts, e.cause = status, at, attempts, cause
-		return err
+// move moves the saga past the step whose action (op) or compensation
+// succeeded, and has record write the new position to the log; if that
+// fails, the saga stays where it was.
+func (e *execution[S]) move(op string, record func(stmt) error) error {
+	after := stageAfterAction
+	if op == opCompensate {
+		after = stageAfterCompensate
 	}
-	return nil
+	if e.crash(after, e.step) {
+		return errCrashed
+	}
+	status, at, attempts, cause := e.status, e.step, e.attempts, e.cause
+	if op == opAction {
+		e.advance()
+	} else {
+		e.retreat()
+	}
+	w, err := e.writeStmt(op == opAction)
+	if err == nil {
+		err = record(w)
+	}
+	if err != nil {
+		e.status, e.step, e.attempts, e.cause = status, at, attempts, cause
+	}
+	return err
 }
 
 // writeStmt is the log write of the saga's current position.
@@ -350,6 +322,11 @@ func (e *execution[S]) write(ctx context.Context, withState bool) error {
 	if err != nil {
 		return err
 	}
+	return e.exec(ctx, s)
+}
+
+// exec runs the log write s on its own.
+func (e *execution[S]) exec(ctx context.Context, s stmt) error {
 	if _, err := e.c.pool.Exec(ctx, s.sql, s.args...); err != nil {
 		return fmt.Errorf("%w: saga %q: writing the log: %w", ErrIncomplete, e.id, logError(err))
 	}
@@ -447,27 +424,13 @@ func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn fun
 	if tx.err != nil {
 		return e.txError(tx.err)
 	}
-	stage := stageAfterAction
-	if op == opCompensate {
-		stage = stageAfterCompensate
-	}
-	if e.crash(stage, e.step) {
-		return errCrashed // release rolls back, as the server would for a dead client
-	}
-
-	status, step, attempts, cause := e.status, e.step, e.attempts, e.cause
-	if op == opAction {
-		e.advance()
-	} else {
-		e.retreat()
-	}
-	w, err := e.writeStmt(op == opAction)
-	if err != nil {
-		e.status, e.step, e.attempts, e.cause = status, step, attempts, cause
-		return err
-	}
-	if err := tx.commit(sctx, w); err != nil {
-		e.status, e.step, e.attempts, e.cause = status, step, attempts, cause
+	// A cut after the step (see move) returns before the commit: release
+	// rolls back, as the server would for a dead client.
+	err = e.move(op, func(w stmt) error {
+		err := tx.commit(sctx, w)
+		if err == nil {
+			return nil
+		}
 		if err := e.txError(err); stopped(ctx, err) {
 			return err
 		}
@@ -477,6 +440,9 @@ func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn fun
 			// says whether it did, since it commits with the step.
 			return fmt.Errorf("%w: saga %q: step %q: commit outcome unknown: %w", ErrIncomplete, e.id, st.Name, err)
 		}
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	e.inserted = true
