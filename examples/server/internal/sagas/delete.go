@@ -2,7 +2,6 @@ package sagas
 
 import (
 	"context"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -34,7 +33,7 @@ func (s *Sagas) deleteDefinition() *coord.Definition[deletion] {
 			Action: func(ctx context.Context, d *deletion) error {
 				return s.conversations.DeleteUserConversations(ctx, d.UserID)
 			},
-			Retry:   coord.RetryPolicy{Attempts: 2, Backoff: 50 * time.Millisecond},
+			Retry:   afterPivotRetry,
 			Timeout: stepTimeout,
 		},
 		coord.Step[deletion]{
@@ -43,7 +42,7 @@ func (s *Sagas) deleteDefinition() *coord.Definition[deletion] {
 			Action: func(ctx context.Context, d *deletion) error {
 				return s.cache.Invalidate(ctx, d.UserID)
 			},
-			Retry:   coord.RetryPolicy{Attempts: 2, Backoff: 50 * time.Millisecond},
+			Retry:   afterPivotRetry,
 			Timeout: stepTimeout,
 		},
 	)

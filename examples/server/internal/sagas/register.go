@@ -97,7 +97,7 @@ func (s *Sagas) registerDefinition() *coord.Definition[registration] {
 				}
 				return s.cache.SetProfile(ctx, u)
 			},
-			Retry:   coord.RetryPolicy{Attempts: 2, Backoff: 50 * time.Millisecond},
+			Retry:   afterPivotRetry,
 			Timeout: stepTimeout,
 		},
 	)

@@ -82,6 +82,11 @@ var storeRetry = coord.RetryPolicy{
 	},
 }
 
+// afterPivotRetry is the policy of the retriable steps after the pivot:
+// two quick tries keep the request short, since the coordinator's recovery
+// loop goes on trying until the step succeeds.
+var afterPivotRetry = coord.RetryPolicy{Attempts: 2, Backoff: 50 * time.Millisecond}
+
 // stepTimeout bounds each try of a step, so a hung store cannot hold a
 // request for ever.
 const stepTimeout = 5 * time.Second

@@ -2,7 +2,6 @@ package sagas
 
 import (
 	"context"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -41,7 +40,7 @@ func (s *Sagas) updateDefinition() *coord.Definition[update] {
 			Action: func(ctx context.Context, u *update) error {
 				return s.cache.Invalidate(ctx, u.UserID)
 			},
-			Retry:   coord.RetryPolicy{Attempts: 2, Backoff: 50 * time.Millisecond},
+			Retry:   afterPivotRetry,
 			Timeout: stepTimeout,
 		},
 	)
