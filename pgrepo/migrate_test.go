@@ -6,6 +6,7 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
@@ -40,15 +41,10 @@ func TestMigrate_AppliesPendingMigrationsOnce(t *testing.T) {
 	require.NoError(t, pgrepo.Migrate(ctx, pool, migrations), "running again is harmless")
 
 	assert.Equal(t, int32(3), schemaVersion(t, pool))
-	var runs []int
 	rows, err := pool.Query(ctx, "SELECT migration FROM runs ORDER BY migration")
 	require.NoError(t, err)
-	for rows.Next() {
-		var m int
-		require.NoError(t, rows.Scan(&m))
-		runs = append(runs, m)
-	}
-	require.NoError(t, rows.Err())
+	runs, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	require.NoError(t, err)
 	assert.Equal(t, []int{2, 3}, runs)
 }
 
