@@ -237,12 +237,8 @@ func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, st
 	return e.drive(ctx)
 }
 
-func (h *Handle[S]) stepName(i int) string {
-	if i < 0 || i >= len(h.def.steps) {
-		return ""
-	}
-	return h.def.steps[i].Name
-}
+// stepName implements driver.
+func (h *Handle[S]) stepName(i int) string { return h.def.stepName(i) }
 
 // Get returns the record of the saga id, or an error wrapping ErrNotFound
 // (other errors wrap the driver's).

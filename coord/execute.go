@@ -58,19 +58,11 @@ func (e *execution[S]) crash(stage string, step int) bool {
 	if e.c.opts.crashAt == nil {
 		return false
 	}
-	name := ""
-	if step >= 0 && step < len(e.def.steps) {
-		name = e.def.steps[step].Name
-	}
-	return e.c.opts.crashAt(crashPoint{Stage: stage, Step: name})
+	return e.c.opts.crashAt(crashPoint{Stage: stage, Step: e.def.stepName(step)})
 }
 
 func (e *execution[S]) info() Info {
-	name := ""
-	if e.step >= 0 && e.step < len(e.def.steps) {
-		name = e.def.steps[e.step].Name
-	}
-	return Info{ID: e.id, Name: e.def.name, Status: e.status, Step: e.step, StepName: name, Attempts: e.attempts, Error: e.cause}
+	return Info{ID: e.id, Name: e.def.name, Status: e.status, Step: e.step, StepName: e.def.stepName(e.step), Attempts: e.attempts, Error: e.cause}
 }
 
 // drive runs the saga from its position until it is final or the run stops.

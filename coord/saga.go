@@ -100,6 +100,14 @@ func Define[S any](name string, steps ...Step[S]) *Definition[S] {
 // Name returns the definition's name.
 func (d *Definition[S]) Name() string { return d.name }
 
+// stepName returns the name of step i, or "" past the ends.
+func (d *Definition[S]) stepName(i int) string {
+	if i < 0 || i >= len(d.steps) {
+		return ""
+	}
+	return d.steps[i].Name
+}
+
 // validate reports the first rule the definition breaks, wrapping ErrInvalid.
 func (d *Definition[S]) validate() error {
 	if d == nil {
