@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -165,7 +166,7 @@ func BenchmarkStampede1000(b *testing.B) {
 			// goroutines that are still before their GET then miss too,
 			// since the value is written only after the load returns.
 			for entered.Load() < goroutines {
-				runtimeGosched()
+				runtime.Gosched()
 			}
 			close(release)
 			wg.Wait()

@@ -2,7 +2,6 @@ package cacherepo_test
 
 import (
 	"context"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -89,12 +88,3 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
-
-// newCacheNamespace returns the test's Redis client and a key prefix, for
-// tests that build their own clients.
-func newCacheNamespace(t *testing.T) (*redis.Client, string) {
-	t.Helper()
-	return servicetest.Redis(t)
-}
-
-func runtimeGosched() { runtime.Gosched() }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/polystore/polystore/cacherepo"
+	"github.com/polystore/polystore/internal/servicetest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -241,7 +242,7 @@ func TestCache_GetManyOrLoad_LoadErrorIsReturnedAndNothingCached(t *testing.T) {
 func TestCache_GetManyOrLoad_OnRing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	_, prefix := newCacheNamespace(t)
+	_, prefix := servicetest.Redis(t)
 	c, err := cacherepo.New[int](ringClient(t), cacherepo.Options{Namespace: prefix})
 	require.NoError(t, err)
 	load := func(_ context.Context, missing []string) (map[string]int, error) {
