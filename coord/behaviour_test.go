@@ -143,11 +143,7 @@ func TestRun_LongStepRenewsItsLease(t *testing.T) {
 	}}))
 	require.NoError(t, err)
 
-	done := make(chan error, 1)
-	go func() {
-		_, err := h.Run(context.Background(), "s1", &S{})
-		done <- err
-	}()
+	done := runAsync(h, "s1", &S{})
 	<-running
 	// For two leases, another coordinator keeps trying to recover it.
 	start := time.Now()
@@ -239,11 +235,7 @@ func TestRun_SameIDWhileRunningWaitsForTheOutcome(t *testing.T) {
 	))
 	require.NoError(t, err)
 
-	first := make(chan error, 1)
-	go func() {
-		_, err := h.Run(context.Background(), "s1", &S{})
-		first <- err
-	}()
+	first := runAsync(h, "s1", &S{})
 	<-running
 
 	// A caller that stops waiting gets ErrIncomplete; the saga goes on.
@@ -253,12 +245,8 @@ func TestRun_SameIDWhileRunningWaitsForTheOutcome(t *testing.T) {
 	require.ErrorIs(t, err, ErrIncomplete)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 
-	second := make(chan error, 1)
 	var got S
-	go func() {
-		_, err := h.Run(context.Background(), "s1", &got)
-		second <- err
-	}()
+	second := runAsync(h, "s1", &got)
 	close(release)
 	require.NoError(t, <-first)
 	require.NoError(t, <-second)

@@ -210,6 +210,16 @@ func (f *fixture) coordinator(t *testing.T, opts Options) (*Coordinator, *Handle
 	return c, h
 }
 
+// runAsync runs the saga id in a goroutine; the channel receives Run's error.
+func runAsync[S any](h *Handle[S], id string, state *S) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Run(context.Background(), id, state)
+		done <- err
+	}()
+	return done
+}
+
 // effects reports what the saga of user id left in the three stores.
 type effects struct {
 	User, Active, Conversation, Cached bool

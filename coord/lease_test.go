@@ -36,11 +36,7 @@ func TestRun_LostLeaseStopsTheRunWithoutWriting(t *testing.T) {
 	))
 	require.NoError(t, err)
 
-	done := make(chan error, 1)
-	go func() {
-		_, err := h.Run(context.Background(), "s1", &S{})
-		done <- err
-	}()
+	done := runAsync(h, "s1", &S{})
 	<-entered
 	steal(t, f, "s1")
 	close(release)
@@ -71,11 +67,7 @@ func TestRun_LostLeaseCancelsARunningAction(t *testing.T) {
 	))
 	require.NoError(t, err)
 
-	done := make(chan error, 1)
-	go func() {
-		_, err := h.Run(context.Background(), "s1", &S{})
-		done <- err
-	}()
+	done := runAsync(h, "s1", &S{})
 	<-entered
 	steal(t, f, "s1")
 
