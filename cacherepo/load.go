@@ -43,12 +43,9 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 	case errors.Is(err, redis.Nil):
 		c.event(ctx, EventMiss, key, nil, 0)
 		return c.loadShared(ctx, key, rk, nil, false, load)
-	case err != nil && ctx.Err() != nil: // the caller gave up: not a Redis failure
-		return zero, redisErr("GET", key, err)
 	case err != nil:
-		c.event(ctx, EventRedisError, key, err, 0)
-		if c.opts.Strict {
-			return zero, redisErr("GET", key, err)
+		if err := c.redisFailed(ctx, "GET", key, err); err != nil {
+			return zero, err
 		}
 		return c.loadShared(ctx, key, rk, nil, true, load)
 	}
@@ -130,12 +127,8 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, replace []byte, noC
 	}
 	l, err := c.acquire(ctx, rk, replace)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, redisErr("EVALSHA acquire", key, err)
-		}
-		c.event(ctx, EventRedisError, key, err, 0)
-		if c.opts.Strict {
-			return nil, redisErr("EVALSHA acquire", key, err)
+		if err := c.redisFailed(ctx, "EVALSHA acquire", key, err); err != nil {
+			return nil, err
 		}
 		return c.loadOnly(ctx, key, load)
 	}
@@ -173,6 +166,20 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, replace []byte, noC
 		return nil, err // not found, now cached as a tombstone
 	}
 	return &flight[T]{v: v, entry: entry}, nil
+}
+
+// redisFailed handles a Redis read of GetOrLoad or GetManyOrLoad that
+// failed: it returns the error for the caller, or nil when the caller is to
+// be served from the loader (fail open).
+func (c *Cache[T]) redisFailed(ctx context.Context, op, key string, err error) error {
+	if ctx.Err() != nil { // the caller gave up: not a Redis failure
+		return redisErr(op, key, err)
+	}
+	c.event(ctx, EventRedisError, key, err, 0)
+	if c.opts.Strict {
+		return redisErr(op, key, err)
+	}
+	return nil
 }
 
 // write stores entry if rk still holds expect, counting a refusal. The

@@ -30,12 +30,8 @@ func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(c
 	entries, err := c.getMany(ctx, keys)
 	redisDown := err != nil
 	if redisDown {
-		if ctx.Err() != nil {
-			return nil, redisErr("MGET", first(keys), err)
-		}
-		c.event(ctx, EventRedisError, first(keys), err, 0)
-		if c.opts.Strict {
-			return nil, redisErr("MGET", first(keys), err)
+		if err := c.redisFailed(ctx, "MGET", first(keys), err); err != nil {
+			return nil, err
 		}
 		entries = make([][]byte, len(keys))
 	}
@@ -71,14 +67,10 @@ func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(c
 	if !redisDown {
 		leases, err = c.acquireMany(ctx, missing, replace)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, redisErr("EVALSHA acquire", missing[0], err)
+			if err := c.redisFailed(ctx, "EVALSHA acquire", missing[0], err); err != nil {
+				return nil, err
 			}
-			c.event(ctx, EventRedisError, missing[0], err, 0)
-			if c.opts.Strict {
-				return nil, redisErr("EVALSHA acquire", missing[0], err)
-			}
-			redisDown = true
+			// No leases: the values are loaded but not cached.
 		}
 	}
 	toLoad := missing[:0:0]
