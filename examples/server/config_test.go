@@ -1,8 +1,11 @@
 package main
 
 import (
+	"flag"
 	"io"
 	"log/slog"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,5 +58,22 @@ func TestLoadConfig_MalformedValuesAreErrorsNamingThem(t *testing.T) {
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tt.want)
 		})
+	}
+}
+
+func TestLoadConfig_EachFlagsUsageNamesTheVariableItReads(t *testing.T) {
+	var usage strings.Builder
+	_, err := loadConfig([]string{"-h"}, env(nil), &usage)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	flags := regexp.MustCompile(`(?m)^  -([a-z-]+)`).FindAllStringSubmatchIndex(usage.String(), -1)
+	require.NotEmpty(t, flags)
+	for i, m := range flags {
+		end := len(usage.String())
+		if i+1 < len(flags) {
+			end = flags[i+1][0]
+		}
+		name := usage.String()[m[2]:m[3]]
+		variable := strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		assert.Contains(t, usage.String()[m[0]:end], "("+variable+")", "-%s", name)
 	}
 }
