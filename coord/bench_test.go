@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/polystore/polystore/internal/servicetest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -17,19 +16,14 @@ import (
 // (extra-pg-rt/step).
 func BenchmarkThreeWrites(b *testing.B) {
 	var rt roundTrips
-	w := threeWrites{pool: tracedPool(b, &rt), convs: servicetest.Mongo(b).Collection("conversations")}
-	w.rdb, w.prefix = servicetest.Redis(b)
+	w, h := newThreeWrites(b, &rt)
 	ctx := context.Background()
-	c, err := New(ctx, w.pool, Options{})
-	require.NoError(b, err)
-	h, err := Register(c, w.saga())
-	require.NoError(b, err)
 
 	// The raw writes' round trips, the baseline of the extra ones.
 	rt.n.Store(0)
 	require.NoError(b, w.raw(ctx, &benchState{ID: "baseline", Email: "baseline@example.com"}))
 	rawRT := float64(rt.n.Load())
-	steps := float64(len(w.saga().steps))
+	steps := float64(len(h.def.steps))
 
 	var seq atomic.Int64
 	next := func(impl string) *benchState {
