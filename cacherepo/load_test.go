@@ -337,3 +337,19 @@ func TestCache_Timeout_HealthyRedisServesAsUsual(t *testing.T) {
 	assert.Equal(t, int64(1), l.calls.Load())
 	assert.Zero(t, c.Stats().RedisErrors)
 }
+
+func TestCache_GetManyOrLoad_UnencodableValueReturnsErrCodecAndLeavesNoLease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, client, prefix := newCache[any](t, cacherepo.Options{})
+	_, err := c.GetManyOrLoad(ctx, []string{"ok", "bad"}, func(context.Context, []string) (map[string]any, error) {
+		return map[string]any{"ok": 1, "bad": func() {}}, nil
+	})
+	assert.ErrorIs(t, err, cacherepo.ErrCodec)
+	n, err := client.Exists(ctx, prefix+"bad").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "no value and no lease left behind, as GetOrLoad leaves none")
+	v, err := c.Get(ctx, "ok")
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, v, "the encodable value is cached")
+}

@@ -24,7 +24,9 @@ import (
 //
 // Redis errors are handled as in GetOrLoad (fail open unless
 // Options.Strict, then ErrRedis). A load error is returned as it is, with a
-// nil map; nothing is cached then.
+// nil map; nothing is cached then. A loaded value that cannot be encoded
+// gives an error wrapping ErrCodec, with a nil map; the other values are
+// cached.
 func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(ctx context.Context, missing []string) (map[string]T, error)) (map[string]T, error) {
 	out := make(map[string]T, len(keys))
 	entries, err := c.getMany(ctx, keys)
@@ -104,6 +106,7 @@ func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(c
 
 	writes := make([]casWrite, 0, len(toLoad))
 	var encErr error
+	var unencodable []string
 	for _, k := range toLoad {
 		v, ok := loaded[k]
 		if ok {
@@ -118,6 +121,7 @@ func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(c
 			w.ttl = c.ttl(0)
 			if w.entry, err = c.valueEntry(k, v, w.ttl, d); err != nil {
 				encErr = errors.Join(encErr, err)
+				unencodable = append(unencodable, k)
 				continue
 			}
 		} else {
@@ -127,6 +131,9 @@ func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(c
 	}
 	c.writeMany(ctx, writes)
 	if encErr != nil {
+		// As GetOrLoad does: let waiting processes load at once instead of
+		// waiting out LockWait.
+		c.releaseMany(ctx, unencodable, leases)
 		return nil, encErr
 	}
 	return out, nil
