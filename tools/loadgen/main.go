@@ -136,15 +136,19 @@ func run(args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		next = func(i int) (*http.Request, error) {
+			return http.NewRequest("GET", cfg.base.JoinPath("users", ids[i%len(ids)]).String(), nil)
+		}
 		if cfg.warm {
-			for _, id := range ids {
-				if _, err := send(client, mustRequest("GET", cfg.base.JoinPath("users", id).String(), nil)); err != nil {
+			for i := range ids {
+				req, err := next(i)
+				if err == nil {
+					_, err = send(client, req)
+				}
+				if err != nil {
 					return fmt.Errorf("warming the cache: %w", err)
 				}
 			}
-		}
-		next = func(i int) (*http.Request, error) {
-			return http.NewRequest("GET", cfg.base.JoinPath("users", ids[i%len(ids)]).String(), nil)
 		}
 	case "post-users":
 		next = func(i int) (*http.Request, error) {
@@ -152,14 +156,15 @@ func run(args []string, out io.Writer) error {
 		}
 	}
 
-	results := measure(client, cfg, next)
-	report(out, cfg, results)
+	results, elapsed := measure(client, cfg, next)
+	report(out, cfg, results, elapsed)
 	return nil
 }
 
 // measure runs cfg.concurrency workers until the duration or the request
-// count is reached and returns every result.
-func measure(client *http.Client, cfg config, next func(int) (*http.Request, error)) []result {
+// count is reached and returns every result and the time they took.
+func measure(client *http.Client, cfg config, next func(int) (*http.Request, error)) ([]result, time.Duration) {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.duration)
 	defer cancel()
 	var counter atomic.Int64
@@ -183,23 +188,18 @@ func measure(client *http.Client, cfg config, next func(int) (*http.Request, err
 			}
 		})
 	}
-	start := time.Now()
 	wg.Wait()
 	elapsed := time.Since(start)
 	var all []result
 	for _, r := range perWorker {
 		all = append(all, r...)
 	}
-	// The elapsed time rides along as a result with status -1, so report
-	// need not be told it separately.
-	return append(all, result{status: -1, latency: elapsed})
+	return all, elapsed
 }
 
 // report prints the throughput, the status counts and the latency
 // percentiles of the successful requests.
-func report(out io.Writer, cfg config, results []result) {
-	elapsed := results[len(results)-1].latency
-	results = results[:len(results)-1]
+func report(out io.Writer, cfg config, results []result, elapsed time.Duration) {
 	statuses := map[int]int{}
 	var ok []time.Duration
 	for _, r := range results {
@@ -291,14 +291,6 @@ func newUserRequest(base *url.URL, username string) (*http.Request, error) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	return req, nil
-}
-
-func mustRequest(method, u string, body io.Reader) *http.Request {
-	req, err := http.NewRequest(method, u, body)
-	if err != nil {
-		panic(err) // a URL built from a parsed one
-	}
-	return req
 }
 
 // send does req, reads the whole body (so the connection is reused) and

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
@@ -65,5 +67,25 @@ func TestPercentile_NearestRank(t *testing.T) {
 	}
 	if got := percentile(nil, 50); got != 0 {
 		t.Errorf("percentile of nothing = %v", got)
+	}
+}
+
+func TestMeasure_ElapsedCoversTheWholeRun(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	cfg := config{duration: 100 * time.Millisecond, concurrency: 2}
+	results, elapsed := measure(srv.Client(), cfg, func(int) (*http.Request, error) {
+		return http.NewRequest("GET", srv.URL, nil)
+	})
+	if len(results) == 0 {
+		t.Fatal("no requests sent")
+	}
+	for _, r := range results {
+		if r.status != http.StatusOK {
+			t.Fatalf("status %d", r.status)
+		}
+	}
+	if elapsed < cfg.duration {
+		t.Errorf("elapsed %s is shorter than the run's %s", elapsed, cfg.duration)
 	}
 }
