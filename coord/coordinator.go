@@ -233,7 +233,7 @@ func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, st
 	}
 	e := h.newExecution(rec.ID, token, state, rec.Status, rec.Step)
 	e.inserted = true
-	e.cause = rec.Error
+	e.attempts, e.cause = rec.Attempts, rec.Error // the step's tries go on where the log left them
 	return e.drive(ctx)
 }
 

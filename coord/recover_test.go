@@ -163,3 +163,27 @@ func TestStart_BackgroundLoopRecoversUntilClosed(t *testing.T) {
 	require.NoError(t, c.Close())
 	assert.Equal(t, allApplied, f.effects(t, "u1"))
 }
+
+// TestRecover_ContinuesTheTriesOfTheStepItTakesOver cuts a run after the
+// first failed try of a compensation: recovery makes the tries the policy
+// has left, not the policy's tries again.
+func TestRecover_ContinuesTheTriesOfTheStepItTakesOver(t *testing.T) {
+	f := newFixture(t)
+	f.fail(stepActivate, false, -1)
+	f.fail(stepWelcome, true, -1)
+	tries := 0
+	_, crashed := f.coordinator(t, Options{LeaseDuration: testLease, crashAt: func(p crashPoint) bool {
+		if p.Stage == stageBeforeCompensate && p.Step == stepWelcome {
+			tries++
+		}
+		return tries == 2
+	}})
+	_, err := crashed.Run(context.Background(), "u1", &regState{UserID: "u1", Email: "u1@example.com"})
+	require.ErrorIs(t, err, errCrashed)
+
+	recoverer, _ := f.coordinator(t, Options{Owner: "recoverer", LeaseDuration: testLease})
+	info := recoverUntilFinal(t, recoverer, "u1")
+	assert.Equal(t, StatusFailed, info.Status)
+	assert.Equal(t, fastRetry.Attempts, f.callCount("u1", stepWelcome, true), "tries in all, across the two runs")
+	assert.Equal(t, fastRetry.Attempts, info.Attempts)
+}
