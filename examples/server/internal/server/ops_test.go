@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -186,4 +187,52 @@ func TestServer_Recovery_FillsTheCacheOfARegistrationMadeWhileRedisWasDown(t *te
 	}
 	assert.Equal(t, "succeeded", status())
 	assert.Contains(t, rdb.Get(t.Context(), prefix+"profile:"+id).Val(), `"username":"ada"`)
+}
+
+// hungRedis accepts connections and never answers, as a Redis that is
+// stopped or behind a dropped network path does.
+func hungRedis(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var conns []net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				for _, c := range conns {
+					_ = c.Close()
+				}
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+func TestServer_RedisHung_ReadsAnswerWithinTheCacheTimeoutNotTheSocketTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *server.Options, s *server.Stores) {
+		opts := &redis.Options{Addr: hungRedis(t)}
+		server.FailFastRedis(opts) // as main does
+		s.Redis = redis.NewClient(opts)
+		o.RateLimit = 5 // the limiter's own timeout must hold too
+	})
+	t.Cleanup(func() { _ = e.redis.Close() })
+	repo, err := pgstore.NewUserRepository(e.pool)
+	require.NoError(t, err)
+	u := &chat.User{ID: uuid.New(), Username: "ada", Email: "ada@example.org", PasswordHash: "x", Language: "fr", Level: "A1"}
+	require.NoError(t, repo.CreateUser(t.Context(), u))
+
+	// go-redis bounds socket reads by its ReadTimeout (3s) unless told to
+	// follow the context, whose deadline is the cache's 200ms and the
+	// limiter's 100ms.
+	start := time.Now()
+	res := e.do("GET", "/users/"+u.ID.String(), "")
+	require.Equal(t, http.StatusOK, res.Status, "body: %s", res.Raw)
+	assert.Less(t, time.Since(start), 2*time.Second)
 }
