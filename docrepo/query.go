@@ -68,8 +68,11 @@ func (q Query) findOptions() (bson.D, *options.FindOptionsBuilder, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if q.Skip < 0 || q.Limit < 0 {
-		return nil, nil, invalidf("negative skip %d or limit %d", q.Skip, q.Limit)
+	if q.Skip < 0 {
+		return nil, nil, invalidf("negative skip %d", q.Skip)
+	}
+	if q.Limit < 0 {
+		return nil, nil, invalidf("negative limit %d", q.Limit)
 	}
 	opts := options.Find()
 	if len(q.Sort) > 0 {
