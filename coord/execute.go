@@ -67,45 +67,35 @@ func (e *execution[S]) info() Info {
 
 // drive runs the saga from its position until it is final or the run stops.
 func (e *execution[S]) drive(ctx context.Context) (Info, error) {
-	for {
-		switch e.status {
-		case StatusRunning:
-			err := e.runStep(ctx, false)
-			if err == nil {
-				continue
-			}
-			if stopped(ctx, err) {
-				return e.abandon(ctx, err, 0)
-			}
-			st := &e.def.steps[e.step]
-			if st.Kind == Retriable {
-				// Never compensated: leave it to recovery, after a backoff.
-				wait := st.Retry.withDefaults().wait(e.attempts)
-				return e.abandon(ctx, fmt.Errorf("%w: retriable step %q: %w", ErrIncomplete, st.Name, err), wait)
-			}
-			if err := e.startCompensation(ctx, err); err != nil {
-				return e.abandon(ctx, err, 0)
-			}
-		case StatusCompensating:
-			err := e.runStep(ctx, true)
-			if err == nil {
-				continue
-			}
-			if stopped(ctx, err) {
-				return e.abandon(ctx, err, 0)
-			}
-			st := &e.def.steps[e.step]
+	for !e.status.final() {
+		comp := e.status == StatusCompensating
+		err := e.runStep(ctx, comp)
+		if err == nil {
+			continue
+		}
+		if stopped(ctx, err) {
+			return e.abandon(ctx, err, 0)
+		}
+		st := &e.def.steps[e.step]
+		switch {
+		case comp:
 			e.cause = fmt.Sprintf("compensating step %q: %v (after %s)", st.Name, err, e.cause)
 			e.causeErr = fmt.Errorf("compensating step %q: %w", st.Name, err)
 			e.status = StatusFailed
-			if err := e.write(ctx, false); err != nil {
-				return e.abandon(ctx, err, 0)
-			}
+			err = e.write(ctx, false)
+		case st.Kind == Retriable:
+			// Never compensated: leave it to recovery, after a backoff.
+			wait := st.Retry.withDefaults().wait(e.attempts)
+			return e.abandon(ctx, fmt.Errorf("%w: retriable step %q: %w", ErrIncomplete, st.Name, err), wait)
 		default:
-			info := e.info()
-			return info, outcome(info, e.causeErr)
+			err = e.startCompensation(ctx, err)
+		}
+		if err != nil {
+			return e.abandon(ctx, err, 0)
 		}
 	}
+	info := e.info()
+	return info, outcome(info, e.causeErr)
 }
 
 // stopped reports whether err ends the run rather than the step: the run was
