@@ -74,9 +74,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	server.FailFastRedis(redisOpts)
 	rdb := redis.NewClient(redisOpts)
 	defer rdb.Close()
-	if err := rdb.Ping(startCtx).Err(); err != nil {
-		// The cache and the rate limit fail open: serve without them, and
-		// let /health say so, rather than refuse to start.
+	// The cache and the rate limit fail open: serve without them, and let
+	// /health say so, rather than refuse to start. The ping gets a share of
+	// the start-up time, not all of it: a Redis that accepts connections
+	// but does not answer must leave time for MongoDB and the migrations.
+	pingCtx, cancelPing := context.WithTimeout(startCtx, 2*time.Second)
+	defer cancelPing()
+	if err := rdb.Ping(pingCtx).Err(); err != nil {
 		log.Warn("Redis does not answer: starting without cache and rate limit until it does",
 			slog.String("addr", redisOpts.Addr), slog.Any("error", err))
 	}

@@ -121,3 +121,38 @@ func TestRun_RedisDownAtStartServesDegraded(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 }
+
+func TestRun_RedisHungAtStartServesDegraded(t *testing.T) {
+	// A Redis that accepts connections and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	environment := testEnvironment(t)
+	environment["REDIS_URL"] = "redis://" + ln.Addr().String() + "/0"
+	environment["STORE_TIMEOUT"] = "5s"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	addr, done := start(t, ctx, environment, logs)
+
+	assert.Equal(t, http.StatusNotFound, getStatus(t, "http://"+addr.String()+"/users/3f1c1a52-0000-4000-8000-000000000000"),
+		"reads go to PostgreSQL")
+	assert.Contains(t, logs.String(), "Redis does not answer")
+	cancel()
+	require.NoError(t, <-done)
+}
