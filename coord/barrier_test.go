@@ -210,6 +210,9 @@ func TestTx_FirstStatementOfEveryKindCommitsWithTheLog(t *testing.T) {
 				want = 0
 			}
 			assert.Equal(t, want, n)
+			if name == "query" || name == "query row" {
+				assert.Equal(t, 3, s.N, "the first statement's rows reach the step")
+			}
 		})
 	}
 
