@@ -93,7 +93,7 @@ func (s *ConversationRepository) CreateConversation(ctx context.Context, c *chat
 	if c.ID != "" {
 		id, err := docrepo.ParseID(c.ID)
 		if err != nil {
-			return chat.Wrap(chat.CodeInvalid, err, "conversation id: must be 24 hexadecimal digits")
+			return translate(err)
 		}
 		doc.ID = id
 	}
@@ -116,7 +116,7 @@ func (s *ConversationRepository) CreateConversation(ctx context.Context, c *chat
 func (s *ConversationRepository) AppendMessage(ctx context.Context, id string, m chat.Message) (*chat.Conversation, error) {
 	oid, err := docrepo.ParseID(id)
 	if err != nil {
-		return nil, chat.Wrap(chat.CodeInvalid, err, "conversation id: must be 24 hexadecimal digits")
+		return nil, translate(err)
 	}
 	u := docrepo.NewUpdate().PushSlice("messages", -MaxMessages, messageDoc{Role: m.Role, Content: m.Content, SentAt: m.SentAt})
 	if err := s.conversations.Update(ctx, oid, u); err != nil {
@@ -156,7 +156,7 @@ func (s *ConversationRepository) ListConversations(ctx context.Context, userID u
 func (s *ConversationRepository) DeleteConversation(ctx context.Context, id string) error {
 	oid, err := docrepo.ParseID(id)
 	if err != nil {
-		return chat.Wrap(chat.CodeInvalid, err, "conversation id: must be 24 hexadecimal digits")
+		return translate(err)
 	}
 	if err := s.conversations.Delete(ctx, oid); err != nil && !errors.Is(err, docrepo.ErrNotFound) {
 		return translate(err)
