@@ -260,7 +260,9 @@ func (e *execution[S]) retreat() {
 
 // move moves the saga past the step whose action (op) or compensation
 // succeeded, and has record write the new position to the log; if that
-// fails, the saga stays where it was.
+// fails, the saga stays where it was. It is where crashAt can cut a run
+// between a step's success and its log record (after-action,
+// after-compensate), for Action and TxAction steps alike.
 func (e *execution[S]) move(op string, record func(stmt) error) error {
 	after := stageAfterAction
 	if op == opCompensate {
