@@ -68,12 +68,20 @@ func TestConversationRepository_ListConversations_PagesMostRecentlyUpdatedFirst(
 	ctx := context.Background()
 	user := uuid.New()
 	require.NoError(t, repo.CreateConversation(ctx, &chat.Conversation{UserID: uuid.New(), Title: "someone else's"}))
-	var ids []string
+	var (
+		ids  []string
+		last time.Time
+	)
 	for i := range 5 {
 		c := &chat.Conversation{UserID: user, Title: fmt.Sprint("c", i)}
 		require.NoError(t, repo.CreateConversation(ctx, c))
 		ids = append(ids, c.ID)
+		last = c.UpdatedAt
 	}
+	// Timestamps are stored to the millisecond: let the clock pass the last
+	// creation, or the bump could tie with it and lose on the _id tiebreak.
+	require.Eventually(t, func() bool { return time.Now().Truncate(time.Millisecond).After(last) },
+		time.Second, 100*time.Microsecond)
 	// Touch the first: it becomes the most recently updated.
 	_, err := repo.AppendMessage(ctx, ids[0], chat.Message{Role: chat.RoleUser, Content: "bump", SentAt: time.Now()})
 	require.NoError(t, err)
