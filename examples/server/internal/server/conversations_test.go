@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -68,12 +69,22 @@ func TestServer_GetConversations_PagesMostRecentlyUpdatedFirst(t *testing.T) {
 	e := newEnv(t)
 	id, welcome := e.register("ada")
 	e.register("bob") // whose welcome conversation must not show
-	var created []string
+	var (
+		created []string
+		last    time.Time
+	)
 	for i := range 4 {
 		res := e.do("POST", "/users/"+id+"/conversations", fmt.Sprintf(`{"title":"c%d"}`, i))
 		require.Equal(t, http.StatusCreated, res.Status)
 		created = append(created, res.JSON["id"].(string))
+		var err error
+		last, err = time.Parse(time.RFC3339Nano, res.JSON["updated_at"].(string))
+		require.NoError(t, err)
 	}
+	// Timestamps are stored to the millisecond: let the clock pass the last
+	// creation, or the bump could tie with it and lose on the id tiebreak.
+	require.Eventually(t, func() bool { return time.Now().Truncate(time.Millisecond).After(last) },
+		time.Second, 100*time.Microsecond)
 	require.Equal(t, http.StatusCreated, e.do("POST", "/conversations/"+welcome+"/messages", `{"content":"bump"}`).Status)
 
 	var seen []string
