@@ -20,10 +20,14 @@ services:
 services-stop:
 	@if [ -f .state/ferretdb.pid ]; then kill "$$(cat .state/ferretdb.pid)" 2>/dev/null || true; rm -f .state/ferretdb.pid; fi
 
-## test: vet and run every test, with the race detector, against real servers
+## test: vet and run every test, with the race detector, against real servers.
+## The output leaves out passing tests but keeps failures and every skip with
+## its reason (a server that lacks a feature), so that no skip goes unseen;
+## the whole of it is in .state/test.log.
 test:
 	@$(SERVICES); export POLYSTORE_REQUIRE_SERVICES=1; \
-	go vet ./... && go test -race -count=1 ./...
+	go vet ./... && go test -race -count=1 -v ./... 2>&1 | tee .state/test.log | \
+		grep -Ev '^(=== (RUN|PAUSE|CONT|NAME) |[[:space:]]*--- PASS: |PASS$$)'
 
 ## lint: gofmt, go vet, staticcheck and govulncheck (pinned, through go run)
 lint:
