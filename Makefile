@@ -16,9 +16,12 @@ SERVICES := services_env=$$(scripts/services); eval "$$services_env"
 services:
 	@scripts/services
 
-## services-stop: stop the FerretDB that scripts/services started
+## services-stop: stop the FerretDB and the Redis Cluster nodes that scripts/services started
 services-stop:
 	@if [ -f .state/ferretdb.pid ]; then kill "$$(cat .state/ferretdb.pid)" 2>/dev/null || true; rm -f .state/ferretdb.pid; fi
+	@for n in 7001 7002 7003; do \
+		if [ "$$(redis-cli -p $$n config get dir 2>/dev/null | tail -n 1)" = "$(CURDIR)/.state/redis-cluster/$$n" ]; then \
+			redis-cli -p $$n shutdown nosave >/dev/null 2>&1 || true; fi; done
 
 ## test: vet and run every test, with the race detector, against real servers.
 ## The output leaves out passing tests but keeps failures and every skip with
