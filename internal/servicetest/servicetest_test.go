@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -71,6 +72,25 @@ func TestPostgres_DatabaseIsDroppedWhenTheTestEnds(t *testing.T) {
 	assert.False(t, exists, "database %s must be dropped at cleanup", name)
 }
 
+// serverKeys returns the keys of server c matching pattern. It follows the
+// SCAN cursor to the end: one SCAN call covers only part of a server that
+// other tests share.
+func serverKeys(t *testing.T, c *redis.Client, pattern string) []string {
+	t.Helper()
+	keys, err := scanAll(context.Background(), c, pattern)
+	require.NoError(t, err)
+	return keys
+}
+
+func scanAll(ctx context.Context, c *redis.Client, pattern string) ([]string, error) {
+	var keys []string
+	iter := c.Scan(ctx, 0, pattern, 500).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	return keys, iter.Err()
+}
+
 func TestRedis_ParallelTestsNeverSeeEachOthersKeys(t *testing.T) {
 	barrier := newPairBarrier()
 	prefixes := make(chan string, 2)
@@ -87,9 +107,7 @@ func TestRedis_ParallelTestsNeverSeeEachOthersKeys(t *testing.T) {
 			got, err := client.Get(ctx, prefix+"owner").Result()
 			require.NoError(t, err)
 			assert.Equal(t, who, got)
-			keys, _, err := client.Scan(ctx, 0, prefix+"*", 100).Result()
-			require.NoError(t, err)
-			assert.Equal(t, []string{prefix + "owner"}, keys)
+			assert.Equal(t, []string{prefix + "owner"}, serverKeys(t, client, prefix+"*"))
 		})
 	}
 	t.Cleanup(func() {
@@ -119,9 +137,7 @@ func TestRedis_KeysUnderThePrefixAreDeletedWhenTheTestEnds(t *testing.T) {
 	})
 
 	client, _ := Redis(t)
-	keys, _, err := client.Scan(context.Background(), 0, prefix+"*", 10000).Result()
-	require.NoError(t, err)
-	assert.Empty(t, keys)
+	assert.Empty(t, serverKeys(t, client, prefix+"*"))
 }
 
 func TestMongo_ParallelTestsNeverSeeEachOthersDocuments(t *testing.T) {
