@@ -60,25 +60,36 @@ func Redis(tb testing.TB) (*redis.Client, string) {
 	return client, prefix
 }
 
-// deleteKeys removes every key that starts with prefix. prefix holds no glob
-// characters, so it is safe as a MATCH pattern.
+// deleteKeys removes every key of server c that starts with prefix. prefix
+// holds no glob characters, so it is safe as a MATCH pattern. Each batch is
+// one pipeline of single-key UNLINKs: a Cluster node refuses a multi-key
+// UNLINK whose keys hash to different slots.
 func deleteKeys(ctx context.Context, c *redis.Client, prefix string) error {
 	iter := c.Scan(ctx, 0, prefix+"*", 500).Iterator()
 	batch := make([]string, 0, 500)
+	flush := func() error {
+		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range batch {
+				p.Unlink(ctx, k)
+			}
+			return nil
+		})
+		batch = batch[:0]
+		return err
+	}
 	for iter.Next(ctx) {
 		batch = append(batch, iter.Val())
 		if len(batch) == cap(batch) {
-			if err := c.Unlink(ctx, batch...).Err(); err != nil {
+			if err := flush(); err != nil {
 				return err
 			}
-			batch = batch[:0]
 		}
 	}
 	if err := iter.Err(); err != nil {
 		return err
 	}
 	if len(batch) > 0 {
-		return c.Unlink(ctx, batch...).Err()
+		return flush()
 	}
 	return nil
 }

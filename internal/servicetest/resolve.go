@@ -26,7 +26,8 @@ type store struct {
 	envVar string // "POSTGRES_URL"
 	// ping checks that url answers.
 	ping func(ctx context.Context, url string) error
-	// start runs a container and returns its URL.
+	// start runs a container and returns its URL; nil when there is no
+	// container for this store (the URL must come from the environment).
 	start func(ctx context.Context) (string, error)
 	// docker reports whether a Docker engine answers; nil means ask it.
 	dockerCheck func() bool
@@ -66,7 +67,7 @@ func (s *store) find() {
 		return
 	}
 
-	if s.docker() {
+	if s.start != nil && s.docker() {
 		// Pulling an image can take far longer than a ping.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
@@ -83,6 +84,10 @@ func (s *store) find() {
 		return
 	}
 
+	if s.start == nil {
+		s.skip = fmt.Sprintf("no %s: set %s (run `make services`, which starts one and prints the URL)", s.name, s.envVar)
+		return
+	}
 	s.skip = fmt.Sprintf("no %s server: set %s (run `make services`, which starts one and prints the URL) or start a Docker engine for testcontainers",
 		s.name, s.envVar)
 }

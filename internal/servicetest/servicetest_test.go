@@ -140,6 +140,85 @@ func TestRedis_KeysUnderThePrefixAreDeletedWhenTheTestEnds(t *testing.T) {
 	assert.Empty(t, serverKeys(t, client, prefix+"*"))
 }
 
+// clusterKeys returns the keys matching pattern on every master of the
+// cluster, by master address.
+func clusterKeys(t *testing.T, c *redis.ClusterClient, pattern string) map[string][]string {
+	t.Helper()
+	var mu sync.Mutex
+	byMaster := map[string][]string{}
+	err := c.ForEachMaster(context.Background(), func(ctx context.Context, m *redis.Client) error {
+		found, err := scanAll(ctx, m, pattern)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(found) > 0 {
+			byMaster[m.Options().Addr] = found
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	return byMaster
+}
+
+func TestRedisCluster_ParallelTestsNeverSeeEachOthersKeys(t *testing.T) {
+	barrier := newPairBarrier()
+	prefixes := make(chan string, 2)
+	for _, who := range []string{"alice", "bob"} {
+		t.Run(who, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			client, prefix := RedisCluster(t)
+			prefixes <- prefix
+
+			require.NoError(t, client.Set(ctx, prefix+"owner", who, 0).Err())
+			barrier.arriveAndWait()
+
+			got, err := client.Get(ctx, prefix+"owner").Result()
+			require.NoError(t, err)
+			assert.Equal(t, who, got)
+			var all []string
+			for _, keys := range clusterKeys(t, client, prefix+"*") {
+				all = append(all, keys...)
+			}
+			assert.Equal(t, []string{prefix + "owner"}, all)
+		})
+	}
+	t.Cleanup(func() {
+		close(prefixes)
+		var distinct []string
+		for p := range prefixes {
+			distinct = append(distinct, p)
+		}
+		assert.Len(t, distinct, 2)
+		assert.NotEqual(t, distinct[0], distinct[1])
+	})
+}
+
+func TestRedisCluster_KeysUnderThePrefixAreDeletedFromEveryMasterWhenTheTestEnds(t *testing.T) {
+	var prefix string
+	var mastersUsed int
+	t.Run("user", func(t *testing.T) {
+		client, p := RedisCluster(t)
+		prefix = p
+		ctx := context.Background()
+		// More keys than one SCAN batch, spread over the slots of every
+		// master (the pipeline is split per node).
+		pipe := client.Pipeline()
+		for i := range 1200 {
+			pipe.Set(ctx, fmt.Sprintf("%sk%d", p, i), i, 0)
+		}
+		_, err := pipe.Exec(ctx)
+		require.NoError(t, err)
+		mastersUsed = len(clusterKeys(t, client, p+"*"))
+	})
+	require.GreaterOrEqual(t, mastersUsed, 2, "the keys must span several masters for this test to mean anything")
+
+	client, _ := RedisCluster(t)
+	assert.Empty(t, clusterKeys(t, client, prefix+"*"), "keys left on some master")
+}
+
 func TestMongo_ParallelTestsNeverSeeEachOthersDocuments(t *testing.T) {
 	barrier := newPairBarrier()
 	for _, who := range []string{"alice", "bob"} {
@@ -202,6 +281,7 @@ func TestResolve(t *testing.T) {
 		require   string
 		wantFatal string // substring; empty means no failure
 		wantSkip  string
+		noStart   bool // a store without containers, as Redis Cluster
 	}{
 		{
 			name:      "configured URL that does not answer fails naming it",
@@ -219,6 +299,17 @@ func TestResolve(t *testing.T) {
 			wantSkip: "set REDIS_URL (run `make services`",
 		},
 		{
+			name:     "no Redis Cluster skips and says to run make services",
+			noStart:  true,
+			wantSkip: "no Redis Cluster: set REDIS_URL (run `make services`",
+		},
+		{
+			name:      "no Redis Cluster fails when services are required",
+			noStart:   true,
+			require:   "1",
+			wantFatal: "POLYSTORE_REQUIRE_SERVICES=1 forbids skipping",
+		},
+		{
 			name:      "no server fails when services are required",
 			require:   "1",
 			wantFatal: "POLYSTORE_REQUIRE_SERVICES=1 forbids skipping",
@@ -228,7 +319,11 @@ func TestResolve(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("REDIS_URL", tt.envURL)
 			t.Setenv(RequireEnv, tt.require)
-			s := &store{name: "Redis", envVar: "REDIS_URL", ping: redisStore.ping, dockerCheck: noDocker}
+			s := &store{name: "Redis", envVar: "REDIS_URL", ping: redisStore.ping, start: redisStore.start, dockerCheck: noDocker}
+			if tt.noStart {
+				s.name, s.start = "Redis Cluster", nil
+				s.dockerCheck = func() bool { panic("a store without containers asked for Docker") }
+			}
 
 			rec := &recordingTB{}
 			s.resolve(rec)
