@@ -253,7 +253,6 @@ func TestCluster_GetManyOrLoad_InvalidateDuringLoadRefusesOnlyThatKey(t *testing
 
 func TestCluster_Lock_TwoClientsCallTheLoaderOnce(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	var waits events
 	opts := cacherepo.Options{Lock: true, LockWait: time.Minute}
 	c1, _, prefix := newClusterCache[string](t, opts)
@@ -261,33 +260,6 @@ func TestCluster_Lock_TwoClientsCallTheLoaderOnce(t *testing.T) {
 	c2, err := cacherepo.New[string](secondClusterClient(t), opts)
 	require.NoError(t, err)
 
-	var calls atomic.Int64
-	started, release := make(chan struct{}), make(chan struct{})
-	load := func(context.Context) (string, error) {
-		if calls.Add(1) == 1 {
-			close(started)
-			<-release
-		}
-		return "v", nil
-	}
-	results := make(chan string, 2)
-	go func() {
-		v, err := c1.GetOrLoad(ctx, "k", load)
-		assert.NoError(t, err)
-		results <- v
-	}()
-	<-started
-	go func() {
-		v, err := c2.GetOrLoad(ctx, "k", load)
-		assert.NoError(t, err)
-		results <- v
-	}()
-	eventually(t, "the second client to wait", func() bool { return len(waits.of(cacherepo.EventLockWait)) == 1 })
-	close(release)
-
-	assert.Equal(t, "v", <-results)
-	assert.Equal(t, "v", <-results)
-	assert.Equal(t, int64(1), calls.Load(), "loader calls across both clients")
-	assert.Equal(t, uint64(1), c2.Stats().LockWaits)
+	assertOneLoadAcrossTwoCaches(t, c1, c2, &waits)
 	assertNoRedisErrors(t, c2.Stats())
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/polystore/polystore/cacherepo"
 	"github.com/polystore/polystore/internal/servicetest"
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -87,4 +88,41 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// assertOneLoadAcrossTwoCaches checks the cross-process lock: c1 and c2 are
+// two processes' caches of one namespace, with Lock set and c2's events
+// recorded in waits. While c1's load is held, c2 misses the same key, waits
+// for c1's value instead of loading, and both get it from one loader call.
+func assertOneLoadAcrossTwoCaches(t *testing.T, c1, c2 *cacherepo.Cache[string], waits *events) {
+	t.Helper()
+	ctx := context.Background()
+	var calls atomic.Int64
+	started, release := make(chan struct{}), make(chan struct{})
+	load := func(context.Context) (string, error) {
+		if calls.Add(1) == 1 {
+			close(started)
+			<-release
+		}
+		return "v", nil
+	}
+	results := make(chan string, 2)
+	go func() {
+		v, err := c1.GetOrLoad(ctx, "k", load)
+		assert.NoError(t, err)
+		results <- v
+	}()
+	<-started
+	go func() {
+		v, err := c2.GetOrLoad(ctx, "k", load)
+		assert.NoError(t, err)
+		results <- v
+	}()
+	eventually(t, "the second process to wait", func() bool { return len(waits.of(cacherepo.EventLockWait)) == 1 })
+	close(release)
+
+	assert.Equal(t, "v", <-results)
+	assert.Equal(t, "v", <-results)
+	assert.Equal(t, int64(1), calls.Load(), "loader calls across both processes")
+	assert.Equal(t, uint64(1), c2.Stats().LockWaits)
 }
