@@ -37,10 +37,22 @@
 // Collection with a filter of your own for that (and never with client
 // input).
 //
+// # Nil slices
+//
+// The driver's default codecs store a nil slice as BSON null, on which the
+// server refuses $push and $addToSet. The repository stores the nil slice
+// fields of T (top level, without omitempty, other than []byte) as empty
+// arrays instead, and encodes a nil slice in a filter or update value as
+// an empty array too, so that Push and AddToSet work on every document it
+// wrote. A document that holds null (written by other code) still decodes,
+// as a nil slice; an array operator on it gives ErrTypeMismatch naming the
+// field, and a Replace of it stores the empty array.
+//
 // # Errors
 //
 // Methods return ErrNotFound, ErrDuplicate, ErrConflict, ErrInvalidID,
-// ErrInvalid, ErrTransactionsUnsupported or ErrUnsupported, matched with
+// ErrInvalid, ErrTypeMismatch (which also matches ErrInvalid),
+// ErrTransactionsUnsupported or ErrUnsupported, matched with
 // errors.Is, wrapping the driver's error where there is one (reach it with
 // errors.As: mongo.WriteException, mongo.BulkWriteException,
 // mongo.CommandError). InsertMany returns an *InsertManyError that lists

@@ -52,15 +52,33 @@ var (
 	// ErrUnsupported means that the server does not implement a feature
 	// that was asked for (FerretDB lacks TTL indexes, for one).
 	ErrUnsupported = errors.New("docrepo: unsupported by the server")
+	// ErrTypeMismatch means that the server refused an update because a
+	// stored field holds a value of the wrong type for the operator: Push,
+	// PushSlice, AddToSet or Pull on a field that is not an array (BSON null
+	// included), Inc on one that is not a number. The message names the
+	// field and says what it holds. It also matches ErrInvalid, and the
+	// driver's mongo.WriteException stays reachable with errors.As.
+	ErrTypeMismatch error = &typeMismatchError{}
 )
+
+// typeMismatchError is the dynamic type of ErrTypeMismatch: a kind of
+// invalid input, so that code which only checks ErrInvalid still sees it.
+type typeMismatchError struct{}
+
+func (*typeMismatchError) Error() string { return "docrepo: type mismatch" }
+
+// Is makes errors.Is(ErrTypeMismatch, ErrInvalid) hold.
+func (*typeMismatchError) Is(target error) bool { return target == ErrInvalid }
 
 // invalidf returns an error wrapping ErrInvalid.
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 }
 
-// Server error codes that mean "not implemented here".
+// Server error codes that translate recognises.
 const (
+	codeBadValue              = 2
+	codeTypeMismatch          = 14
 	codeCommandNotSupported   = 115
 	codeNotImplemented        = 238
 	codeIndexOptionsConflict  = 85
@@ -133,6 +151,8 @@ func translate(op string, err error) error {
 		return fmt.Errorf("%w: %s: %w", ErrUnsupported, op, err)
 	case hasCode(err, codeIndexOptionsConflict, codeIndexKeySpecsConflict):
 		return fmt.Errorf("%w: %s: %w", ErrConflict, op, err)
+	case isTypeMismatch(err):
+		return typeMismatch(op, err, nil, "")
 	default:
 		// Context errors too: errors.Is(err, context.Canceled) still holds.
 		return fmt.Errorf("docrepo: %s: %w", op, err)
@@ -186,4 +206,83 @@ func (e *InsertManyError) Unwrap() []error {
 		errs = append(errs, e.driver)
 	}
 	return errs
+}
+
+// The messages of the server's type-mismatch write errors, as MongoDB
+// (code 2 BadValue for the array operators, code 14 TypeMismatch for $inc)
+// and FerretDB 1.24 (the same codes and texts, with the type in quotes)
+// write them:
+//
+//	The field 'tags' must be an array but is of type null in document {_id: ...}   ($push; FerretDB also for $addToSet)
+//	Cannot apply $addToSet to non-array field. Field named 'tags' has non-array type null
+//	Cannot apply $pull to a non-array value
+//	Cannot apply $inc to a value of non-numeric type. {_id: ...} has the field 'n' of non-numeric type string
+//
+// BadValue covers much else, so it counts only with one of these texts.
+var (
+	mismatchMessage = regexp.MustCompile(`must be an array but is of type|Cannot apply \$\w+ to (a )?non-(array|numeric)`)
+	mismatchField   = regexp.MustCompile(`(?i)field(?: named)? '([^']*)'`)
+	mismatchType    = regexp.MustCompile(`(?:is of type|non-array type|non-numeric type) '?([A-Za-z]+)`)
+)
+
+// writeErrors returns the server's write errors in err.
+func writeErrors(err error) []mongo.WriteError {
+	var out []mongo.WriteError
+	var we mongo.WriteException
+	if errors.As(err, &we) {
+		out = append(out, we.WriteErrors...)
+	}
+	var bwe mongo.BulkWriteException
+	if errors.As(err, &bwe) {
+		for _, e := range bwe.WriteErrors {
+			out = append(out, e.WriteError)
+		}
+	}
+	return out
+}
+
+// mismatchError returns the write error of err that reports a type
+// mismatch.
+func mismatchError(err error) (mongo.WriteError, bool) {
+	for _, e := range writeErrors(err) {
+		switch {
+		case e.Code == codeTypeMismatch,
+			e.Code == codeBadValue && mismatchMessage.MatchString(e.Message):
+			return e, true
+		}
+	}
+	return mongo.WriteError{}, false
+}
+
+func isTypeMismatch(err error) bool {
+	_, ok := mismatchError(err)
+	return ok
+}
+
+// typeMismatch wraps err in ErrTypeMismatch, naming the field from the
+// server's message or, when the server does not name it ($pull), the
+// candidates: the fields that the update applies array or number operators
+// to. effect says what was written despite the error.
+func typeMismatch(op string, err error, candidates []string, effect string) error {
+	we, _ := mismatchError(err)
+	what := "a field"
+	if m := mismatchField.FindStringSubmatch(we.Message); m != nil {
+		what = fmt.Sprintf("field %q", m[1])
+	} else if len(candidates) == 1 {
+		what = fmt.Sprintf("field %q", candidates[0])
+	} else if len(candidates) > 1 {
+		what = fmt.Sprintf("one of the fields %q", candidates)
+	}
+	holds := "a value of another type"
+	if m := mismatchType.FindStringSubmatch(we.Message); m != nil {
+		holds = m[1]
+	}
+	want := "an array"
+	if we.Code == codeTypeMismatch || strings.Contains(we.Message, "non-numeric") {
+		want = "a number"
+	}
+	if effect == "" {
+		effect = "nothing was written"
+	}
+	return fmt.Errorf("%w: %s: %s holds %s, not %s; %s: %w", ErrTypeMismatch, op, what, holds, want, effect, err)
 }

@@ -1,6 +1,7 @@
 package docrepo
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 
@@ -169,14 +170,29 @@ func literal(value any) (bson.RawValue, error) {
 	if value == nil {
 		return bson.RawValue{Type: bson.TypeNull}, nil
 	}
-	t, data, err := bson.MarshalValue(value)
+	v, err := encodeValue(value)
 	if err != nil {
 		return bson.RawValue{}, fmt.Errorf("%w: encoding %T: %w", ErrInvalid, value, err)
 	}
-	if err := checkLiteral(t, data); err != nil {
+	if err := checkLiteral(v.Type, v.Value); err != nil {
 		return bson.RawValue{}, err
 	}
-	return bson.RawValue{Type: t, Value: data}, nil
+	return v, nil
+}
+
+// encodeValue encodes value as the driver's default codecs do, except that
+// a nil slice, at any depth, becomes an empty array rather than null: the
+// repository stores nil slices that way (see emptyNilSlices), so a value
+// written with Set can take a Push and one given to Eq finds what Insert
+// stored.
+func encodeValue(value any) (bson.RawValue, error) {
+	var buf bytes.Buffer
+	enc := bson.NewEncoder(bson.NewDocumentWriter(&buf))
+	enc.NilSliceAsEmpty()
+	if err := enc.Encode(bson.D{{Key: "v", Value: value}}); err != nil {
+		return bson.RawValue{}, err
+	}
+	return bson.Raw(buf.Bytes()).LookupErr("v")
 }
 
 func checkLiteral(t bson.Type, data []byte) error {

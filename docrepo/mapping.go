@@ -3,6 +3,7 @@ package docrepo
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +17,9 @@ type mapping struct {
 	version field // index nil: the type has no version field
 	created field
 	updated field
+	// slices are the top-level slice fields that the driver would encode
+	// as BSON null when nil; see emptyNilSlices.
+	slices [][]int
 }
 
 type field struct {
@@ -86,7 +90,58 @@ func newMapping[T any, ID comparable]() (mapping, error) {
 	if m.id == nil {
 		return m, invalidf("document type %v has no field encoded as _id (add `bson:\"_id\"`)", t)
 	}
+	m.slices = nilSliceFields(t, nil)
 	return m, nil
+}
+
+var (
+	byteSliceType      = reflect.TypeFor[[]byte]()
+	marshalerType      = reflect.TypeFor[bson.Marshaler]()
+	valueMarshalerType = reflect.TypeFor[bson.ValueMarshaler]()
+)
+
+// nilSliceFields returns the index paths of t's fields, and of the fields of
+// the structs it inlines, that the driver's struct codec encodes as a BSON
+// array, and as null when nil: slices without omitempty (which leaves a
+// nil slice out), other than []byte (binary) and types that marshal
+// themselves.
+func nilSliceFields(t reflect.Type, parent []int) [][]int {
+	var out [][]int
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		index := append(slices.Clip(parent), sf.Index...)
+		tag := sf.Tag.Get("bson")
+		_, opts, _ := strings.Cut(tag, ",")
+		opts = "," + opts + ","
+		switch {
+		case !sf.IsExported() || tag == "-":
+		case strings.Contains(opts, ",inline,"):
+			if sf.Type.Kind() == reflect.Struct {
+				out = append(out, nilSliceFields(sf.Type, index)...)
+			}
+		case sf.Type.Kind() != reflect.Slice, strings.Contains(opts, ",omitempty,"),
+			sf.Type.ConvertibleTo(byteSliceType),
+			sf.Type.Implements(marshalerType), reflect.PointerTo(sf.Type).Implements(marshalerType),
+			sf.Type.Implements(valueMarshalerType), reflect.PointerTo(sf.Type).Implements(valueMarshalerType):
+		default:
+			out = append(out, index)
+		}
+	}
+	return out
+}
+
+// emptyNilSlices sets each nil slice field that the driver would store as
+// BSON null to an empty slice, stored as an empty array, so that Push,
+// PushSlice and AddToSet work on every document that the repository wrote
+// (the server refuses them on null), and the value in hand equals what Get
+// returns. Nested documents are left to the client's BSON options: the
+// builders cannot address their fields.
+func (m mapping) emptyNilSlices(v reflect.Value) {
+	for _, index := range m.slices {
+		if f := v.FieldByIndex(index); f.IsNil() {
+			f.Set(reflect.MakeSlice(f.Type(), 0, 0))
+		}
+	}
 }
 
 // bsonKey returns the key under which the driver's default struct codec
@@ -112,7 +167,8 @@ func bsonKey(sf reflect.StructField) (string, bool) {
 var objectIDType = reflect.TypeFor[bson.ObjectID]()
 
 // prepareInsert fills the generated fields of a new document: an ObjectID
-// when the id is zero, version 1 when it is zero, and the timestamps.
+// when the id is zero, version 1 when it is zero, and the timestamps; and
+// it empties nil slices (see emptyNilSlices).
 func (m mapping) prepareInsert(v reflect.Value, now time.Time) error {
 	id := v.FieldByIndex(m.id)
 	if id.IsZero() {
@@ -121,6 +177,7 @@ func (m mapping) prepareInsert(v reflect.Value, now time.Time) error {
 		}
 		id.Set(reflect.ValueOf(bson.NewObjectID()))
 	}
+	m.emptyNilSlices(v)
 	if m.version.index != nil {
 		if f := v.FieldByIndex(m.version.index); f.Int() == 0 {
 			f.SetInt(1)

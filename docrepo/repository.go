@@ -25,6 +25,13 @@ import (
 //   - optionally `docrepo:"created"` and `docrepo:"updated"` on time.Time
 //     fields, maintained by Insert, Replace, Update and Upsert.
 //
+// Insert, InsertMany and Replace store a nil slice field of T (without
+// omitempty, other than []byte) as an empty array, not as the driver's
+// default BSON null, and set it to an empty slice in the value given, so
+// that Push, PushSlice and AddToSet work on every document they wrote and
+// the value equals what Get returns. Fields of nested documents follow the
+// client's BSON options (options.BSONOptions.NilSliceAsEmpty).
+//
 // A Repository is safe for concurrent use.
 type Repository[T any, ID comparable] struct {
 	coll *mongo.Collection
@@ -52,8 +59,8 @@ func (r *Repository[T, ID]) Collection() *mongo.Collection { return r.coll }
 
 // Insert inserts doc. When its id is a zero bson.ObjectID, Insert generates
 // one and sets it in doc; it also sets the version to 1 when zero, the
-// created time when zero and the updated time. On error doc is left as it
-// was. Errors: ErrDuplicate (the id or a unique index is taken),
+// created time when zero and the updated time, and makes nil slice fields
+// empty (see Repository). On error doc is left as it was. Errors: ErrDuplicate (the id or a unique index is taken),
 // ErrInvalidID (a zero id of a type other than ObjectID), ErrInvalid (nil doc).
 func (r *Repository[T, ID]) Insert(ctx context.Context, doc *T) error {
 	if doc == nil {
@@ -188,8 +195,9 @@ func (r *Repository[T, ID]) Exists(ctx context.Context, f Filter) (bool, error) 
 
 // Replace writes doc over the stored document with the same id. When T has
 // a version field, the write succeeds only if the stored version equals
-// doc's, and then increments doc's version; the updated time is set too.
-// On error doc is left as it was. Errors: ErrConflict (the stored version
+// doc's, and then increments doc's version; the updated time is set too,
+// and nil slice fields become empty (see Repository). On error doc is left
+// as it was. Errors: ErrConflict (the stored version
 // differs: re-read and retry, or use Modify), ErrNotFound (no document with
 // that id), ErrDuplicate, ErrInvalid (nil doc).
 func (r *Repository[T, ID]) Replace(ctx context.Context, doc *T) error {
@@ -200,6 +208,7 @@ func (r *Repository[T, ID]) Replace(ctx context.Context, doc *T) error {
 	id := v.FieldByIndex(r.m.id).Interface()
 	filter := bson.D{{Key: "_id", Value: id}}
 	old := *doc
+	r.m.emptyNilSlices(v)
 	if r.m.version.index != nil {
 		f := v.FieldByIndex(r.m.version.index)
 		filter = append(filter, bson.E{Key: r.m.version.name, Value: f.Int()})
@@ -267,7 +276,9 @@ func (r *Repository[T, ID]) Modify(ctx context.Context, id ID, fn func(doc *T) e
 // Update applies u to the document with the given id, also incrementing
 // the version and setting the updated time when T has them. Errors:
 // ErrNotFound, ErrInvalid (a bad or empty update, or one that writes the
-// version or timestamp fields itself), ErrDuplicate.
+// version or timestamp fields itself), ErrTypeMismatch (the stored field
+// is not an array or a number as the operator needs, such as a null
+// written by another program; nothing was written), ErrDuplicate.
 func (r *Repository[T, ID]) Update(ctx context.Context, id ID, u *Update) error {
 	doc, err := r.updateDoc(u, false)
 	if err != nil {
@@ -275,7 +286,7 @@ func (r *Repository[T, ID]) Update(ctx context.Context, id ID, u *Update) error 
 	}
 	res, err := r.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, doc)
 	if err != nil {
-		return translate(fmt.Sprintf("update %v", id), err)
+		return updateError(fmt.Sprintf("update %v", id), u, err, "")
 	}
 	if res.MatchedCount == 0 {
 		return fmt.Errorf("%w: update %v", ErrNotFound, id)
@@ -285,7 +296,9 @@ func (r *Repository[T, ID]) Update(ctx context.Context, id ID, u *Update) error 
 
 // UpdateMany applies u to every document that f matches, as Update does to
 // one, and returns how many matched. The zero Filter is refused (pass All).
-// Errors: ErrInvalid, ErrDuplicate.
+// Errors: ErrInvalid, ErrDuplicate, ErrTypeMismatch (as for Update, but the
+// documents updated before the failing one stay updated: a multi-document
+// update is not atomic).
 func (r *Repository[T, ID]) UpdateMany(ctx context.Context, f Filter, u *Update) (int64, error) {
 	if f.IsZero() {
 		return 0, invalidf("update many: zero filter (pass docrepo.All() to update every document)")
@@ -300,7 +313,9 @@ func (r *Repository[T, ID]) UpdateMany(ctx context.Context, f Filter, u *Update)
 	}
 	res, err := r.coll.UpdateMany(ctx, filter, doc)
 	if err != nil {
-		return 0, translate("update many", err)
+		// The server stops at the first failing document, keeping the
+		// writes before it (MongoDB documents this for multi-updates).
+		return 0, updateError("update many", u, err, "the documents updated before it stay updated")
 	}
 	return res.MatchedCount, nil
 }
@@ -308,7 +323,7 @@ func (r *Repository[T, ID]) UpdateMany(ctx context.Context, f Filter, u *Update)
 // Upsert applies u to the document with the given id, creating it first
 // when there is none (with only the id, the fields u sets, version 1 and the
 // created time), and reports whether it was created. Errors: ErrInvalidID
-// (a zero id), ErrInvalid, ErrDuplicate.
+// (a zero id), ErrInvalid, ErrDuplicate, ErrTypeMismatch (as for Update).
 func (r *Repository[T, ID]) Upsert(ctx context.Context, id ID, u *Update) (created bool, err error) {
 	var zero ID
 	if id == zero {
@@ -320,7 +335,7 @@ func (r *Repository[T, ID]) Upsert(ctx context.Context, id ID, u *Update) (creat
 	}
 	res, err := r.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, doc, options.UpdateOne().SetUpsert(true))
 	if err != nil {
-		return false, translate(fmt.Sprintf("upsert %v", id), err)
+		return false, updateError(fmt.Sprintf("upsert %v", id), u, err, "")
 	}
 	return res.UpsertedCount > 0, nil
 }

@@ -12,7 +12,9 @@ import (
 // NewUpdate and chained calls. Field names must be plain top-level names
 // and values are checked literals, as in Filter; the first bad input is
 // kept and returned (wrapping ErrInvalid) by the method that is given the
-// Update. An Update is not safe for concurrent modification.
+// Update. A nil slice in a value is encoded as an empty array, as the
+// repository stores nil slice fields, so Set(field, nilSlice) leaves a field
+// that Push accepts. An Update is not safe for concurrent modification.
 type Update struct {
 	set, unset, inc, push, pull, addToSet, currentDate bson.D
 	fields                                             map[string]bool
@@ -52,7 +54,9 @@ func (u *Update) Inc(field string, by any) *Update {
 	return u.add(&u.inc, field, by)
 }
 
-// Push appends values to the array field ($push with $each).
+// Push appends values to the array field ($push with $each); a missing
+// field becomes an array. A field that holds something else, BSON null
+// included, gives ErrTypeMismatch.
 func (u *Update) Push(field string, values ...any) *Update {
 	return u.addEach(&u.push, field, values, nil)
 }
@@ -71,7 +75,8 @@ func (u *Update) Pull(field string, value any) *Update {
 }
 
 // AddToSet appends each of values to the array field unless it is already
-// there ($addToSet with $each).
+// there ($addToSet with $each); a missing field becomes an array. A field
+// that holds something else, BSON null included, gives ErrTypeMismatch.
 func (u *Update) AddToSet(field string, values ...any) *Update {
 	return u.addEach(&u.addToSet, field, values, nil)
 }
@@ -173,4 +178,25 @@ func (u *Update) addEach(op *bson.D, field string, values []any, extra any) *Upd
 	}
 	*op = append(*op, bson.E{Key: field, Value: spec})
 	return u
+}
+
+// arrayAndNumberFields returns the fields that u applies an array or a
+// number operator to: those that a type mismatch can come from.
+func (u *Update) arrayAndNumberFields() []string {
+	var out []string
+	for _, d := range []bson.D{u.push, u.addToSet, u.pull, u.inc} {
+		for _, e := range d {
+			out = append(out, e.Key)
+		}
+	}
+	return out
+}
+
+// updateError translates the error of a write of u; a type mismatch that
+// the server does not name the field of is narrowed to u's fields.
+func updateError(op string, u *Update, err error, effect string) error {
+	if isTypeMismatch(err) {
+		return typeMismatch(op, err, u.arrayAndNumberFields(), effect)
+	}
+	return translate(op, err)
 }
