@@ -31,6 +31,17 @@ var (
 	// lease: it expired and another coordinator recovered the saga.
 	ErrLeaseLost = errors.New("coord: lease lost")
 
+	// ErrStepPanic reports a try of an action or compensation (Action,
+	// TxAction, Compensate, TxCompensate) that panicked. The panic is
+	// recovered and becomes the try's error, whose text is "coord: step
+	// panicked: " and the panic value (which stays reachable with errors.Is
+	// and errors.As when it is an error): it is logged like any failed try
+	// and the step's RetryPolicy decides what follows (another try, then
+	// compensation, or the saga failing). A TxAction's or TxCompensate's
+	// transaction is rolled back. The stack at the panic goes to
+	// Hooks.StepFailed (StepEvent.Stack), not to the log.
+	ErrStepPanic = errors.New("coord: step panicked")
+
 	// ErrClosed reports a call on a closed Coordinator.
 	ErrClosed = errors.New("coord: coordinator closed")
 )

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -211,6 +212,10 @@ func (e *execution[S]) runStep(ctx context.Context, comp bool) error {
 			return err
 		}
 		ev.Err = err
+		var pe *panicError
+		if errors.As(err, &pe) {
+			ev.Stack = pe.stack
+		}
 		call(e.c.opts.Hooks.StepFailed, ctx, ev)
 		if err := e.retryOrGiveUp(ctx, pol, attempt, err); err != nil {
 			return err
@@ -328,14 +333,7 @@ func (e *execution[S]) call(ctx context.Context, st *Step[S], op string, fn func
 		defer cancelT()
 	}
 	stop := e.keepLease(ctx, cancel)
-	renewing := true
-	defer func() {
-		if renewing { // fn panicked: the lease must still expire
-			_ = stop()
-		}
-	}()
-	err := fn(sctx, e.state)
-	renewing = false
+	err := protect(func() error { return fn(sctx, e.state) })
 	if lost := stop(); lost != nil {
 		return lost
 	}
@@ -399,7 +397,8 @@ func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn fun
 	}
 	defer tx.release(ctx)
 
-	if err := fn(sctx, tx, e.state); err != nil {
+	// A panic is the try's error; release then rolls the transaction back.
+	if err := protect(func() error { return fn(sctx, tx, e.state) }); err != nil {
 		if tx.err != nil {
 			return e.txError(tx.err)
 		}
@@ -443,4 +442,34 @@ func (e *execution[S]) txError(err error) error {
 		return fmt.Errorf("%w: saga %q: %w", ErrIncomplete, e.id, err)
 	}
 	return err
+}
+
+// panicError is the error of a try whose step panicked: the panic value, and
+// the stack of the step's goroutine at the panic for Hooks.StepFailed.
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (p *panicError) Error() string { return fmt.Sprintf("%v: %v", ErrStepPanic, p.value) }
+
+// Unwrap returns ErrStepPanic, and the panic value when it is an error.
+func (p *panicError) Unwrap() []error {
+	if err, ok := p.value.(error); ok {
+		return []error{ErrStepPanic, err}
+	}
+	return []error{ErrStepPanic}
+}
+
+// protect calls fn, the code of a step, and turns a panic in it into the
+// try's error, so that it fails the try instead of the process (and the
+// recovery loop): the retry policy, compensation and the log then treat it
+// like any other error.
+func protect(fn func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicError{value: v, stack: debug.Stack()}
+		}
+	}()
+	return fn()
 }

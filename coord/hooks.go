@@ -39,6 +39,9 @@ type StepEvent struct {
 	Compensation bool          // the event is about the compensation
 	Err          error         // the try's error (StepFailed only)
 	Elapsed      time.Duration // time since the try started (not for StepStarted)
+	// Stack is the stack of the step's goroutine when the try panicked
+	// (StepFailed of a try whose Err wraps ErrStepPanic only; nil otherwise).
+	Stack []byte
 }
 
 // SlogHooks returns Hooks that log every event to logger: starts at debug
@@ -57,6 +60,9 @@ func SlogHooks(logger *slog.Logger) Hooks {
 		}
 		if e.Err != nil {
 			a = append(a, slog.String("error", e.Err.Error()))
+		}
+		if e.Stack != nil {
+			a = append(a, slog.String("stack", string(e.Stack)))
 		}
 		return a
 	}

@@ -51,6 +51,10 @@ func (k Kind) String() string {
 // an Action step runs also when that step itself failed, since its action
 // may have taken effect before the error (a timeout after the write): it
 // must do nothing for an action that never ran, as the barrier helpers do.
+//
+// A try that panics is a failed try like one that returns an error: the
+// panic is recovered into an error wrapping ErrStepPanic, logged, and
+// handled by Retry (a TxAction's or TxCompensate's transaction rolls back).
 type Step[S any] struct {
 	// Name identifies the step in the log and in StepKey. It must be unique
 	// in the saga and must not contain "/".
