@@ -51,13 +51,24 @@ type Repository[T any, ID any] struct {
 //
 // `db:"-"` skips a field; an untagged exported field maps to its name in
 // snake_case (UserID to user_id); embedded structs are flattened, as
-// pgx.RowToStructByName does. New returns an error wrapping ErrInvalid for a
-// struct with no primary key, two fields on one column, an unknown option
-// or an option on a field type that cannot carry it.
+// pgx.RowToStructByName does.
+//
+// ID is the Go type of the primary key as the methods take it: the key
+// field's type, a type assignable to it, or one of the same kind convertible
+// to and from it (type UserID int64, or int, for an int64 key).
+//
+// New returns an error wrapping ErrInvalid for a struct with no primary key,
+// two fields on one column, an unknown option, an option on a field type
+// that cannot carry it, or an ID type that does not fit the key (naming
+// both types), so that a mismatch fails here and not at the first query.
 func New[T any, ID any](table string) (*Repository[T, ID], error) {
 	t, err := describe(table, reflect.TypeFor[T]())
 	if err != nil {
 		return nil, err
+	}
+	if id := reflect.TypeFor[ID](); !keyTypeFits(id, t.pk.typ) {
+		return nil, fmt.Errorf("%w: pgrepo.New[%s, %s](%q): ID type %s does not fit the primary key %q of type %s (field %s)",
+			ErrInvalid, reflect.TypeFor[T](), id, table, id, t.pk.name, t.pk.typ, t.pk.field)
 	}
 	r := &Repository[T, ID]{t: t, selectList: quotedList(t.cols, "")}
 	if t.deleted != nil {

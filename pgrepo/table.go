@@ -154,6 +154,30 @@ func (t *table) addColumn(sf reflect.StructField, tag string, index []int) error
 	return nil
 }
 
+// keyTypeFits reports whether values of Go type id can stand for a key
+// column whose field has type key: the same type, one assignable to it, or
+// one of the same kind family convertible both ways (type UserID int64 for
+// an int64 key, int for int64). Go's other conversions (int to string, a
+// []byte to a string) change what the value means to PostgreSQL, so they do
+// not count.
+func keyTypeFits(id, key reflect.Type) bool {
+	if id.AssignableTo(key) {
+		return true
+	}
+	return id.ConvertibleTo(key) && key.ConvertibleTo(id) && kindFamily(id) == kindFamily(key)
+}
+
+// kindFamily groups the kinds whose values PostgreSQL reads the same way.
+func kindFamily(typ reflect.Type) reflect.Kind {
+	switch {
+	case isInteger(typ):
+		return reflect.Int
+	case typ.Kind() == reflect.Float32:
+		return reflect.Float64
+	}
+	return typ.Kind()
+}
+
 func isInteger(typ reflect.Type) bool {
 	switch typ.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,

@@ -147,3 +147,72 @@ func TestRepository_QuotesEveryIdentifier(t *testing.T) {
 	assert.Equal(t, odd{Key: v.Key, Label: "c", Quote: "d"}, page.Items[0])
 	require.NoError(t, repo.Delete(ctx, pool, v.Key))
 }
+
+type userID int64
+
+type textKeyed struct {
+	Code string `db:"code,pk"`
+}
+
+type int64Keyed struct {
+	ID int64 `db:"id,pk,generated"`
+}
+
+type namedKeyed struct {
+	ID userID `db:"id,pk,generated"`
+}
+
+type uuidKeyed struct {
+	ID [16]byte `db:"id,pk"`
+}
+
+func TestNew_IDTypeMustFitThePrimaryKey(t *testing.T) {
+	tests := []struct {
+		name string
+		new  func() error
+		ok   bool
+		want string // in the error: both types
+	}{
+		{"int64 ID for a string key", func() error { _, err := pgrepo.New[textKeyed, int64]("t"); return err }, false, "ID type int64 does not fit the primary key \"code\" of type string"},
+		{"int ID for a string key (Go converts it to a rune)", func() error { _, err := pgrepo.New[textKeyed, int]("t"); return err }, false, "ID type int does not fit"},
+		{"[]byte ID for a string key", func() error { _, err := pgrepo.New[textKeyed, []byte]("t"); return err }, false, "ID type []uint8 does not fit"},
+		{"string ID for an int64 key", func() error { _, err := pgrepo.New[int64Keyed, string]("t"); return err }, false, `primary key "id" of type int64`},
+		{"float64 ID for an int64 key", func() error { _, err := pgrepo.New[int64Keyed, float64]("t"); return err }, false, "ID type float64 does not fit"},
+		{"pointer ID for an int64 key", func() error { _, err := pgrepo.New[int64Keyed, *int64]("t"); return err }, false, "ID type *int64 does not fit"},
+		{"interface ID for an int64 key", func() error { _, err := pgrepo.New[int64Keyed, any]("t"); return err }, false, "ID type interface {} does not fit"},
+		{"string ID for a [16]byte key", func() error { _, err := pgrepo.New[uuidKeyed, string]("t"); return err }, false, "does not fit"},
+		{"the key's own type", func() error { _, err := pgrepo.New[int64Keyed, int64]("t"); return err }, true, ""},
+		{"a named type of the key's kind", func() error { _, err := pgrepo.New[int64Keyed, userID]("t"); return err }, true, ""},
+		{"the key's kind for a named key type", func() error { _, err := pgrepo.New[namedKeyed, int64]("t"); return err }, true, ""},
+		{"another integer size", func() error { _, err := pgrepo.New[int64Keyed, int]("t"); return err }, true, ""},
+		{"string for a string key", func() error { _, err := pgrepo.New[textKeyed, string]("t"); return err }, true, ""},
+		{"[16]byte for a [16]byte key", func() error { _, err := pgrepo.New[uuidKeyed, [16]byte]("t"); return err }, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.new()
+			if tt.ok {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.ErrorIs(t, err, pgrepo.ErrInvalid)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
+
+// TestNew_NamedIDTypeWorksAgainstTheServer shows that a named ID type that
+// New accepts also reaches PostgreSQL correctly.
+func TestNew_NamedIDTypeWorksAgainstTheServer(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	repo, err := pgrepo.New[team, userID]("teams")
+	require.NoError(t, err)
+	tm := team{Name: "red"}
+	require.NoError(t, repo.Insert(ctx, f.pool, &tm))
+
+	got, err := repo.Get(ctx, f.pool, userID(tm.ID))
+	require.NoError(t, err)
+	assert.Equal(t, "red", got.Name)
+}
