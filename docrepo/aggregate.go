@@ -162,10 +162,13 @@ func Max(name, field string) Accumulator { return Accumulator{name, "$max", fiel
 func Push(name, field string) Accumulator { return Accumulator{name, "$push", field} }
 
 // Aggregate runs p on r's collection and decodes every output document
-// into an R, with the driver's codecs. Errors: ErrInvalid (a bad pipeline),
+// into an R, with the driver's codecs. Errors: ErrInvalid (a nil r or a bad pipeline),
 // ErrUnsupported (a stage or accumulator the server lacks; FerretDB 1.24
 // has no $avg, $min, $max or $push in $group).
 func Aggregate[R, T any, ID comparable](ctx context.Context, r *Repository[T, ID], p *Pipeline) ([]R, error) {
+	if r == nil {
+		return nil, invalidf("aggregate: nil repository")
+	}
 	stages, err := p.BSON()
 	if err != nil {
 		return nil, err

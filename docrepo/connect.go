@@ -12,19 +12,21 @@ import (
 
 // Config configures Connect. The zero value means the defaults; a setting
 // in the URL (maxPoolSize=..., connectTimeoutMS=...) is overridden only by a
-// non-zero field.
+// non-zero field. A negative duration, or a MinPoolSize above the
+// MaxPoolSize in effect, gives ErrInvalid: never a silent default.
 type Config struct {
 	// MaxPoolSize caps the connections per server. Default: the URL's
 	// maxPoolSize, else the driver's 100.
 	MaxPoolSize uint64
 	// MinPoolSize keeps this many connections open. Default: the URL's, else 0.
 	MinPoolSize uint64
-	// ConnectTimeout bounds opening one connection. Default: the URL's,
-	// else 10s.
+	// ConnectTimeout bounds opening one connection. Default (zero): the
+	// URL's, else 10s. Negative: ErrInvalid.
 	ConnectTimeout time.Duration
 	// ServerSelectionTimeout bounds the wait for a usable server in each
-	// operation. Default: the URL's, else 10s (the driver's 30s is long for
-	// a service that should fail fast at start).
+	// operation. Default (zero): the URL's, else 10s (the driver's 30s is
+	// long for a service that should fail fast at start). Negative:
+	// ErrInvalid.
 	ServerSelectionTimeout time.Duration
 	// AppName is reported to the server, for its logs. Default: the URL's,
 	// else none.
@@ -34,9 +36,16 @@ type Config struct {
 // Connect opens a client of the deployment at url and pings its primary
 // within ctx, so that a wrong URL or a server that is down fails here and
 // not at the first request. The caller disconnects the client. Errors:
-// ErrInvalid (a malformed URL or setting), or the driver's error, wrapped,
-// when the server does not answer.
+// ErrInvalid (a malformed URL or setting; no connection was opened), or the
+// driver's error, wrapped, when the server does not answer (the client is
+// then disconnected).
 func Connect(ctx context.Context, url string, cfg Config) (*mongo.Client, error) {
+	switch {
+	case cfg.ConnectTimeout < 0:
+		return nil, invalidf("connect: negative ConnectTimeout %v", cfg.ConnectTimeout)
+	case cfg.ServerSelectionTimeout < 0:
+		return nil, invalidf("connect: negative ServerSelectionTimeout %v", cfg.ServerSelectionTimeout)
+	}
 	opts := options.Client().ApplyURI(url)
 	if cfg.MaxPoolSize > 0 {
 		opts.SetMaxPoolSize(cfg.MaxPoolSize)

@@ -23,6 +23,12 @@
 // DeleteMany, Page, OffsetPage, EnsureIndexes and Aggregate cover the usual
 // work; Collection gives the driver's collection for the rest.
 //
+// In Config, Options, Query, PageRequest, OffsetRequest and IndexSpec a zero
+// field means the default that its documentation names; a negative or
+// impossible value (a negative page size or timeout, a TTL that is not a
+// whole number of seconds, PushSlice keeping 0) gives ErrInvalid before
+// anything is sent, never a silent default.
+//
 // # Safe filters and updates
 //
 // Filters (Eq, Ne, Gt, Gte, Lt, Lte, In, Nin, Exists, And, Or), updates

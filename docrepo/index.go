@@ -46,15 +46,19 @@ type IndexSpec struct {
 	// Default: false.
 	Unique bool
 	// TTL, when positive, makes the server delete a document once the time
-	// in its (single, date-valued) key is older than TTL, to the second.
-	// Default: 0, never.
+	// in its (single, date-valued) key is older than TTL. The server keeps
+	// whole seconds, so TTL must be a whole number of seconds, from 1s to
+	// 2^31-1 s (ErrInvalid otherwise: a negative, sub-second or fractional
+	// TTL is never rounded). Default: 0, never.
 	TTL time.Duration
 }
 
 // EnsureIndexes creates the indexes that do not exist yet and returns their
 // names, in order. It is idempotent: an index that already exists with the
 // same keys and options is left as it is. Errors: ErrInvalid (a spec with
-// no key, a bad field name or a TTL on several keys), ErrConflict (an
+// no key, a bad field name, an unknown key kind, a TTL that is not a
+// positive whole number of seconds or is on several keys; nothing is
+// created from that spec on), ErrConflict (an
 // index of that name or keys exists with other options), ErrUnsupported
 // (the server lacks the index type: FerretDB 1.24 has neither TTL nor
 // text indexes).
@@ -189,6 +193,8 @@ func (s IndexSpec) model() (mongo.IndexModel, error) {
 	switch {
 	case s.TTL < 0:
 		return mongo.IndexModel{}, invalidf("negative TTL %v", s.TTL)
+	case s.TTL > 0 && s.TTL%time.Second != 0:
+		return mongo.IndexModel{}, invalidf("TTL %v is not a whole number of seconds (the server keeps seconds)", s.TTL)
 	case s.TTL > 0 && len(s.Keys) != 1:
 		return mongo.IndexModel{}, invalidf("a TTL index has exactly one key")
 	case s.ttlSeconds() > math.MaxInt32:
@@ -199,8 +205,8 @@ func (s IndexSpec) model() (mongo.IndexModel, error) {
 	return mongo.IndexModel{Keys: keys, Options: opts}, nil
 }
 
-// ttlSeconds is TTL in whole seconds, at least one.
-func (s IndexSpec) ttlSeconds() int64 { return max(1, int64(s.TTL/time.Second)) }
+// ttlSeconds is TTL in seconds; model has checked that it is whole.
+func (s IndexSpec) ttlSeconds() int64 { return int64(s.TTL / time.Second) }
 
 // checkPath accepts a dotted path of plain field names.
 func checkPath(path string) error {

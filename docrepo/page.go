@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"slices"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -22,8 +23,8 @@ type PageRequest struct {
 	SortBy string
 	// Desc orders from the largest value down. Default: false, ascending.
 	Desc bool
-	// Limit is the page size. Default: Options.DefaultPageSize (50); above
-	// Options.MaxPageSize (1000) gives ErrInvalid.
+	// Limit is the page size. Default (zero): Options.DefaultPageSize (50);
+	// negative or above Options.MaxPageSize (1000) gives ErrInvalid.
 	Limit int
 	// Cursor is Page.Next of the previous page; "" asks for the first page.
 	Cursor string
@@ -94,7 +95,8 @@ func (r *Repository[T, ID]) Page(ctx context.Context, req PageRequest) (Page[T],
 		return page, translate("page", err)
 	}
 	defer cur.Close(ctx)
-	page.Items = make([]T, 0, limit)
+	// Room for a page of the usual size; a larger one grows as it comes.
+	page.Items = make([]T, 0, min(limit, 256))
 	var last bson.Raw
 	for cur.Next(ctx) {
 		if len(page.Items) == limit {
@@ -186,10 +188,11 @@ type OffsetRequest struct {
 	// Sort orders them; _id is added as the last key so that pages are
 	// stable. Default: _id.
 	Sort []SortField
-	// Page is the 1-based page number. Default: 1.
+	// Page is the 1-based page number. Default (zero): 1. Negative, or so
+	// large that the offset overflows, gives ErrInvalid.
 	Page int
-	// PerPage is the page size. Default: Options.DefaultPageSize (50);
-	// above Options.MaxPageSize (1000) gives ErrInvalid.
+	// PerPage is the page size. Default (zero): Options.DefaultPageSize
+	// (50); negative or above Options.MaxPageSize (1000) gives ErrInvalid.
 	PerPage int
 }
 
@@ -221,6 +224,8 @@ func (r *Repository[T, ID]) OffsetPage(ctx context.Context, req OffsetRequest) (
 		return res, invalidf("negative page number %d", pageNo)
 	case pageNo == 0:
 		pageNo = 1
+	case int64(pageNo-1) > math.MaxInt64/int64(per):
+		return res, invalidf("page %d of %d documents is beyond any collection", pageNo, per)
 	}
 	sort := req.Sort
 	hasID := false

@@ -26,9 +26,12 @@ type Query struct {
 	Filter Filter
 	// Sort orders them, first field first. Default: natural order.
 	Sort []SortField
-	// Skip drops this many documents first. Default: 0.
+	// Skip drops this many documents first. Default: 0. Negative:
+	// ErrInvalid.
 	Skip int64
 	// Limit returns at most this many documents. Default: 0, no limit.
+	// Negative: ErrInvalid (the server would read -n as "n, in one
+	// batch").
 	Limit int64
 	// Fields, when not empty, is the projection: only these fields (and
 	// _id) are returned; the others keep their zero value in T.

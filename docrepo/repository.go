@@ -41,10 +41,14 @@ type Repository[T any, ID comparable] struct {
 
 // New returns a repository of the documents of type T in coll. It returns
 // an error wrapping ErrInvalid when T is not a struct, has no field encoded
-// as _id of type ID, or has a docrepo tag on a field of the wrong type.
+// as _id of type ID, or has a docrepo tag on a field of the wrong type, and
+// when opts holds a value that cannot be meant (see Options).
 func New[T any, ID comparable](coll *mongo.Collection, opts Options) (*Repository[T, ID], error) {
 	if coll == nil {
 		return nil, invalidf("nil collection")
+	}
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	m, err := newMapping[T, ID]()
 	if err != nil {
@@ -134,9 +138,14 @@ func (r *Repository[T, ID]) Get(ctx context.Context, id ID) (T, error) {
 	return doc, nil
 }
 
-// FindOne returns the first document that q selects (q.Limit is ignored).
-// Errors: ErrNotFound when none does, ErrInvalid for a bad query.
+// FindOne returns the first document that q selects (q.Limit is ignored,
+// but a negative one is still ErrInvalid). Errors: ErrNotFound when none
+// does, ErrInvalid for a bad query.
 func (r *Repository[T, ID]) FindOne(ctx context.Context, q Query) (T, error) {
+	if q.Limit < 0 {
+		var zero T
+		return zero, invalidf("find one: negative limit %d", q.Limit)
+	}
 	q.Limit = 1
 	docs, err := r.Find(ctx, q)
 	if err == nil && len(docs) == 0 {
@@ -245,10 +254,14 @@ func (r *Repository[T, ID]) Replace(ctx context.Context, doc *T) error {
 // it back with Replace, re-reading and calling fn again whenever another
 // writer got there first (ErrConflict), until it succeeds or ctx ends. No
 // update is lost. fn must only change the document it is given, and not
-// its id (ErrInvalid); an error from fn stops Modify and is returned as is. T must have a version field
-// (ErrInvalid otherwise). Errors: ErrNotFound, ErrDuplicate, ErrInvalid, and
-// ctx's error.
+// its id (ErrInvalid); an error from fn stops Modify and is returned as is.
+// T must have a version field and fn must not be nil (ErrInvalid otherwise,
+// before anything is read). Errors: ErrNotFound, ErrDuplicate, ErrInvalid,
+// and ctx's error.
 func (r *Repository[T, ID]) Modify(ctx context.Context, id ID, fn func(doc *T) error) error {
+	if fn == nil {
+		return invalidf("modify %v: nil fn", id)
+	}
 	if r.m.version.index == nil {
 		return invalidf("modify: %v has no version field, so concurrent writes could be lost", reflect.TypeFor[T]())
 	}

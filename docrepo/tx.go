@@ -35,9 +35,12 @@ func SupportsTransactions(ctx context.Context, client *mongo.Client) (bool, erro
 // result (up to 120 seconds), so fn must be safe to run again. Where the
 // deployment has no transactions (see SupportsTransactions), WithTransaction
 // returns ErrTransactionsUnsupported without running fn. Errors: fn's error,
-// ErrTransactionsUnsupported, ErrInvalid (nil client), or the driver's
-// error (a failed commit), wrapped.
+// ErrTransactionsUnsupported, ErrInvalid (nil client or nil fn, before
+// anything starts), or the driver's error (a failed commit), wrapped.
 func WithTransaction(ctx context.Context, client *mongo.Client, fn func(ctx context.Context) error) error {
+	if fn == nil {
+		return invalidf("transaction: nil fn")
+	}
 	ok, err := SupportsTransactions(ctx, client)
 	if err != nil {
 		return fmt.Errorf("docrepo: transaction: %w", err)

@@ -63,8 +63,14 @@ func (u *Update) Push(field string, values ...any) *Update {
 
 // PushSlice appends values to the array field, then keeps only its first
 // keep elements (keep > 0) or its last -keep elements (keep < 0): $push with
-// $each and $slice, the capped list of "last N events".
+// $each and $slice, the capped list of "last N events". keep 0 would empty
+// the array, values included, and gives ErrInvalid (use Set(field,
+// []T{}) to empty it).
 func (u *Update) PushSlice(field string, keep int, values ...any) *Update {
+	if u.err == nil && keep == 0 {
+		u.err = invalidf("PushSlice(%q): keep 0 would empty the array", field)
+		return u
+	}
 	return u.addEach(&u.push, field, values, bson.E{Key: "$slice", Value: keep})
 }
 
