@@ -8,6 +8,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/polystore/polystore/examples/server/internal/chat"
@@ -16,7 +18,10 @@ import (
 // decodeJSON reads r's body into v strictly: at most limit bytes (413), a
 // JSON media type when Content-Type is set (415), valid UTF-8 (400: the
 // decoder would silently turn bad bytes into U+FFFD), no unknown fields
-// (400), exactly one JSON value and nothing after it (400).
+// (400), exactly one JSON value and nothing after it (400), and no key twice
+// in any object at any depth (400: encoding/json keeps the last, so
+// {"username":"eve","username":"admin"} would register admin behind a
+// check that read the first).
 func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -43,7 +48,78 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) erro
 	if _, err := dec.Token(); err != io.EOF {
 		return chat.Errorf(chat.CodeInvalid, "request body must hold a single JSON object")
 	}
-	return nil
+	return checkDuplicateKeys(body)
+}
+
+// checkDuplicateKeys returns a CodeInvalid error naming the first key that
+// appears twice in one object of body, a single valid JSON value. Keys are
+// compared the way encoding/json matches them to struct fields (ignoring
+// case, with its Unicode folding), since "username" and "USERNAME" land in
+// the same field just as two "username" do.
+func checkDuplicateKeys(body []byte) error {
+	var stack []*container
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber() // only the structure matters here
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return chat.Wrap(chat.CodeInvalid, err, describeJSONError(err))
+		}
+		var top *container
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.keys != nil && top.expectKey {
+			if tok == json.Delim('}') {
+				stack = stack[:len(stack)-1]
+				valueDone(stack)
+				continue
+			}
+			name, _ := tok.(string) // the decoder yields only strings where a key goes
+			key := foldKey(name)
+			if top.keys[key] {
+				return chat.Errorf(chat.CodeInvalid, "duplicate key %q in a JSON object", name)
+			}
+			top.keys[key] = true
+			top.expectKey = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &container{keys: map[string]bool{}, expectKey: true})
+		case json.Delim('['):
+			stack = append(stack, &container{})
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone(stack)
+		default:
+			valueDone(stack)
+		}
+	}
+}
+
+// container is an object or array being read by checkDuplicateKeys.
+type container struct {
+	keys      map[string]bool // the folded keys seen so far; nil for an array
+	expectKey bool            // an object between values, where a key or '}' comes
+}
+
+// valueDone records that the innermost container of stack has read one
+// more value: an object then expects its next key.
+func valueDone(stack []*container) {
+	if n := len(stack); n > 0 && stack[n-1].keys != nil {
+		stack[n-1].expectKey = true
+	}
+}
+
+// foldKey folds name as encoding/json does when it matches a key to a
+// field: each rune to upper case after lower case, so "K" and the Kelvin
+// sign, "S" and "ſ" fold alike.
+func foldKey(name string) string {
+	return strings.Map(func(r rune) rune { return unicode.ToUpper(unicode.ToLower(r)) }, name)
 }
 
 // describeJSONError turns a decoding error into a message for the client

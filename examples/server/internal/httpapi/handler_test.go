@@ -80,6 +80,8 @@ func TestHandler_DecodingErrors(t *testing.T) {
 		{"wrong type", `{"username":5}`, "application/json", 400, `"username" must be a JSON string`},
 		{"unknown field", `{"nickname":"x"}`, "application/json", 400, `unknown field "nickname"`},
 		{"two objects", `{} {}`, "application/json", 400, "single JSON object"},
+		{"duplicate key", `{"username":"eve","username":"admin"}`, "application/json", 400, `duplicate key "username"`},
+		{"duplicate key in another case", `{"username":"eve","Username":"admin"}`, "application/json", 400, `duplicate key "Username"`},
 		{"invalid UTF-8", "{\"username\":\"\xc3\x28\"}", "application/json", 400, "UTF-8"},
 		{"charset parameter is fine", `{"username":5}`, "application/json; charset=utf-8", 400, "must be a JSON string"},
 		{"XML", `<user/>`, "application/xml", 415, "application/json"},

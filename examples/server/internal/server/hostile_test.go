@@ -36,6 +36,12 @@ func TestServer_HostileInput_Gets4xxAndLeavesStoresUnchanged(t *testing.T) {
 		{"trailing garbage", "POST", "/users", `{"username":"eve",` + valid + `} x`, nil, 400},
 		{"invalid UTF-8", "POST", "/users", "{\"username\":\"ev\xffe\"," + valid + "}", nil, 400},
 		{"2 MiB body", "POST", "/users", twoMiB, nil, 413},
+		// Duplicate keys: encoding/json would keep the last one.
+		{"duplicate username", "POST", "/users", `{"username":"eve",` + valid + `,"username":"admin"}`, nil, 400},
+		{"duplicate username in another case", "POST", "/users", `{"username":"eve",` + valid + `,"USERNAME":"admin"}`, nil, 400},
+		{"duplicate level in patch", "PATCH", "/users/" + id, `{"level":"A1","level":"C2"}`, []string{"If-Match", `"1"`}, 400},
+		{"duplicate title", "POST", "/users/" + id + "/conversations", `{"title":"a","title":"b"}`, nil, 400},
+		{"duplicate role", "POST", "/conversations/" + conv + "/messages", `{"role":"user","content":"hi","role":"system"}`, nil, 400},
 		{"form body", "POST", "/users", "username=eve", []string{"Content-Type", "application/x-www-form-urlencoded"}, 415},
 		{"empty body", "POST", "/users", "", nil, 400},
 		// Operator-shaped input where a string belongs.
