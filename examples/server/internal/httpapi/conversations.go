@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/polystore/polystore/examples/server/internal/chat"
@@ -54,17 +55,42 @@ func (h *Handler) listConversations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
+	limitParam, err := singleParam(q, "limit")
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	cursor, err := singleParam(q, "cursor")
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	limit := 0
-	if s := q.Get("limit"); s != "" {
-		if limit, err = strconv.Atoi(s); err != nil || limit < 1 {
+	if limitParam != "" {
+		if limit, err = strconv.Atoi(limitParam); err != nil || limit < 1 {
 			h.writeError(w, r, chat.Errorf(chat.CodeInvalid, "limit: must be a number from 1 to %d", chat.MaxPageLimit))
 			return
 		}
 	}
-	page, err := h.conversations.Conversations(r.Context(), id, limit, q.Get("cursor"))
+	page, err := h.conversations.Conversations(r.Context(), id, limit, cursor)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// singleParam returns the query parameter name, "" when absent, and a
+// CodeInvalid error naming it when it is given more than once: picking one
+// of ?limit=1&limit=1000 silently would let a proxy and the server read
+// different requests.
+func singleParam(q url.Values, name string) (string, error) {
+	vs := q[name]
+	if len(vs) > 1 {
+		return "", chat.Errorf(chat.CodeInvalid, "%s: given %d times; give it at most once", name, len(vs))
+	}
+	if len(vs) == 0 {
+		return "", nil
+	}
+	return vs[0], nil
 }

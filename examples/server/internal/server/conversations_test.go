@@ -111,20 +111,33 @@ func TestServer_GetConversations_PagesMostRecentlyUpdatedFirst(t *testing.T) {
 	res := e.do("GET", "/users/"+id+"/conversations", "")
 	assert.Len(t, res.JSON["conversations"], 5, "default limit covers them")
 
+	first := e.do("GET", "/users/"+id+"/conversations?limit=1", "")
+	require.Equal(t, http.StatusOK, first.Status)
+	valid := url.QueryEscape(first.JSON["next_cursor"].(string))
 	tests := []struct {
 		name, query string
 		status      int
+		names       string // what the error message names
 	}{
-		{"limit zero", "?limit=0", http.StatusBadRequest},
-		{"limit negative", "?limit=-1", http.StatusBadRequest},
-		{"limit too big", "?limit=101", http.StatusBadRequest},
-		{"limit not a number", "?limit=ten", http.StatusBadRequest},
-		{"forged cursor", "?cursor=eyJ0IjoiYm9ndXMifQ", http.StatusBadRequest},
+		{"limit zero", "?limit=0", http.StatusBadRequest, "limit"},
+		{"limit negative", "?limit=-1", http.StatusBadRequest, "limit"},
+		{"limit too big", "?limit=101", http.StatusBadRequest, "limit"},
+		{"limit not a number", "?limit=ten", http.StatusBadRequest, "limit"},
+		{"forged cursor", "?cursor=eyJ0IjoiYm9ndXMifQ", http.StatusBadRequest, "cursor"},
+		// A repeated parameter is refused rather than resolved to one of its values.
+		{"limit twice", "?limit=1&limit=1000", http.StatusBadRequest, "limit"},
+		{"limit twice, same value", "?limit=2&limit=2", http.StatusBadRequest, "limit"},
+		{"limit twice, one empty", "?limit=&limit=2", http.StatusBadRequest, "limit"},
+		{"two cursors", "?cursor=" + valid + "&cursor=" + valid, http.StatusBadRequest, "cursor"},
+		{"two cursors around a limit", "?cursor=" + valid + "&limit=1&cursor=x", http.StatusBadRequest, "cursor"},
 	}
 	for _, tt := range tests {
 		res := e.do("GET", "/users/"+id+"/conversations"+tt.query, "")
 		assert.Equal(t, tt.status, res.Status, tt.name)
 		assert.Equal(t, "invalid", res.JSON["code"], tt.name)
+		assert.Contains(t, res.JSON["error"], tt.names, tt.name)
 	}
+	assert.Equal(t, http.StatusOK, e.do("GET", "/users/"+id+"/conversations?limit=1&cursor="+valid, "").Status,
+		"each once is fine")
 	assert.Equal(t, http.StatusNotFound, e.do("GET", "/users/3f1c1a52-0000-4000-8000-000000000000/conversations", "").Status)
 }
