@@ -14,9 +14,9 @@ type Workflows interface {
 	// Register creates u (ID set, password hashed) with a welcome
 	// conversation and returns u as stored and the conversation's id.
 	Register(ctx context.Context, u *chat.User) (*chat.User, string, error)
-	// UpdateUser applies p if the user is still at version and drops the
+	// UpdateUser applies p if the user's version meets cond and drops the
 	// cached profile. CodeNotFound, CodePreconditionFailed, CodeConflict.
-	UpdateUser(ctx context.Context, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error)
+	UpdateUser(ctx context.Context, id uuid.UUID, cond chat.Precondition, p chat.UserPatch) (*chat.User, error)
 	// DeleteUser removes a user and everything of theirs. CodeNotFound.
 	DeleteUser(ctx context.Context, id uuid.UUID) error
 }
@@ -73,14 +73,14 @@ func (s *Users) User(ctx context.Context, id uuid.UUID) (*chat.User, error) {
 	})
 }
 
-// UpdateUser applies p if the user is still at version, then drops the
+// UpdateUser applies p if the user's version meets cond, then drops the
 // cached profile (a saga: a Redis outage delays the invalidation but never
 // loses it).
-func (s *Users) UpdateUser(ctx context.Context, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error) {
+func (s *Users) UpdateUser(ctx context.Context, id uuid.UUID, cond chat.Precondition, p chat.UserPatch) (*chat.User, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return s.workflows.UpdateUser(ctx, id, version, p)
+	return s.workflows.UpdateUser(ctx, id, cond, p)
 }
 
 // hashPassword hashes with bcrypt at the configured cost.

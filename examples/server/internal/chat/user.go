@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,6 +40,19 @@ type UserPatch struct {
 	Level    *string `json:"level,omitempty"`
 }
 
+// Precondition is the condition an update must meet, from If-Match: any
+// current version (If-Match: *) or one of Versions. The zero value allows
+// nothing, as a list of weak entity tags does (they never match strongly).
+type Precondition struct {
+	Any      bool    `json:"any,omitempty"`
+	Versions []int64 `json:"versions,omitempty"`
+}
+
+// Allows reports whether a user at version meets p.
+func (p Precondition) Allows(version int64) bool {
+	return p.Any || slices.Contains(p.Versions, version)
+}
+
 // Registration is the outcome of a registration: the new user and the
 // welcome conversation created for them.
 type Registration struct {
@@ -53,9 +67,10 @@ type UserService interface {
 	Register(ctx context.Context, nu NewUser) (*Registration, error)
 	// User returns a user's profile. CodeNotFound.
 	User(ctx context.Context, id uuid.UUID) (*User, error)
-	// UpdateUser applies p if the user's version is still version.
-	// CodeInvalid, CodeNotFound, CodePreconditionFailed, CodeConflict.
-	UpdateUser(ctx context.Context, id uuid.UUID, version int64, p UserPatch) (*User, error)
+	// UpdateUser applies p if the user's current version meets cond.
+	// CodeInvalid, CodeNotFound (before cond is looked at),
+	// CodePreconditionFailed, CodeConflict.
+	UpdateUser(ctx context.Context, id uuid.UUID, cond Precondition, p UserPatch) (*User, error)
 	// DeleteUser removes the user, their conversations and cached profile.
 	// CodeNotFound.
 	DeleteUser(ctx context.Context, id uuid.UUID) error
@@ -68,9 +83,9 @@ type UserStore interface {
 	CreateUser(ctx context.Context, u *User) error
 	// FindUser returns the user with id. CodeNotFound.
 	FindUser(ctx context.Context, id uuid.UUID) (*User, error)
-	// UpdateUser applies p if the user's version is still version.
+	// UpdateUser applies p if the user's current version meets cond.
 	// CodeNotFound, CodePreconditionFailed, CodeConflict.
-	UpdateUser(ctx context.Context, id uuid.UUID, version int64, p UserPatch) (*User, error)
+	UpdateUser(ctx context.Context, id uuid.UUID, cond Precondition, p UserPatch) (*User, error)
 	// DeleteUser removes the user. CodeNotFound.
 	DeleteUser(ctx context.Context, id uuid.UUID) error
 }

@@ -44,15 +44,16 @@ func (h *Handler) getUser(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, u)
 }
 
-// patchUser: PATCH /users/{id} applies a partial update if If-Match still
-// names the current version: 428 without If-Match, 412 when it is stale.
+// patchUser: PATCH /users/{id} applies a partial update if If-Match is "*"
+// or names the current version (see ifMatch): 428 without If-Match, 412
+// when it names no current version, 404 before that for an unknown user.
 func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request) {
 	id, err := userID(r)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	version, err := ifMatchVersion(r)
+	cond, err := ifMatch(r)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -62,7 +63,7 @@ func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	u, err := h.users.UpdateUser(r.Context(), id, version, p)
+	u, err := h.users.UpdateUser(r.Context(), id, cond, p)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -101,17 +102,79 @@ func userID(r *http.Request) (uuid.UUID, error) {
 // etag renders a version as a strong entity tag.
 func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
 
-// ifMatchVersion reads the version from If-Match: `"3"` (as ETag gave it)
-// or a bare 3.
-func ifMatchVersion(r *http.Request) (int64, error) {
-	v := strings.TrimSpace(r.Header.Get("If-Match"))
+// ifMatch reads If-Match (RFC 9110 §13.1.1) into the condition an update
+// must meet:
+//
+//   - absent or empty: CodePreconditionNeeded (428), since an update without
+//     a version would overwrite changes the client never saw;
+//   - "*": any current version;
+//   - a list of entity tags, over one or several header lines: the versions
+//     of its strong tags. A weak tag (W/"2") never matches, If-Match using
+//     the strong comparison, and neither does a strong tag that is not one
+//     of our ETags ("two", "01"): the update then fails with 412;
+//   - a bare version (3), which earlier versions of this API accepted;
+//   - anything else (an unquoted or unterminated tag, "*" in a list, a
+//     character an entity tag cannot hold): CodeInvalid (400).
+func ifMatch(r *http.Request) (chat.Precondition, error) {
+	v := strings.TrimSpace(strings.Join(r.Header.Values("If-Match"), ","))
 	if v == "" {
-		return 0, chat.Errorf(chat.CodePreconditionNeeded, "If-Match: required, with the version from the user's ETag")
+		return chat.Precondition{}, chat.Errorf(chat.CodePreconditionNeeded, "If-Match: required, with the version from the user's ETag")
 	}
-	v = strings.TrimSuffix(strings.TrimPrefix(v, `"`), `"`)
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 1 {
-		return 0, chat.Errorf(chat.CodeInvalid, "If-Match: must be a version number such as \"1\"")
+	if v == "*" {
+		return chat.Precondition{Any: true}, nil
 	}
-	return n, nil
+	if n, ok := version(v); ok {
+		return chat.Precondition{Versions: []int64{n}}, nil
+	}
+	var cond chat.Precondition
+	for rest := v; ; {
+		rest = strings.TrimLeft(rest, " \t,") // a list may hold empty elements
+		if rest == "" {
+			return cond, nil
+		}
+		weak := strings.HasPrefix(rest, "W/")
+		if weak {
+			rest = rest[2:]
+		}
+		tag, after, ok := opaqueTag(rest)
+		if !ok {
+			return chat.Precondition{}, chat.Errorf(chat.CodeInvalid, `If-Match: must be "*" or entity tags such as "1", as ETag gives them`)
+		}
+		if n, ok := version(tag); ok && !weak {
+			cond.Versions = append(cond.Versions, n)
+		}
+		rest = strings.TrimLeft(after, " \t")
+		if rest != "" && rest[0] != ',' {
+			return chat.Precondition{}, chat.Errorf(chat.CodeInvalid, `If-Match: entity tags must be separated by commas`)
+		}
+	}
+}
+
+// opaqueTag reads a quoted opaque-tag at the start of s and returns its
+// content and what follows it; ok is false unless s starts with one.
+func opaqueTag(s string) (tag, rest string, ok bool) {
+	if !strings.HasPrefix(s, `"`) {
+		return "", "", false
+	}
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			return s[1:i], s[i+1:], true
+		case c == 0x21 || (c >= 0x23 && c <= 0x7e) || c >= 0x80: // etagc
+		default:
+			return "", "", false
+		}
+	}
+	return "", "", false // no closing quote
+}
+
+// version parses s as a version as etag writes it: a decimal number of at
+// least 1, without sign or leading zeros, so that only the tags this API
+// gives out match (strong comparison is character by character).
+func version(s string) (int64, bool) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 1 || strconv.FormatInt(n, 10) != s {
+		return 0, false
+	}
+	return n, true
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -82,22 +83,42 @@ func (s *UserRepository) FindUser(ctx context.Context, id uuid.UUID) (*chat.User
 	return row.user(), nil
 }
 
-// UpdateUser applies p if the row's version is still version; the write
-// itself checks the version again (WHERE version = $n), so a writer that
-// commits between the read and the write makes it fail with
-// CodePreconditionFailed rather than be overwritten.
-func (s *UserRepository) UpdateUser(ctx context.Context, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error) {
-	return s.UpdateUserIn(ctx, s.pool, id, version, p)
+// UpdateUser applies p if the row's current version meets cond, in a
+// transaction of its own (see UpdateUserIn).
+func (s *UserRepository) UpdateUser(ctx context.Context, id uuid.UUID, cond chat.Precondition, p chat.UserPatch) (*chat.User, error) {
+	var u *chat.User
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		u, err = s.UpdateUserIn(ctx, tx, id, cond, p)
+		return err
+	})
+	if err != nil && chat.ErrorCode(err) == chat.CodeInternal {
+		return nil, translate(err) // BEGIN or COMMIT failed
+	}
+	return u, err
 }
 
-// UpdateUserIn is UpdateUser on db, the caller's transaction.
-func (s *UserRepository) UpdateUserIn(ctx context.Context, db pgrepo.DB, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error) {
+// UpdateUserIn applies p if the row's current version meets cond, on db:
+// the caller's transaction, such as a saga step's. It locks the row first
+// (SELECT ... FOR UPDATE), so that cond is checked against the version the
+// write replaces: two updates with the same If-Match cannot both pass (the
+// second sees the first's version and fails with CodePreconditionFailed),
+// and If-Match: * never fails because of a concurrent writer. The write
+// checks the version again (WHERE version = $n) all the same. CodeNotFound
+// comes before the condition is looked at.
+func (s *UserRepository) UpdateUserIn(ctx context.Context, db pgrepo.DB, id uuid.UUID, cond chat.Precondition, p chat.UserPatch) (*chat.User, error) {
+	if _, err := db.Exec(ctx, "SELECT 1 FROM users WHERE id = $1 FOR UPDATE", id); err != nil {
+		return nil, translate(err)
+	}
 	row, err := s.users.Get(ctx, db, id)
 	if err != nil {
 		return nil, translate(err)
 	}
-	if row.Version != version {
-		return nil, chat.Errorf(chat.CodePreconditionFailed, "user was modified: version is %d, not %d", row.Version, version)
+	if !cond.Allows(row.Version) {
+		if !cond.Any && len(cond.Versions) == 1 {
+			return nil, chat.Errorf(chat.CodePreconditionFailed, "user was modified: version is %d, not %d", row.Version, cond.Versions[0])
+		}
+		return nil, chat.Errorf(chat.CodePreconditionFailed, "user is at version %d, which If-Match does not name", row.Version)
 	}
 	if p.Email != nil {
 		row.Email = *p.Email

@@ -2,6 +2,7 @@ package pgstore_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -71,18 +72,93 @@ func TestUserRepository_UpdateUser_StaleVersionReturnsPreconditionFailed(t *test
 	u := newUser("ada")
 	require.NoError(t, repo.CreateUser(ctx, u))
 	level := "C1"
+	v1 := chat.Precondition{Versions: []int64{1}}
 
-	updated, err := repo.UpdateUser(ctx, u.ID, 1, chat.UserPatch{Level: &level})
+	updated, err := repo.UpdateUser(ctx, u.ID, v1, chat.UserPatch{Level: &level})
 	require.NoError(t, err)
 	assert.EqualValues(t, 2, updated.Version)
 	assert.Equal(t, "C1", updated.Level)
 	assert.False(t, updated.UpdatedAt.Before(u.UpdatedAt))
 
-	_, err = repo.UpdateUser(ctx, u.ID, 1, chat.UserPatch{Level: &level})
+	_, err = repo.UpdateUser(ctx, u.ID, v1, chat.UserPatch{Level: &level})
 	assert.Equal(t, chat.CodePreconditionFailed, chat.ErrorCode(err))
 
-	_, err = repo.UpdateUser(ctx, uuid.New(), 1, chat.UserPatch{Level: &level})
+	_, err = repo.UpdateUser(ctx, uuid.New(), v1, chat.UserPatch{Level: &level})
 	assert.Equal(t, chat.CodeNotFound, chat.ErrorCode(err))
+}
+
+func TestUserRepository_UpdateUser_Preconditions(t *testing.T) {
+	repo := newRepo(t)
+	ctx := context.Background()
+	u := newUser("ada")
+	require.NoError(t, repo.CreateUser(ctx, u)) // version 1
+	level := "B2"
+
+	tests := []struct {
+		name    string
+		cond    chat.Precondition
+		code    chat.Code // "" for success
+		version int64     // the user's version after the call
+	}{
+		{"any version", chat.Precondition{Any: true}, "", 2},
+		{"a list naming the current version", chat.Precondition{Versions: []int64{1, 2, 7}}, "", 3},
+		{"a list naming only other versions", chat.Precondition{Versions: []int64{1, 2}}, chat.CodePreconditionFailed, 3},
+		{"nothing (weak tags only)", chat.Precondition{}, chat.CodePreconditionFailed, 3},
+	}
+	for _, tt := range tests {
+		_, err := repo.UpdateUser(ctx, u.ID, tt.cond, chat.UserPatch{Level: &level})
+		assert.Equal(t, tt.code, chat.ErrorCode(err), tt.name)
+		got, err := repo.FindUser(ctx, u.ID)
+		require.NoError(t, err)
+		assert.Equal(t, tt.version, got.Version, tt.name)
+	}
+	_, err := repo.UpdateUser(ctx, uuid.New(), chat.Precondition{Any: true}, chat.UserPatch{Level: &level})
+	assert.Equal(t, chat.CodeNotFound, chat.ErrorCode(err), "any version of a user that does not exist")
+}
+
+func TestUserRepository_UpdateUser_ConcurrentWritersNeverLoseAnUpdate(t *testing.T) {
+	const writers = 20
+	tests := []struct {
+		name      string
+		cond      chat.Precondition
+		successes int
+	}{
+		// Every writer read version 1: one wins, the others see its version.
+		{"same version", chat.Precondition{Versions: []int64{1}}, 1},
+		// "*" holds for each of them in turn: none fails for a concurrent write.
+		{"any version", chat.Precondition{Any: true}, writers},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			repo := newRepo(t)
+			ctx := context.Background()
+			u := newUser("ada")
+			require.NoError(t, repo.CreateUser(ctx, u))
+
+			codes := make([]chat.Code, writers)
+			var wg sync.WaitGroup
+			for i := range writers {
+				wg.Go(func() {
+					level := []string{"A1", "A2", "B1", "B2", "C1", "C2"}[i%6]
+					_, err := repo.UpdateUser(ctx, u.ID, tt.cond, chat.UserPatch{Level: &level})
+					codes[i] = chat.ErrorCode(err)
+				})
+			}
+			wg.Wait()
+			ok := 0
+			for _, c := range codes {
+				if c == "" {
+					ok++
+				} else {
+					assert.Equal(t, chat.CodePreconditionFailed, c)
+				}
+			}
+			assert.Equal(t, tt.successes, ok)
+			got, err := repo.FindUser(ctx, u.ID)
+			require.NoError(t, err)
+			assert.EqualValues(t, 1+tt.successes, got.Version, "one version per successful update")
+		})
+	}
 }
 
 func TestUserRepository_DeleteUser(t *testing.T) {

@@ -29,7 +29,7 @@ const welcomeMessage = "Welcome! Tell me about your day, in the language you are
 type UserStore interface {
 	chat.UserStore
 	CreateUserIn(ctx context.Context, db pgrepo.DB, u *chat.User) error
-	UpdateUserIn(ctx context.Context, db pgrepo.DB, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error)
+	UpdateUserIn(ctx context.Context, db pgrepo.DB, id uuid.UUID, cond chat.Precondition, p chat.UserPatch) (*chat.User, error)
 	DeleteUserIn(ctx context.Context, db pgrepo.DB, id uuid.UUID) error
 }
 

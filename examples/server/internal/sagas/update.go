@@ -11,13 +11,25 @@ import (
 
 // update is the state of an update-user saga.
 type update struct {
-	UserID  uuid.UUID      `json:"user_id"`
-	Version int64          `json:"version"`
+	UserID uuid.UUID         `json:"user_id"`
+	Match  chat.Precondition `json:"match"`
+	// Version is the single version sagas logged before Match existed;
+	// recovery of such a saga reads it as Match.
+	Version int64          `json:"version,omitempty"`
 	Patch   chat.UserPatch `json:"patch"`
 	Result  *chat.User     `json:"result,omitempty"` // set by the update step
 }
 
-// updateDefinition: update the row if its version still matches
+// condition is the saga's precondition, from Match or an older record's
+// Version.
+func (u *update) condition() chat.Precondition {
+	if !u.Match.Any && len(u.Match.Versions) == 0 && u.Version > 0 {
+		return chat.Precondition{Versions: []int64{u.Version}}
+	}
+	return u.Match
+}
+
+// updateDefinition: update the row if its version meets the precondition
 // (PostgreSQL, the pivot), then invalidate the cached profile (Redis),
 // retried until done: a Redis outage delays the invalidation, through
 // recovery, but never drops it.
@@ -27,7 +39,7 @@ func (s *Sagas) updateDefinition() *coord.Definition[update] {
 			Name: "update-user",
 			Kind: coord.Pivot,
 			TxAction: func(ctx context.Context, tx coord.Tx, u *update) error {
-				res, err := s.users.UpdateUserIn(ctx, tx, u.UserID, u.Version, u.Patch)
+				res, err := s.users.UpdateUserIn(ctx, tx, u.UserID, u.condition(), u.Patch)
 				u.Result = res
 				return err
 			},
@@ -47,9 +59,9 @@ func (s *Sagas) updateDefinition() *coord.Definition[update] {
 }
 
 // UpdateUser runs the update-user saga and returns the updated user.
-// CodeNotFound, CodePreconditionFailed (stale version), CodeConflict.
-func (s *Sagas) UpdateUser(ctx context.Context, id uuid.UUID, version int64, p chat.UserPatch) (*chat.User, error) {
-	u := update{UserID: id, Version: version, Patch: p}
+// CodeNotFound, CodePreconditionFailed (cond not met), CodeConflict.
+func (s *Sagas) UpdateUser(ctx context.Context, id uuid.UUID, cond chat.Precondition, p chat.UserPatch) (*chat.User, error) {
+	u := update{UserID: id, Match: cond, Patch: p}
 	_, err := s.update.Run(ctx, "update-user/"+id.String()+"/"+uuid.NewString(), &u)
 	if err := s.outcome(UpdateUserSaga, err); err != nil {
 		return nil, err

@@ -2,9 +2,13 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -162,7 +166,8 @@ func TestServer_PatchUser(t *testing.T) {
 	}{
 		{"stale version", "/users/" + id, `{"level":"A2"}`, `"1"`, http.StatusPreconditionFailed, "precondition_failed"},
 		{"no If-Match", "/users/" + id, `{"level":"A2"}`, "", http.StatusPreconditionRequired, "precondition_required"},
-		{"bad If-Match", "/users/" + id, `{"level":"A2"}`, `"two"`, http.StatusBadRequest, "invalid"},
+		{"malformed If-Match", "/users/" + id, `{"level":"A2"}`, `"2`, http.StatusBadRequest, "invalid"},
+		{"If-Match naming no version of ours", "/users/" + id, `{"level":"A2"}`, `"two"`, http.StatusPreconditionFailed, "precondition_failed"},
 		{"unknown user", "/users/3f1c1a52-0000-4000-8000-000000000000", `{"level":"A2"}`, `"1"`, http.StatusNotFound, "not_found"},
 		{"invalid level", "/users/" + id, `{"level":"Z9"}`, `"2"`, http.StatusBadRequest, "invalid"},
 		{"empty patch", "/users/" + id, `{}`, `"2"`, http.StatusBadRequest, "invalid"},
@@ -180,6 +185,122 @@ func TestServer_PatchUser(t *testing.T) {
 	}
 	got = e.do("GET", "/users/"+id, "")
 	assert.EqualValues(t, 2, got.JSON["version"], "no failed PATCH changed the user")
+}
+
+func TestServer_PatchUser_IfMatchFollowsRFC9110(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tests := []struct {
+		name    string
+		ifMatch []string // header lines
+		status  int
+	}{
+		// "*" matches any current representation.
+		{"star", []string{`*`}, http.StatusOK},
+		{"the current version", []string{`"1"`}, http.StatusOK},
+		{"the bare version earlier releases took", []string{`1`}, http.StatusOK},
+		// A list holds if any strong tag in it matches.
+		{"a list with the current version first", []string{`"1", "2"`}, http.StatusOK},
+		{"a list with the current version last", []string{`"7","3", "1"`}, http.StatusOK},
+		{"a list over two header lines", []string{`"5"`, `"1"`}, http.StatusOK},
+		{"a list with empty elements", []string{`, "2" ,, "1",`}, http.StatusOK},
+		{"a weak tag beside the strong current version", []string{`W/"9", "1"`}, http.StatusOK},
+		// Weak tags never match: If-Match compares strongly.
+		{"the current version, weak", []string{`W/"1"`}, http.StatusPreconditionFailed},
+		{"weak and stale", []string{`W/"1", "2"`}, http.StatusPreconditionFailed},
+		{"a tag that is not a version", []string{`"two"`}, http.StatusPreconditionFailed},
+		{"the version spelled otherwise", []string{`"01"`}, http.StatusPreconditionFailed},
+		{"an empty tag", []string{`""`}, http.StatusPreconditionFailed},
+		{"only empty list elements", []string{`,`}, http.StatusPreconditionFailed},
+		// Not an If-Match at all.
+		{"star in a list", []string{`*, "1"`}, http.StatusBadRequest},
+		{"unterminated tag", []string{`"1`}, http.StatusBadRequest},
+		{"no comma between tags", []string{`"1" "2"`}, http.StatusBadRequest},
+		{"space inside a tag", []string{`"1 OR 1=1"`}, http.StatusBadRequest},
+		{"lower-case weak prefix", []string{`w/"1"`}, http.StatusBadRequest},
+		{"bare text", []string{`latest`}, http.StatusBadRequest},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, _ := e.register(fmt.Sprintf("user%d", i))
+			req, err := http.NewRequest("PATCH", e.url+"/users/"+id, strings.NewReader(`{"level":"C2"}`))
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", "application/json")
+			for _, v := range tt.ifMatch {
+				req.Header.Add("If-Match", v)
+			}
+			res, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			body, err := io.ReadAll(res.Body)
+			require.NoError(t, res.Body.Close())
+			require.NoError(t, err)
+			assert.Equal(t, tt.status, res.StatusCode, "body: %s", body)
+
+			want := int64(1)
+			if tt.status == http.StatusOK {
+				want = 2
+				assert.Equal(t, `"2"`, res.Header.Get("ETag"))
+			}
+			var version int64
+			require.NoError(t, e.pool.QueryRow(t.Context(), "SELECT version FROM users WHERE id = $1", id).Scan(&version))
+			assert.Equal(t, want, version)
+		})
+	}
+
+	for _, ifMatch := range []string{`*`, `W/"1"`, `"1"`} {
+		res := e.do("PATCH", "/users/3f1c1a52-0000-4000-8000-000000000000", `{"level":"A2"}`, "If-Match", ifMatch)
+		assert.Equal(t, http.StatusNotFound, res.Status, "an unknown user is 404 whatever If-Match says: %s", ifMatch)
+	}
+}
+
+// TestServer_PatchUser_ConcurrentSameIfMatchGivesOne200AndOnly412s sends
+// 20 PATCHes at once with the version all of them read: exactly one may
+// win, every other must be told its version is stale, and none may be
+// lost silently.
+func TestServer_PatchUser_ConcurrentSameIfMatchGivesOne200AndOnly412s(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id, _ := e.register("ada")
+	require.Equal(t, http.StatusOK, e.do("GET", "/users/"+id, "").Status, "profile cached")
+
+	const clients = 20
+	levels := []string{"A1", "A2", "B1", "B2", "C1", "C2"}
+	statuses := make([]int, clients)
+	bodies := make([]map[string]any, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			req, err := http.NewRequest("PATCH", e.url+"/users/"+id, strings.NewReader(`{"level":"`+levels[i%len(levels)]+`"}`))
+			if !assert.NoError(t, err) {
+				return
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("If-Match", `"1"`)
+			res, err := http.DefaultClient.Do(req)
+			if !assert.NoError(t, err) {
+				return
+			}
+			defer res.Body.Close()
+			statuses[i] = res.StatusCode
+			assert.NoError(t, json.NewDecoder(res.Body).Decode(&bodies[i]))
+		})
+	}
+	wg.Wait()
+
+	winner := -1
+	for i, s := range statuses {
+		switch s {
+		case http.StatusOK:
+			assert.Equal(t, -1, winner, "a second 200")
+			winner = i
+		default:
+			assert.Equal(t, http.StatusPreconditionFailed, s, "body: %v", bodies[i])
+		}
+	}
+	require.NotEqual(t, -1, winner, "one PATCH wins")
+	got := e.do("GET", "/users/"+id, "")
+	assert.EqualValues(t, 2, got.JSON["version"], "one update, no more")
+	assert.Equal(t, bodies[winner]["level"], got.JSON["level"], "the winner's change, read through the cache")
 }
 
 func TestServer_DeleteUser_RemovesUserConversationsAndCachedProfile(t *testing.T) {
