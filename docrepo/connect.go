@@ -29,9 +29,14 @@ type Config struct {
 	// ErrInvalid.
 	ServerSelectionTimeout time.Duration
 	// AppName is reported to the server, for its logs. Default: the URL's,
-	// else none.
+	// else none. Above 128 bytes (here or in the URL): ErrInvalid, as the
+	// MongoDB handshake allows no more (the driver would silently send no
+	// client metadata at all).
 	AppName string
 }
+
+// maxAppName is the handshake's limit on the application name, in bytes.
+const maxAppName = 128
 
 // Connect opens a client of the deployment at url and pings its primary
 // within ctx, so that a wrong URL or a server that is down fails here and
@@ -65,6 +70,9 @@ func Connect(ctx context.Context, url string, cfg Config) (*mongo.Client, error)
 	}
 	if cfg.AppName != "" {
 		opts.SetAppName(cfg.AppName)
+	}
+	if opts.AppName != nil && len(*opts.AppName) > maxAppName {
+		return nil, invalidf("connect: app name of %d bytes is above %d", len(*opts.AppName), maxAppName)
 	}
 	if opts.MinPoolSize != nil && opts.MaxPoolSize != nil && *opts.MaxPoolSize > 0 && *opts.MinPoolSize > *opts.MaxPoolSize {
 		return nil, invalidf("connect: min pool size %d is above max pool size %d", *opts.MinPoolSize, *opts.MaxPoolSize)

@@ -3,6 +3,7 @@ package docrepo_test
 import (
 	"context"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,6 +55,10 @@ func TestInvalidValuesReturnErrInvalidNeverADefault(t *testing.T) {
 			return connect("mongodb://127.0.0.1:27017/?maxPoolSize=2", docrepo.Config{MinPoolSize: 3})
 		}},
 		{"URL connectTimeoutMS negative", func() error { return connect("mongodb://127.0.0.1:27017/?connectTimeoutMS=-5", docrepo.Config{}) }},
+		{"Config.AppName above 128 bytes", func() error { return connect(url, docrepo.Config{AppName: strings.Repeat("x", 129)}) }},
+		{"URL appName above 128 bytes", func() error {
+			return connect("mongodb://127.0.0.1:27017/?appName="+strings.Repeat("x", 129), docrepo.Config{})
+		}},
 		{"URL maxPoolSize negative", func() error { return connect("mongodb://127.0.0.1:27017/?maxPoolSize=-1", docrepo.Config{}) }},
 
 		{"Options.DefaultPageSize negative", func() error { return newRepo(docrepo.Options{DefaultPageSize: -1}) }},
@@ -151,6 +156,11 @@ func TestOptions_ZeroMeansTheDefault(t *testing.T) {
 	})
 	t.Run("Config zero: the URL's settings and the defaults", func(t *testing.T) {
 		c, err := docrepo.Connect(ctx, servicetest.MongoURL(t), docrepo.Config{})
+		require.NoError(t, err)
+		assert.NoError(t, c.Disconnect(ctx))
+	})
+	t.Run("Config.AppName of 128 bytes, the most the handshake takes", func(t *testing.T) {
+		c, err := docrepo.Connect(ctx, servicetest.MongoURL(t), docrepo.Config{AppName: strings.Repeat("x", 128)})
 		require.NoError(t, err)
 		assert.NoError(t, c.Disconnect(ctx))
 	})
