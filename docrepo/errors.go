@@ -43,7 +43,8 @@ var (
 	ErrInvalidID = errors.New("docrepo: invalid id")
 	// ErrInvalid means bad input: a field name or value that could act as an
 	// operator, a malformed cursor token, a type that cannot be mapped, an
-	// empty update.
+	// empty update, a negative or impossible setting. ErrTypeMismatch is a
+	// kind of it.
 	ErrInvalid = errors.New("docrepo: invalid")
 	// ErrTransactionsUnsupported means that the deployment has no
 	// transactions (a standalone server, FerretDB): WithTransaction returns it
@@ -261,25 +262,30 @@ func isTypeMismatch(err error) bool {
 
 // typeMismatch wraps err in ErrTypeMismatch, naming the field from the
 // server's message or, when the server does not name it ($pull), the
-// candidates: the fields that the update applies array or number operators
-// to. effect says what was written despite the error.
-func typeMismatch(op string, err error, candidates []string, effect string) error {
+// candidates: the fields that the update applies an array operator to (or
+// a number operator, when number is true). candidates may be nil. effect
+// says what was written despite the error.
+func typeMismatch(op string, err error, candidates func(number bool) []string, effect string) error {
 	we, _ := mismatchError(err)
+	want := "an array"
+	if we.Code == codeTypeMismatch || strings.Contains(we.Message, "non-numeric") {
+		want = "a number"
+	}
+	var fields []string
+	if candidates != nil {
+		fields = candidates(want == "a number")
+	}
 	what := "a field"
 	if m := mismatchField.FindStringSubmatch(we.Message); m != nil {
 		what = fmt.Sprintf("field %q", m[1])
-	} else if len(candidates) == 1 {
-		what = fmt.Sprintf("field %q", candidates[0])
-	} else if len(candidates) > 1 {
-		what = fmt.Sprintf("one of the fields %q", candidates)
+	} else if len(fields) == 1 {
+		what = fmt.Sprintf("field %q", fields[0])
+	} else if len(fields) > 1 {
+		what = fmt.Sprintf("one of the fields %q", fields)
 	}
 	holds := "a value of another type"
 	if m := mismatchType.FindStringSubmatch(we.Message); m != nil {
 		holds = m[1]
-	}
-	want := "an array"
-	if we.Code == codeTypeMismatch || strings.Contains(we.Message, "non-numeric") {
-		want = "a number"
 	}
 	if effect == "" {
 		effect = "nothing was written"

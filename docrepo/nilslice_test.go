@@ -202,6 +202,7 @@ func TestRepository_Update_FieldOfAnotherTypeReturnsErrTypeMismatchNamingIt(t *t
 		{"Inc on a string", docrepo.NewUpdate().Inc("title", 1), "title", "string, not a number"},
 		{"Inc on null", docrepo.NewUpdate().Inc("tags", 1), "tags", "null, not a number"},
 		{"Push on null beside a valid Set", docrepo.NewUpdate().Set("views", 9).Push("tags", "a"), "tags", "null, not an array"},
+		{"Pull on null beside a valid Inc", docrepo.NewUpdate().Pull("tags", "a").Inc("views", 1), "tags", "not an array"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

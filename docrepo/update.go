@@ -186,11 +186,15 @@ func (u *Update) addEach(op *bson.D, field string, values []any, extra any) *Upd
 	return u
 }
 
-// arrayAndNumberFields returns the fields that u applies an array or a
-// number operator to: those that a type mismatch can come from.
-func (u *Update) arrayAndNumberFields() []string {
+// typedFields returns the fields that u applies an array operator to, or
+// a number operator: those that a type mismatch of that kind can come from.
+func (u *Update) typedFields(number bool) []string {
+	ops := []bson.D{u.push, u.addToSet, u.pull}
+	if number {
+		ops = []bson.D{u.inc}
+	}
 	var out []string
-	for _, d := range []bson.D{u.push, u.addToSet, u.pull, u.inc} {
+	for _, d := range ops {
 		for _, e := range d {
 			out = append(out, e.Key)
 		}
@@ -198,11 +202,11 @@ func (u *Update) arrayAndNumberFields() []string {
 	return out
 }
 
-// updateError translates the error of a write of u; a type mismatch that
-// the server does not name the field of is narrowed to u's fields.
+// updateError translates the error of a write of u; a type mismatch whose
+// field the server does not name ($pull) is narrowed to u's fields.
 func updateError(op string, u *Update, err error, effect string) error {
 	if isTypeMismatch(err) {
-		return typeMismatch(op, err, u.arrayAndNumberFields(), effect)
+		return typeMismatch(op, err, u.typedFields, effect)
 	}
 	return translate(op, err)
 }
