@@ -40,8 +40,12 @@
 //
 // Methods return errors that wrap ErrNotFound, ErrConflict, ErrDuplicate
 // (SQLSTATE 23505; the message names the constraint), ErrForeignKey
-// (23503), ErrCheck (23514), ErrInvalidColumn, ErrInvalidCursor or
-// ErrInvalid; the driver's *pgconn.PgError stays reachable with errors.As.
+// (23503), ErrCheck (23514), ErrNotNull (23502), ErrInvalidValue (22P02,
+// 22003, 22001 and the rest of class 22, or a value pgx cannot encode),
+// ErrInvalidColumn, ErrInvalidCursor or ErrInvalid; the driver's
+// *pgconn.PgError stays reachable with errors.As. ErrNotNull,
+// ErrInvalidValue, ErrInvalidColumn and ErrInvalidCursor are all also
+// ErrInvalid, so a service maps every bad-input error with one check.
 //
 // ErrNotFound's dynamic type has a method NotFound() bool that returns
 // true. Packages that must not import pgrepo (polystore's cacherepo, for

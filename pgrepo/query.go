@@ -91,10 +91,13 @@ type builder struct {
 	t    *table
 	sb   strings.Builder
 	args []any
+	cols []string // the column each argument is compared with, "" for none
 }
 
-func (b *builder) param(v any) {
+// param writes a placeholder for v, compared with column col ("" for none).
+func (b *builder) param(col string, v any) {
 	b.args = append(b.args, v)
+	b.cols = append(b.cols, col)
 	b.sb.WriteString("$")
 	b.sb.WriteString(strconv.Itoa(len(b.args)))
 }
@@ -108,7 +111,7 @@ func (p comparison) build(b *builder) error {
 		return fmt.Errorf("%w: %s %s NULL never matches: use IsNull or IsNotNull", ErrInvalid, p.col, p.op)
 	}
 	b.sb.WriteString(c.quoted + " " + p.op + " ")
-	b.param(p.val)
+	b.param(c.name, p.val)
 	return nil
 }
 
@@ -126,7 +129,7 @@ func (p inList) build(b *builder) error {
 		if i > 0 {
 			b.sb.WriteString(", ")
 		}
-		b.param(v)
+		b.param(c.name, v)
 	}
 	b.sb.WriteString(")")
 	return nil
@@ -232,7 +235,9 @@ type Page[T any] struct {
 // List returns the visible rows that q selects. It returns an error
 // wrapping ErrInvalidColumn for a column the table does not have (before
 // any SQL runs), ErrInvalidCursor for a cursor this repository and
-// ordering did not produce, and ErrInvalid for other bad queries.
+// ordering did not produce, ErrInvalidValue (naming the column) for a
+// predicate value that does not fit its column's type, and ErrInvalid for
+// other bad queries.
 func (r *Repository[T, ID]) List(ctx context.Context, db DB, q Query) (Page[T], error) {
 	sel, err := r.buildList(q)
 	if err != nil {
@@ -240,7 +245,7 @@ func (r *Repository[T, ID]) List(ctx context.Context, db DB, q Query) (Page[T], 
 	}
 	rows, err := db.Query(ctx, sel.sql, sel.args...)
 	if err != nil {
-		return Page[T]{}, translate(r.what("list", nil), err)
+		return Page[T]{}, translateParams(r.what("list", nil), err, sel.cols)
 	}
 	defer rows.Close()
 
@@ -260,7 +265,7 @@ func (r *Repository[T, ID]) List(ctx context.Context, db DB, q Query) (Page[T], 
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return Page[T]{}, translate(r.what("list", nil), err)
+		return Page[T]{}, translateParams(r.what("list", nil), err, sel.cols)
 	}
 
 	page := Page[T]{Items: items}
@@ -288,7 +293,7 @@ func (r *Repository[T, ID]) Count(ctx context.Context, db DB, where Predicate) (
 	}
 	var n int64
 	if err := db.QueryRow(ctx, b.sb.String(), b.args...).Scan(&n); err != nil {
-		return 0, translate(r.what("count", nil), err)
+		return 0, translateParams(r.what("count", nil), err, b.cols)
 	}
 	return n, nil
 }
@@ -297,6 +302,7 @@ func (r *Repository[T, ID]) Count(ctx context.Context, db DB, where Predicate) (
 type selection struct {
 	sql   string
 	args  []any
+	cols  []string  // the column of each argument, for error messages
 	keys  []*column // sort keys, primary key last
 	order uint32    // fingerprint of the ordering, carried by cursors
 }
@@ -367,13 +373,13 @@ func (r *Repository[T, ID]) buildList(q Query) (*selection, error) {
 	}
 	if q.Limit > 0 {
 		b.sb.WriteString(" LIMIT ")
-		b.param(q.Limit + 1)
+		b.param("", q.Limit+1)
 	}
 	if q.Offset > 0 {
 		b.sb.WriteString(" OFFSET ")
-		b.param(q.Offset)
+		b.param("", q.Offset)
 	}
-	sel.sql, sel.args = b.sb.String(), b.args
+	sel.sql, sel.args, sel.cols = b.sb.String(), b.args, b.cols
 	return sel, nil
 }
 
@@ -417,7 +423,7 @@ func keysetAfter(b *builder, keys []*column, desc []bool, after []any) {
 			if i > 0 {
 				b.sb.WriteString(", ")
 			}
-			b.param(v)
+			b.param(keys[i].name, v)
 		}
 		b.sb.WriteString(")")
 		return
@@ -431,7 +437,7 @@ func keysetAfter(b *builder, keys []*column, desc []bool, after []any) {
 		b.sb.WriteString("(")
 		for j := range i {
 			b.sb.WriteString(keys[j].quoted + " = ")
-			b.param(after[j])
+			b.param(keys[j].name, after[j])
 			b.sb.WriteString(" AND ")
 		}
 		op := " > "
@@ -439,7 +445,7 @@ func keysetAfter(b *builder, keys []*column, desc []bool, after []any) {
 			op = " < "
 		}
 		b.sb.WriteString(keys[i].quoted + op)
-		b.param(after[i])
+		b.param(keys[i].name, after[i])
 		b.sb.WriteString(")")
 	}
 	b.sb.WriteString(")")

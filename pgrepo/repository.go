@@ -30,6 +30,10 @@ type Repository[T any, ID any] struct {
 	copyCols   []string  // COPY column list: insertCols then the version
 	one        any       // 1 in the version column's Go type
 
+	// Column names of the bind parameters $1, $2, ... of sqlInsert (and
+	// upserts) and sqlUpdate, for error messages.
+	insertParams, updateParams []string
+
 	sqlGet, sqlInsert, sqlUpdate, sqlExists, sqlDelete string
 
 	upserts sync.Map // conflict column list -> upsert SQL
@@ -109,6 +113,11 @@ func New[T any, ID any](table string) (*Repository[T, ID], error) {
 	}
 	r.sqlInsert = r.insertSQL("")
 	r.sqlUpdate = r.updateSQL()
+	r.insertParams = columnNames(r.insertCols)
+	r.updateParams = append(columnNames(r.updateCols), t.pk.name)
+	if v := t.version; v != nil {
+		r.updateParams = append(r.updateParams, v.name)
+	}
 	return r, nil
 }
 
@@ -185,7 +194,8 @@ func (r *Repository[T, ID]) Exists(ctx context.Context, db DB, id ID) (bool, err
 // Insert writes v as a new row and fills its generated, readonly and version
 // columns back from INSERT ... RETURNING. It returns an error wrapping
 // ErrDuplicate, ErrForeignKey or ErrCheck when a constraint rejects the row,
-// and ErrInvalid for a nil v.
+// ErrNotNull or ErrInvalidValue when a value does not fit its column, and
+// ErrInvalid for a nil v.
 func (r *Repository[T, ID]) Insert(ctx context.Context, db DB, v *T) error {
 	if v == nil {
 		return fmt.Errorf("%w: insert into %s: nil value", ErrInvalid, r.t.name)
@@ -200,7 +210,7 @@ func (r *Repository[T, ID]) Insert(ctx context.Context, db DB, v *T) error {
 	}
 	if err != nil {
 		// what builds its message only on this path: Insert is hot.
-		return translate(r.what("insert into", nil), err)
+		return translateParams(r.what("insert into", nil), err, r.insertParams)
 	}
 	return nil
 }
@@ -210,7 +220,8 @@ func (r *Repository[T, ID]) Insert(ctx context.Context, db DB, v *T) error {
 // and readonly columns are not filled back into vs (read the rows again if
 // you need them); the version column is written as 1. It returns an error
 // wrapping ErrDuplicate, ErrForeignKey or ErrCheck when a constraint
-// rejects a row.
+// rejects a row, and ErrNotNull or ErrInvalidValue (naming the column and
+// the row, counted from 1) when a value does not fit its column.
 func (r *Repository[T, ID]) InsertMany(ctx context.Context, db DB, vs []T) (int64, error) {
 	if len(vs) == 0 {
 		return 0, nil
@@ -249,7 +260,8 @@ func (s *copySource[T]) Values() ([]any, error) {
 // and then stores the new version (old + 1) in v. It returns an error
 // wrapping ErrConflict when the version is stale, ErrNotFound when no
 // visible row has the key, ErrDuplicate, ErrForeignKey or ErrCheck when a
-// constraint rejects the row, and ErrInvalid for a nil v or a table with
+// constraint rejects the row, ErrNotNull or ErrInvalidValue when a value
+// does not fit its column, and ErrInvalid for a nil v or a table with
 // nothing to update.
 func (r *Repository[T, ID]) Update(ctx context.Context, db DB, v *T) error {
 	if v == nil {
@@ -297,7 +309,7 @@ func (r *Repository[T, ID]) Update(ctx context.Context, db DB, v *T) error {
 			return fmt.Errorf("%s: %w", r.what("update", pk), ErrConflict)
 		}
 	}
-	return translate(r.what("update", pk), err)
+	return translateParams(r.what("update", pk), err, r.updateParams)
 }
 
 // Patch sets only the named columns of the row whose primary key is id and
@@ -306,8 +318,9 @@ func (r *Repository[T, ID]) Update(ctx context.Context, db DB, v *T) error {
 // write). It returns an error wrapping ErrInvalidColumn for a name that is
 // not a writable, non-key column of the table (before any SQL runs),
 // ErrInvalid for no changes, ErrNotFound when no visible row has the key,
-// and ErrDuplicate, ErrForeignKey or ErrCheck when a constraint rejects the
-// change.
+// ErrDuplicate, ErrForeignKey or ErrCheck when a constraint rejects the
+// change, and ErrNotNull or ErrInvalidValue when a value does not fit its
+// column (a nil for a NOT NULL column, "x" for an integer).
 func (r *Repository[T, ID]) Patch(ctx context.Context, db DB, id ID, changes map[string]any) (T, error) {
 	var zero T
 	if len(changes) == 0 {
@@ -347,7 +360,7 @@ func (r *Repository[T, ID]) Patch(ctx context.Context, db DB, id ID, changes map
 	var v T
 	dst := ptrs(make([]any, 0, len(r.t.cols)), reflect.ValueOf(&v).Elem(), r.t.cols)
 	if err := db.QueryRow(ctx, b.String(), args...).Scan(dst...); err != nil {
-		return zero, translate(r.what("patch", id), err)
+		return zero, translateParams(r.what("patch", id), err, append(names, r.t.pk.name))
 	}
 	return v, nil
 }
@@ -376,8 +389,9 @@ func (r *Repository[T, ID]) Delete(ctx context.Context, db DB, id ID) error {
 // revived. Generated, readonly and version columns are filled back into v.
 // It returns an error wrapping ErrInvalidColumn for an unknown conflict
 // column, ErrInvalid for a nil v or when no conflict column is named and
-// the primary key is generated, and ErrDuplicate, ErrForeignKey or ErrCheck
-// when a constraint rejects the row.
+// the primary key is generated, ErrDuplicate, ErrForeignKey or ErrCheck
+// when a constraint rejects the row, and ErrNotNull or ErrInvalidValue when
+// a value does not fit its column.
 func (r *Repository[T, ID]) Upsert(ctx context.Context, db DB, v *T, conflict ...string) error {
 	if v == nil {
 		return fmt.Errorf("%w: upsert into %s: nil value", ErrInvalid, r.t.name)
@@ -394,7 +408,7 @@ func (r *Repository[T, ID]) Upsert(ctx context.Context, db DB, v *T, conflict ..
 		err = db.QueryRow(ctx, query, args...).Scan(ptrs(make([]any, 0, len(r.insertRet)), rv, r.insertRet)...)
 	}
 	if err != nil {
-		return translate(r.what("upsert into", nil), err)
+		return translateParams(r.what("upsert into", nil), err, r.insertParams)
 	}
 	return nil
 }

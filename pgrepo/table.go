@@ -241,3 +241,12 @@ func quotedList(cols []*column, prefix string) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// columnNames returns the unquoted names of cols.
+func columnNames(cols []*column) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.name
+	}
+	return out
+}
