@@ -168,8 +168,14 @@ var objectIDType = reflect.TypeFor[bson.ObjectID]()
 
 // prepareInsert fills the generated fields of a new document: an ObjectID
 // when the id is zero, version 1 when it is zero, and the timestamps; and
-// it empties nil slices (see emptyNilSlices).
+// it empties nil slices (see emptyNilSlices). It checks before it changes
+// anything, so that an error leaves v as it was.
 func (m mapping) prepareInsert(v reflect.Value, now time.Time) error {
+	if m.version.index != nil {
+		if n := v.FieldByIndex(m.version.index).Int(); n < 0 {
+			return invalidf("negative version %d (zero starts at 1)", n)
+		}
+	}
 	id := v.FieldByIndex(m.id)
 	if id.IsZero() {
 		if id.Type() != objectIDType {

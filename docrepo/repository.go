@@ -64,8 +64,9 @@ func (r *Repository[T, ID]) Collection() *mongo.Collection { return r.coll }
 // Insert inserts doc. When its id is a zero bson.ObjectID, Insert generates
 // one and sets it in doc; it also sets the version to 1 when zero, the
 // created time when zero and the updated time, and makes nil slice fields
-// empty (see Repository). On error doc is left as it was. Errors: ErrDuplicate (the id or a unique index is taken),
-// ErrInvalidID (a zero id of a type other than ObjectID), ErrInvalid (nil doc).
+// empty (see Repository). On error doc is left as it was. Errors:
+// ErrDuplicate (the id or a unique index is taken), ErrInvalidID (a zero id
+// of a type other than ObjectID), ErrInvalid (nil doc, negative version).
 func (r *Repository[T, ID]) Insert(ctx context.Context, doc *T) error {
 	if doc == nil {
 		return invalidf("insert: nil document")

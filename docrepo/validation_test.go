@@ -99,6 +99,8 @@ func TestInvalidValuesReturnErrInvalidNeverADefault(t *testing.T) {
 
 		{"Update.PushSlice keep zero", func() error { return update(docrepo.NewUpdate().PushSlice("tags", 0, "x")) }},
 		{"Update.Inc by a uint64", func() error { return update(docrepo.NewUpdate().Inc("views", uint64(1))) }},
+		{"Insert with a negative version", func() error { return r.Insert(ctx, &article{Version: -1}) }},
+		{"InsertMany with a negative version", func() error { return r.InsertMany(ctx, []article{{}, {Version: -1}}) }},
 		{"Modify with a nil fn", func() error { return r.Modify(ctx, a.ID, nil) }},
 		{"WithTransaction with a nil fn", func() error { return docrepo.WithTransaction(ctx, db.Client(), nil) }},
 	}
@@ -112,6 +114,9 @@ func TestInvalidValuesReturnErrInvalidNeverADefault(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, a, got, "no invalid call wrote to the document")
 	assert.Len(t, indexSpecs(t, r), 1, "no invalid spec created an index: only _id_ is there")
+	n, err := r.Count(ctx, docrepo.All())
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, n, "no invalid call inserted a document")
 }
 
 func TestOptions_ZeroMeansTheDefault(t *testing.T) {
