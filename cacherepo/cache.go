@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/singleflight"
 )
 
 // Cache is a typed cache-aside of values of type T in Redis. It is safe for
@@ -17,17 +16,26 @@ type Cache[T any] struct {
 	opts   Options
 	// mget: the client sends MGET and multi-key DEL to one server (a plain
 	// or Sentinel client), not to shards (Cluster, Ring).
-	mget     bool
-	flights  singleflight.Group
+	mget bool
+	// detach: Options.Timeout is set and the client does not apply context
+	// deadlines to socket I/O, so each Redis call runs on a goroutine of its
+	// own that the caller stops waiting for at the deadline.
+	detach   bool
+	flights  group[T]
 	counters counters
 }
 
 // New returns a Cache of T values over client: a *redis.Client (single node
 // or Sentinel failover), *redis.ClusterClient or *redis.Ring, as built by
-// the caller. It returns an error wrapping ErrInvalidOptions when client is
-// nil or an option is out of range.
+// the caller. It returns an error wrapping ErrInvalidOptions (and so
+// ErrInvalid) when client is nil or an option is out of range.
+//
+// Options.Timeout bounds every Redis call whatever the client's settings:
+// see Options.Timeout for how, and for the client options that make it
+// cheapest.
 func New[T any](client redis.UniversalClient, opts Options) (*Cache[T], error) {
-	if client == nil {
+	deadlines, ok := honoursDeadlines(client)
+	if !ok {
 		return nil, fmt.Errorf("%w: nil client", ErrInvalidOptions)
 	}
 	opts, err := opts.withDefaults()
@@ -35,26 +43,95 @@ func New[T any](client redis.UniversalClient, opts Options) (*Cache[T], error) {
 		return nil, err
 	}
 	_, single := client.(*redis.Client)
-	return &Cache[T]{client: client, opts: opts, mget: single}, nil
+	return &Cache[T]{client: client, opts: opts, mget: single, detach: opts.Timeout > 0 && !deadlines}, nil
 }
 
-func noCancel() {}
-
-// callCtx bounds one Redis call by Options.Timeout.
-func (c *Cache[T]) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if c.opts.Timeout <= 0 {
-		return ctx, noCancel
+// honoursDeadlines reports whether client applies context deadlines to
+// socket reads and writes (go-redis does only with ContextTimeoutEnabled;
+// it always honours them while dialling and waiting for a pooled
+// connection). A client of another type is assumed not to. ok is false
+// for a nil client, typed or not.
+func honoursDeadlines(client redis.UniversalClient) (deadlines, ok bool) {
+	switch cl := client.(type) {
+	case nil:
+		return false, false
+	case *redis.Client:
+		return cl != nil && cl.Options().ContextTimeoutEnabled, cl != nil
+	case *redis.ClusterClient:
+		return cl != nil && cl.Options().ContextTimeoutEnabled, cl != nil
+	case *redis.Ring:
+		return cl != nil && cl.Options().ContextTimeoutEnabled, cl != nil
 	}
-	return context.WithTimeout(ctx, c.opts.Timeout)
+	return false, true
 }
 
 func (c *Cache[T]) key(key string) string { return c.opts.Namespace + key }
 
+// get is the one round trip of a hit, kept free of closures and goroutines
+// unless the Timeout must be enforced by detaching (see call).
 func (c *Cache[T]) get(ctx context.Context, rk string) ([]byte, error) {
-	ctx, cancel := c.callCtx(ctx)
+	if c.opts.Timeout <= 0 {
+		return c.client.Get(ctx, rk).Bytes()
+	}
+	if c.detach {
+		return call(c, ctx, func(ctx context.Context) ([]byte, error) {
+			return c.client.Get(ctx, rk).Bytes()
+		})
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	b, err := c.client.Get(ctx, rk).Bytes()
 	cancel()
 	return b, err
+}
+
+// result of one detached Redis call.
+type outcome[R any] struct {
+	r   R
+	err error
+}
+
+// call runs f, one Redis call, bounded by Options.Timeout. When the client
+// applies context deadlines to its socket I/O, the deadline on f's context
+// is enough. When it does not, f runs on a goroutine of its own and call
+// returns context.DeadlineExceeded at the deadline while f finishes in the
+// background; f must therefore keep its results to itself and return them.
+// Such a goroutine lives at most as long as the client's own bound on the
+// call (its ReadTimeout/WriteTimeout): the context it gets is cancelled
+// when call returns, so it never waits for a pooled connection or dials
+// after that, and at most the client's PoolSize of them can hold a
+// connection at once.
+func call[T, R any](c *Cache[T], ctx context.Context, f func(context.Context) (R, error)) (R, error) {
+	if c.opts.Timeout <= 0 {
+		return f(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	if !c.detach {
+		return f(ctx)
+	}
+	done := make(chan outcome[R], 1)
+	go func() {
+		r, err := f(ctx)
+		done <- outcome[R]{r, err}
+	}()
+	select {
+	case o := <-done:
+		return o.r, o.err
+	case <-ctx.Done():
+		select {
+		case o := <-done: // finished at the same moment: take its answer
+			return o.r, o.err
+		default:
+		}
+		var zero R
+		return zero, ctx.Err()
+	}
+}
+
+// run is call for a Redis call without a result.
+func (c *Cache[T]) run(ctx context.Context, f func(context.Context) error) error {
+	_, err := call(c, ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, f(ctx) })
+	return err
 }
 
 func (c *Cache[T]) decode(key string, payload []byte) (T, error) {
@@ -85,9 +162,13 @@ func (c *Cache[T]) valueEntry(key string, v T, ttl, load time.Duration) ([]byte,
 
 // Get returns the cached value of key. It returns ErrMiss when none is
 // cached, an error wrapping ErrNotFound when a tombstone is (see
-// GetOrLoad), ErrRedis or ErrCodec errors when Redis or decoding fails.
+// GetOrLoad), ErrRedis or ErrCodec errors when Redis or decoding fails, and
+// an error wrapping ErrInvalid for an empty key or a nil context.
 func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 	var zero T
+	if err := checkCall(ctx, key); err != nil {
+		return zero, err
+	}
 	b, err := c.get(ctx, c.key(key))
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -110,31 +191,68 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 
 // Set caches value under key for ttl (0 means Options.TTL), spread by
 // Options.Jitter. It overwrites whatever the key held, including a loader's
-// lease, whose write is then refused. It returns ErrCodec or ErrRedis errors.
+// lease, whose write is then refused. It returns ErrCodec or ErrRedis errors
+// (a SET that timed out may still be applied by Redis), and an error
+// wrapping ErrInvalid, before any Redis I/O, for an empty key, a nil
+// context or a ttl that is negative or under 1ms.
 func (c *Cache[T]) Set(ctx context.Context, key string, value T, ttl time.Duration) error {
+	if err := checkCall(ctx, key); err != nil {
+		return err
+	}
+	if err := checkTTL(ttl); err != nil {
+		return err
+	}
 	ttl = c.ttl(ttl)
 	b, err := c.valueEntry(key, value, ttl, 0)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	if err := c.client.Set(ctx, c.key(key), b, ttl).Err(); err != nil {
+	rk := c.key(key)
+	if err := c.run(ctx, func(ctx context.Context) error { return c.client.Set(ctx, rk, b, ttl).Err() }); err != nil {
 		return redisErr("SET", key, err)
 	}
 	return nil
 }
 
+// ttl returns the jittered lifetime of a value: ttl, or Options.TTL for 0.
 func (c *Cache[T]) ttl(ttl time.Duration) time.Duration {
-	if ttl <= 0 {
+	if ttl == 0 {
 		ttl = c.opts.TTL
 	}
 	return jitter(ttl, c.opts.Jitter)
 }
 
+// checkTTL refuses the TTL argument of Set and SetMany when Redis cannot
+// store it: negative, or under its 1ms resolution (0 means Options.TTL).
+func checkTTL(ttl time.Duration) error {
+	if ttl < 0 || (ttl > 0 && ttl < time.Millisecond) {
+		return invalid("TTL %s is negative or under Redis's 1ms resolution (0 means Options.TTL)", ttl)
+	}
+	return nil
+}
+
+// checkCall refuses a nil context and an empty key: an empty key is almost
+// always an unset id, and caching under it would serve one record for all.
+func checkCall(ctx context.Context, keys ...string) error {
+	if ctx == nil {
+		return invalid("nil context")
+	}
+	for _, k := range keys {
+		if k == "" {
+			return invalid("empty key")
+		}
+	}
+	return nil
+}
+
 // Delete removes keys from the cache: values, tombstones and loaders'
-// leases alike, so it is also Invalidate. It returns ErrRedis errors.
+// leases alike, so it is also Invalidate. It returns ErrRedis errors, and an
+// error wrapping ErrInvalid, deleting nothing, when a key is empty or the
+// context nil. No keys is a no-op.
 func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
+	if err := checkCall(ctx, keys...); err != nil {
+		return err
+	}
 	if len(keys) == 0 {
 		return nil
 	}
@@ -143,24 +261,23 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 		rks[i] = c.key(k)
 		// A caller of this process that misses after the delete must not
 		// join a load that began before it.
-		c.flights.Forget(rks[i])
-		c.flights.Forget(rks[i] + refreshFlight)
+		c.flights.forget(rks[i])
+		c.flights.forget(rks[i] + refreshFlight)
 	}
-	ctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	var err error
-	if c.mget {
-		err = c.client.Del(ctx, rks...).Err()
-	} else {
+	err := c.run(ctx, func(ctx context.Context) error {
+		if c.mget {
+			return c.client.Del(ctx, rks...).Err()
+		}
 		// Cluster and Ring refuse multi-key commands across slots; a
 		// pipeline is split per node and is still one round trip each.
-		_, err = c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, rk := range rks {
 				p.Del(ctx, rk)
 			}
 			return nil
 		})
-	}
+		return err
+	})
 	if err != nil {
 		return redisErr("DEL", keys[0], err)
 	}
@@ -181,8 +298,12 @@ func (c *Cache[T]) Invalidate(ctx context.Context, keys ...string) error {
 // GetMany returns the cached values of keys in one round trip (MGET, or a
 // pipeline of GETs on Cluster and Ring). Keys without a value (missing,
 // tombstoned or leased) are absent from the map. It returns ErrRedis or
-// ErrCodec errors.
+// ErrCodec errors, and an error wrapping ErrInvalid for an empty key or a
+// nil context.
 func (c *Cache[T]) GetMany(ctx context.Context, keys []string) (map[string]T, error) {
+	if err := checkCall(ctx, keys...); err != nil {
+		return nil, err
+	}
 	entries, err := c.getMany(ctx, keys)
 	if err != nil {
 		return nil, redisErr("MGET", first(keys), err)
@@ -217,16 +338,19 @@ func first(keys []string) string {
 
 // getMany returns the raw entries of keys, nil for a missing key.
 func (c *Cache[T]) getMany(ctx context.Context, keys []string) ([][]byte, error) {
-	out := make([][]byte, len(keys))
 	if len(keys) == 0 {
-		return out, nil
+		return [][]byte{}, nil
 	}
 	rks := make([]string, len(keys))
 	for i, k := range keys {
 		rks[i] = c.key(k)
 	}
-	ctx, cancel := c.callCtx(ctx)
-	defer cancel()
+	return call(c, ctx, func(ctx context.Context) ([][]byte, error) { return c.fetch(ctx, rks) })
+}
+
+// fetch reads the entries of the Redis keys rks in one round trip.
+func (c *Cache[T]) fetch(ctx context.Context, rks []string) ([][]byte, error) {
+	out := make([][]byte, len(rks))
 	if c.mget {
 		vals, err := c.client.MGet(ctx, rks...).Result()
 		if err != nil {
@@ -264,8 +388,21 @@ func (c *Cache[T]) getMany(ctx context.Context, keys []string) ([][]byte, error)
 
 // SetMany caches every value of items for ttl (0 means Options.TTL), each
 // TTL spread by Options.Jitter, in one pipelined round trip. It returns
-// ErrCodec errors (before writing anything) or ErrRedis errors.
+// ErrCodec errors (before writing anything) or ErrRedis errors, and an
+// error wrapping ErrInvalid, writing nothing, for an empty key, a nil
+// context or a ttl that is negative or under 1ms.
 func (c *Cache[T]) SetMany(ctx context.Context, items map[string]T, ttl time.Duration) error {
+	if err := checkCall(ctx); err != nil {
+		return err
+	}
+	if err := checkTTL(ttl); err != nil {
+		return err
+	}
+	for k := range items {
+		if k == "" {
+			return invalid("empty key")
+		}
+	}
 	type write struct {
 		rk    string
 		entry []byte
@@ -285,13 +422,14 @@ func (c *Cache[T]) SetMany(ctx context.Context, items map[string]T, ttl time.Dur
 	if len(writes) == 0 {
 		return nil
 	}
-	ctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, w := range writes {
-			p.Set(ctx, w.rk, w.entry, w.ttl)
-		}
-		return nil
+	err := c.run(ctx, func(ctx context.Context) error {
+		_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, w := range writes {
+				p.Set(ctx, w.rk, w.entry, w.ttl)
+			}
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return redisErr("SET", anyKey, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -25,21 +26,47 @@ func TestNew_InvalidOptionsReturnErrInvalidOptions(t *testing.T) {
 		opts   cacherepo.Options
 	}{
 		{"nil client", nil, cacherepo.Options{}},
+		{"typed nil *redis.Client", (*redis.Client)(nil), cacherepo.Options{}},
+		{"typed nil *redis.ClusterClient", (*redis.ClusterClient)(nil), cacherepo.Options{}},
+		{"typed nil *redis.Ring", (*redis.Ring)(nil), cacherepo.Options{}},
 		{"negative TTL", client, cacherepo.Options{TTL: -time.Second}},
+		{"TTL under 1ms", client, cacherepo.Options{TTL: time.Microsecond}},
 		{"negative NotFoundTTL", client, cacherepo.Options{NotFoundTTL: -1}},
+		{"NotFoundTTL under 1ms", client, cacherepo.Options{NotFoundTTL: 999 * time.Microsecond}},
 		{"negative Timeout", client, cacherepo.Options{Timeout: -1}},
 		{"negative LockWait", client, cacherepo.Options{LockWait: -1}},
 		{"negative LeaseTTL", client, cacherepo.Options{LeaseTTL: -1}},
 		{"LeaseTTL under 1ms", client, cacherepo.Options{LeaseTTL: time.Microsecond}},
 		{"Jitter above 0.9", client, cacherepo.Options{Jitter: 1}},
+		{"Jitter NaN", client, cacherepo.Options{Jitter: math.NaN()}},
+		{"Jitter -Inf", client, cacherepo.Options{Jitter: math.Inf(-1)}},
 		{"negative EarlyRefresh", client, cacherepo.Options{EarlyRefresh: -1}},
+		{"EarlyRefresh NaN", client, cacherepo.Options{EarlyRefresh: math.NaN()}},
+		{"EarlyRefresh +Inf", client, cacherepo.Options{EarlyRefresh: math.Inf(1)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := cacherepo.New[string](tt.client, tt.opts)
 			assert.ErrorIs(t, err, cacherepo.ErrInvalidOptions)
+			assert.ErrorIs(t, err, cacherepo.ErrInvalid)
 			assert.Nil(t, c)
 		})
+	}
+}
+
+func TestNew_ZeroAndDocumentedValuesAreAccepted(t *testing.T) {
+	t.Parallel()
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = client.Close() })
+	for name, opts := range map[string]cacherepo.Options{
+		"zero value (every default)":  {},
+		"negative Jitter disables it": {Jitter: -1},
+		"Jitter at its 0.9 maximum":   {Jitter: 0.9},
+		"every lifetime at 1ms":       {TTL: time.Millisecond, NotFoundTTL: time.Millisecond, LeaseTTL: time.Millisecond},
+		"any namespace":               {Namespace: "{tag}:\x00 é"},
+	} {
+		_, err := cacherepo.New[string](client, opts)
+		assert.NoError(t, err, name)
 	}
 }
 

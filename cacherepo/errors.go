@@ -35,10 +35,65 @@ var (
 	// could not be decoded; the codec's error stays reachable.
 	ErrCodec = errors.New("cacherepo: codec error")
 
+	// ErrInvalid means that a call was given an argument it cannot use (an
+	// empty key, a nil loader, a negative or sub-millisecond TTL, a nil
+	// context) or that New was given a nil client or an out-of-range option
+	// (those errors wrap ErrInvalidOptions too). It is returned before any
+	// Redis I/O: nothing took effect.
+	ErrInvalid = errors.New("cacherepo: invalid argument")
+
 	// ErrInvalidOptions means that New was given a nil client or an
-	// out-of-range option.
-	ErrInvalidOptions = errors.New("cacherepo: invalid options")
+	// out-of-range option. It wraps ErrInvalid, so errors.Is(err,
+	// ErrInvalid) holds for it too.
+	ErrInvalidOptions error = &wrapErr{"cacherepo: invalid options", ErrInvalid}
+
+	// ErrLoaderPanic is wrapped by the error that the callers who joined
+	// another caller's load get when that load's loader panicked or called
+	// runtime.Goexit (the caller that ran the loader gets the panic itself),
+	// and by the Err of EventLoaderPanic. The error is a *PanicError, which
+	// holds the panic value and the loader's stack.
+	ErrLoaderPanic = errors.New("cacherepo: loader panicked")
 )
+
+// wrapErr is a sentinel with a message of its own that wraps another.
+type wrapErr struct {
+	msg string
+	err error
+}
+
+func (e *wrapErr) Error() string { return e.msg }
+func (e *wrapErr) Unwrap() error { return e.err }
+
+// PanicError describes a loader that panicked or called runtime.Goexit
+// (t.FailNow does). It wraps ErrLoaderPanic and, when the panic value is an
+// error, that error too.
+type PanicError struct {
+	// Key is the caller's key; empty for a GetManyOrLoad batch.
+	Key string
+	// Value is what the loader panicked with; nil after runtime.Goexit.
+	Value any
+	// Goexit is true when the loader called runtime.Goexit instead.
+	Goexit bool
+	// Stack is the stack of the goroutine that ran the loader, taken where
+	// it panicked (runtime/debug.Stack).
+	Stack []byte
+}
+
+// Error names the key and the panic value; the stack is in Stack.
+func (e *PanicError) Error() string {
+	if e.Goexit {
+		return fmt.Sprintf("%s: %q: runtime.Goexit called in the loader", ErrLoaderPanic, e.Key)
+	}
+	return fmt.Sprintf("%s: %q: %v", ErrLoaderPanic, e.Key, e.Value)
+}
+
+// Unwrap returns ErrLoaderPanic and the panic value when it is an error.
+func (e *PanicError) Unwrap() []error {
+	if err, ok := e.Value.(error); ok {
+		return []error{ErrLoaderPanic, err}
+	}
+	return []error{ErrLoaderPanic}
+}
 
 // DefaultIsNotFound is the not-found predicate used when Options.IsNotFound
 // is nil. It reports whether err is ErrNotFound or any error in its chain has
@@ -50,6 +105,11 @@ func DefaultIsNotFound(err error) bool {
 	}
 	var nf interface{ NotFound() bool }
 	return errors.As(err, &nf) && nf.NotFound()
+}
+
+// invalid returns an error wrapping ErrInvalid for a bad argument.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 }
 
 func redisErr(op, key string, err error) error {

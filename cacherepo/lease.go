@@ -50,10 +50,10 @@ type lease struct {
 // caller could not decode and wants overwritten; nil otherwise.
 func (c *Cache[T]) acquire(ctx context.Context, rk string, replace []byte) (lease, error) {
 	tok := newLease()
-	ctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	b, err := acquireScript.Run(ctx, c.client, []string{rk}, tok, c.opts.LeaseTTL.Milliseconds(), replace).Text()
-	return acquired(tok, b, err)
+	return call(c, ctx, func(ctx context.Context) (lease, error) {
+		b, err := acquireScript.Run(ctx, c.client, []string{rk}, tok, c.opts.LeaseTTL.Milliseconds(), replace).Text()
+		return acquired(tok, b, err)
+	})
 }
 
 // acquired turns the reply of acquireScript, run to store the lease tok,
@@ -73,16 +73,17 @@ func acquired(tok, reply string, err error) (lease, error) {
 // cas writes entry for ttl if rk still holds expect; it reports whether it
 // wrote.
 func (c *Cache[T]) cas(ctx context.Context, rk, expect string, entry []byte, ttl time.Duration) (bool, error) {
-	ctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	n, err := casScript.Run(ctx, c.client, []string{rk}, expect, entry, ttl.Milliseconds()).Int()
-	return n == 1, err
+	return call(c, ctx, func(ctx context.Context) (bool, error) {
+		n, err := casScript.Run(ctx, c.client, []string{rk}, expect, entry, ttl.Milliseconds()).Int()
+		return n == 1, err
+	})
 }
 
+// release deletes rk if it still holds the lease token.
 func (c *Cache[T]) release(ctx context.Context, rk, token string) error {
-	ctx, cancel := c.callCtx(ctx)
-	defer cancel()
-	return releaseScript.Run(ctx, c.client, []string{rk}, token).Err()
+	return c.run(ctx, func(ctx context.Context) error {
+		return releaseScript.Run(ctx, c.client, []string{rk}, token).Err()
+	})
 }
 
 // waitForLoad polls rk while another process holds its lease l (Lock). It

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/singleflight"
 )
 
 // refreshFlight names the in-process flight of an early refresh, apart from
@@ -34,9 +33,25 @@ type flight[T any] struct {
 // to Options.OnEvent and serves from load without caching, unless
 // Options.Strict is set: then it returns an error wrapping ErrRedis. It
 // returns an error wrapping ErrCodec when the loaded value cannot be
-// encoded.
+// encoded, and an error wrapping ErrInvalid, before any Redis I/O, for an
+// empty key, a nil load or a nil context.
+//
+// The loader runs on the goroutine of the caller that starts the load. If
+// it panics, that caller panics with the same value, its own recover() (or
+// net/http's) can catch it, and the stack still shows the loader; the
+// callers that joined the load get a *PanicError wrapping ErrLoaderPanic
+// (with the value and the stack); the lease is released at once, so that
+// other processes need not wait out LeaseTTL; nothing is cached; and
+// EventLoaderPanic is reported. A loader that calls runtime.Goexit (as
+// t.FailNow does) ends its caller's goroutine, and the joined callers get
+// the same error. An early refresh (Options.EarlyRefresh) never panics: its
+// loader's panic is recovered, reported as EventLoaderPanic, and the cached
+// value, still valid, is served.
 func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.Context) (T, error)) (T, error) {
 	var zero T
+	if ctx == nil || key == "" || load == nil {
+		return zero, c.badLoad(ctx, key, load == nil)
+	}
 	rk := c.key(key)
 	b, err := c.get(ctx, rk)
 	switch {
@@ -78,38 +93,81 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 	return c.loadShared(ctx, key, rk, b, false, load)
 }
 
+// badLoad is the error of a GetOrLoad call with a bad argument.
+func (c *Cache[T]) badLoad(ctx context.Context, key string, nilLoad bool) error {
+	if nilLoad {
+		return invalid("nil loader for key %q", key)
+	}
+	return checkCall(ctx, key)
+}
+
 // loadShared runs fill once for all the callers of this process that miss
-// key at the same time. The load runs with the context of the caller that
-// started it; every caller stops waiting when its own context is done.
+// key at the same time, on the goroutine of the caller that starts it and
+// with its context; the callers that join it stop waiting when their own
+// context is done.
 func (c *Cache[T]) loadShared(ctx context.Context, key, rk string, replace []byte, noCache bool, load func(context.Context) (T, error)) (T, error) {
 	var zero T
 	for attempt := 0; ; attempt++ {
-		ch := c.flights.DoChan(rk, func() (any, error) {
-			return c.fill(ctx, key, rk, replace, noCache, load)
-		})
-		var r singleflight.Result
+		fc, leader := c.flights.join(rk)
+		if leader {
+			f, err := c.lead(ctx, key, rk, fc, replace, noCache, load)
+			if err != nil {
+				return zero, err
+			}
+			return f.v, nil
+		}
 		select {
-		case r = <-ch:
+		case <-fc.done:
 		case <-ctx.Done():
 			return zero, ctx.Err()
 		}
-		if r.Err != nil {
+		if fc.err != nil {
 			// The caller that started the load gave up, and its context
 			// ended the load: those who joined it try again, once leading.
-			if r.Shared && ctx.Err() == nil && attempt < 3 &&
-				(errors.Is(r.Err, context.Canceled) || errors.Is(r.Err, context.DeadlineExceeded)) {
+			if ctx.Err() == nil && attempt < 3 &&
+				(errors.Is(fc.err, context.Canceled) || errors.Is(fc.err, context.DeadlineExceeded)) {
 				continue
 			}
-			return zero, r.Err
+			return zero, fc.err
 		}
-		return c.result(key, r.Val.(*flight[T]), r.Shared), nil
+		return c.joined(key, fc.f), nil
 	}
 }
 
-// result returns f's value to one caller: a decoded copy of its own when the
-// flight was shared, so that callers never share a pointer, map or slice.
-func (c *Cache[T]) result(key string, f *flight[T], shared bool) T {
-	if shared && f.entry != nil {
+// lead runs the flight fc as its leader and hands its outcome to the
+// callers that joined it, also when the loader panics or calls
+// runtime.Goexit: then they get a *PanicError, the lease is released, and
+// the panic goes on up the leader's stack with its original value.
+func (c *Cache[T]) lead(ctx context.Context, key, rk string, fc *flightCall[T], replace []byte, noCache bool, load func(context.Context) (T, error)) (*flight[T], error) {
+	var held lease // the lease fill owns while the loader runs
+	normal := false
+	defer func() {
+		if normal {
+			return
+		}
+		p := recover()
+		perr := panicked(key, p)
+		if held.own {
+			if err := c.release(context.WithoutCancel(ctx), rk, held.token); err != nil {
+				c.event(ctx, EventRedisError, key, err, 0)
+			}
+		}
+		c.flights.finish(rk, fc, nil, perr)
+		c.event(ctx, EventLoaderPanic, key, perr, 0)
+		if p != nil {
+			panic(p) // the same value, from within the panic: the stack still shows the loader
+		}
+	}()
+	f, err := c.fill(ctx, key, rk, replace, noCache, load, &held)
+	normal = true
+	c.flights.finish(rk, fc, f, err)
+	return f, err
+}
+
+// joined returns f's value to a caller that joined the flight: a decoded
+// copy of its own, so that callers never share a pointer, map or slice.
+func (c *Cache[T]) joined(key string, f *flight[T]) T {
+	if f.entry != nil {
 		if e, err := parseEntry(f.entry); err == nil {
 			if v, err := c.decode(key, e.payload); err == nil {
 				return v
@@ -120,8 +178,9 @@ func (c *Cache[T]) result(key string, f *flight[T], shared bool) T {
 }
 
 // fill loads key under a lease and caches the result, or, with noCache
-// (Redis failed), only loads it.
-func (c *Cache[T]) fill(ctx context.Context, key, rk string, replace []byte, noCache bool, load func(context.Context) (T, error)) (*flight[T], error) {
+// (Redis failed), only loads it. It sets *held to the lease it owns before
+// it calls the loader, for lead to release if the loader panics.
+func (c *Cache[T]) fill(ctx context.Context, key, rk string, replace []byte, noCache bool, load func(context.Context) (T, error), held *lease) (*flight[T], error) {
 	if noCache {
 		return c.loadOnly(ctx, key, load)
 	}
@@ -142,6 +201,7 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, replace []byte, noC
 		return c.fromEntry(ctx, key, l.cached)
 	}
 
+	*held = l
 	v, d, notFound, err := c.runLoader(ctx, key, load)
 	var entry []byte
 	var ttl time.Duration
@@ -252,40 +312,74 @@ func (r notFoundResult) Error() string { return r.err.Error() }
 
 // refresh reloads a hit that XFetch chose to refresh before it expires. The
 // new value replaces the old only if the key still holds the old entry, so
-// an Invalidate during the load wins. If the load fails, the old value,
-// still valid, is returned.
+// an Invalidate during the load wins. If the load fails or panics, the old
+// value, still valid, is returned: a refresh never fails a hit.
 func (c *Cache[T]) refresh(ctx context.Context, key, rk string, old []byte, oldV T, load func(context.Context) (T, error)) (T, error) {
 	c.event(ctx, EventEarlyRefresh, key, nil, 0)
-	ch := c.flights.DoChan(rk+refreshFlight, func() (any, error) {
-		v, d, notFound, err := c.runLoader(ctx, key, load)
-		if notFound {
-			c.write(ctx, key, rk, string(old), tombstoneEntry, jitter(c.opts.NotFoundTTL, c.opts.Jitter))
-			return nil, notFoundResult{err}
+	fk := rk + refreshFlight
+	fc, leader := c.flights.join(fk)
+	var f *flight[T]
+	var err error
+	if leader {
+		f, err = c.leadRefresh(ctx, key, rk, fk, fc, old, load)
+	} else {
+		select {
+		case <-fc.done:
+			f, err = fc.f, fc.err
+			if err == nil {
+				return c.joined(key, f), nil
+			}
+		case <-ctx.Done():
+			return oldV, nil // still valid; only this caller stops waiting
 		}
-		if err != nil {
-			return nil, err
-		}
-		ttl := c.ttl(0)
-		entry, err := c.valueEntry(key, v, ttl, d)
-		if err != nil {
-			return nil, err
-		}
-		c.write(ctx, key, rk, string(old), entry, ttl)
-		return &flight[T]{v: v, entry: entry}, nil
-	})
-	var r singleflight.Result
-	select {
-	case r = <-ch:
-	case <-ctx.Done():
-		return oldV, nil // still valid; only this caller stops waiting
 	}
 	var nf notFoundResult
-	switch err := r.Err; {
+	switch {
 	case errors.As(err, &nf):
 		var zero T
 		return zero, nf.err
 	case err != nil:
 		return oldV, nil
 	}
-	return c.result(key, r.Val.(*flight[T]), r.Shared), nil
+	return f.v, nil
+}
+
+// leadRefresh runs the refresh flight fc. A panic of the loader is
+// recovered here and reported (EventLoaderPanic), never passed on: the
+// refresh is the Cache's initiative, and its caller has a valid value.
+func (c *Cache[T]) leadRefresh(ctx context.Context, key, rk, fk string, fc *flightCall[T], old []byte, load func(context.Context) (T, error)) (f *flight[T], err error) {
+	normal := false
+	defer func() {
+		if normal {
+			return
+		}
+		p := recover()
+		perr := panicked(key, p)
+		f, err = nil, perr
+		c.flights.finish(fk, fc, nil, perr)
+		c.event(ctx, EventLoaderPanic, key, perr, 0)
+	}()
+	f, err = c.reload(ctx, key, rk, old, load)
+	normal = true
+	c.flights.finish(fk, fc, f, err)
+	return f, err
+}
+
+// reload is the work of an early refresh: load, then write over old.
+func (c *Cache[T]) reload(ctx context.Context, key, rk string, old []byte, load func(context.Context) (T, error)) (*flight[T], error) {
+	v, d, notFound, err := c.runLoader(ctx, key, load)
+	if notFound {
+		c.write(ctx, key, rk, string(old), tombstoneEntry, jitter(c.opts.NotFoundTTL, c.opts.Jitter))
+		return nil, notFoundResult{err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	ttl := c.ttl(0)
+	entry, err := c.valueEntry(key, v, ttl, d)
+	if err != nil {
+		return nil, err
+	}
+	c.write(ctx, key, rk, string(old), entry, ttl)
+	return &flight[T]{v: v, entry: entry}, nil
 }

@@ -26,8 +26,46 @@ import (
 // Options.Strict, then ErrRedis). A load error is returned as it is, with a
 // nil map; nothing is cached then. A loaded value that cannot be encoded
 // gives an error wrapping ErrCodec, with a nil map; the other values are
-// cached.
+// cached. An empty key, a nil load or a nil context give an error wrapping
+// ErrInvalid before any Redis I/O.
+//
+// The loader runs on the caller's goroutine. If it panics (or calls
+// runtime.Goexit), the leases of the batch are released at once, nothing is
+// cached, EventLoaderPanic is reported (Key empty) and the panic goes on up
+// the caller's stack with its original value.
 func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(ctx context.Context, missing []string) (map[string]T, error)) (map[string]T, error) {
+	if load == nil {
+		return nil, invalid("nil loader")
+	}
+	if err := checkCall(ctx, keys...); err != nil {
+		return nil, err
+	}
+	var held batchLeases
+	normal := false
+	defer func() {
+		if normal {
+			return
+		}
+		p := recover()
+		c.releaseMany(ctx, held.keys, held.leases)
+		c.event(ctx, EventLoaderPanic, "", panicked("", p), 0)
+		if p != nil {
+			panic(p) // the same value, from within the panic: the stack still shows the loader
+		}
+	}()
+	out, err := c.getManyOrLoad(ctx, keys, load, &held)
+	normal = true
+	return out, err
+}
+
+// batchLeases are the leases a GetManyOrLoad call holds while its loader
+// runs: what to release if the loader panics.
+type batchLeases struct {
+	keys   []string
+	leases map[string]lease
+}
+
+func (c *Cache[T]) getManyOrLoad(ctx context.Context, keys []string, load func(ctx context.Context, missing []string) (map[string]T, error), held *batchLeases) (map[string]T, error) {
 	out := make(map[string]T, len(keys))
 	entries, err := c.getMany(ctx, keys)
 	redisDown := err != nil
@@ -89,6 +127,7 @@ func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(c
 		return out, nil
 	}
 
+	held.keys, held.leases = toLoad, leases
 	start := time.Now()
 	loaded, err := load(ctx, toLoad)
 	d := time.Since(start)
@@ -244,8 +283,11 @@ type scriptCall struct {
 // the script did not run, so running it again is safe). The returned
 // error is the pipeline's; per-call errors stay in the commands.
 func (c *Cache[T]) runScripts(ctx context.Context, s *redis.Script, calls []scriptCall) ([]*redis.Cmd, error) {
-	ctx, cancel := c.callCtx(ctx)
-	defer cancel()
+	return call(c, ctx, func(ctx context.Context) ([]*redis.Cmd, error) { return c.pipeScripts(ctx, s, calls) })
+}
+
+// pipeScripts is runScripts within one Timeout.
+func (c *Cache[T]) pipeScripts(ctx context.Context, s *redis.Script, calls []scriptCall) ([]*redis.Cmd, error) {
 	cmds := make([]*redis.Cmd, len(calls))
 	_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, call := range calls {

@@ -12,21 +12,25 @@ import (
 // field means the default named in its comment.
 type Options struct {
 	// Namespace is prepended to every key (Namespace+key is the Redis key).
-	// Default: "" (keys are used as given). cacherepo never needs two keys
+	// Any string is valid (Redis keys are binary-safe). Default: "" (keys are
+	// used as given). cacherepo never needs two keys
 	// in one Cluster slot, so any namespace works on Cluster; put a hash tag
 	// in it ("{users}:") only to keep all of one cache's keys on one node.
 	Namespace string
 
-	// TTL is the lifetime of a cached value. Default: 1 hour.
+	// TTL is the lifetime of a cached value. Default: 1 hour; negative or
+	// under 1ms (Redis's resolution) is invalid.
 	TTL time.Duration
 
 	// NotFoundTTL is the lifetime of a tombstone, the entry cached when the
-	// loader reports that a record does not exist. Default: 1 minute.
+	// loader reports that a record does not exist. Default: 1 minute;
+	// negative or under 1ms is invalid.
 	NotFoundTTL time.Duration
 
 	// Jitter spreads every TTL uniformly over [TTL×(1−Jitter), TTL×(1+Jitter)]
 	// so that keys written together do not expire together. Default: 0.1
-	// (±10%); a negative value disables it; at most 0.9.
+	// (±10%); a negative value disables it; at most 0.9; NaN and infinities
+	// are invalid.
 	Jitter float64
 
 	// Codec encodes values. Default: JSON (encoding/json).
@@ -60,13 +64,13 @@ type Options struct {
 
 	// LockWait is how long a process waits for another's load when Lock is
 	// set; after it the process loads the value itself rather than fail.
-	// Default: 1 second.
+	// Default: 1 second; negative is invalid.
 	LockWait time.Duration
 
 	// LeaseTTL is the lifetime of the lease a loader takes on a miss (the
 	// token that lets its write be refused after an Invalidate, and the
 	// lock of Lock). A load that takes longer does not get cached.
-	// Default: 10 seconds.
+	// Default: 10 seconds; negative or under 1ms is invalid.
 	LeaseTTL time.Duration
 
 	// EarlyRefresh is the β of probabilistic early recomputation (XFetch):
@@ -75,7 +79,7 @@ type Options struct {
 	// key is refreshed by one request instead of expiring under all of
 	// them. 1 is the usual value; larger refreshes earlier. Values cached
 	// with it carry 12 more bytes (their expiry and load time). Default: 0
-	// (off).
+	// (off); negative, NaN and infinities are invalid.
 	EarlyRefresh float64
 
 	// OnEvent, when set, is called synchronously for every counted event
@@ -122,11 +126,18 @@ func (o Options) withDefaults() (Options, error) {
 			return bad("%s is negative (%s)", d.name, d.v)
 		}
 	}
-	if o.LeaseTTL > 0 && o.LeaseTTL < time.Millisecond {
-		return bad("LeaseTTL %s is under Redis's 1ms resolution", o.LeaseTTL)
+	// Redis expires keys in whole milliseconds (PX); a shorter lifetime
+	// cannot be stored as such, and rounding it up would hide a unit mistake.
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"TTL", o.TTL}, {"NotFoundTTL", o.NotFoundTTL}, {"LeaseTTL", o.LeaseTTL}} {
+		if d.v > 0 && d.v < time.Millisecond {
+			return bad("%s %s is under Redis's 1ms resolution", d.name, d.v)
+		}
 	}
-	if math.IsNaN(o.Jitter) || o.Jitter > maxJitter {
-		return bad("Jitter %v is not in [0, %v] (negative disables it)", o.Jitter, maxJitter)
+	if math.IsNaN(o.Jitter) || math.IsInf(o.Jitter, 0) || o.Jitter > maxJitter {
+		return bad("Jitter %v is not a finite number at most %v (negative disables it)", o.Jitter, maxJitter)
 	}
 	if math.IsNaN(o.EarlyRefresh) || math.IsInf(o.EarlyRefresh, 0) || o.EarlyRefresh < 0 {
 		return bad("EarlyRefresh %v is not a finite non-negative number", o.EarlyRefresh)

@@ -37,6 +37,12 @@ const (
 	// EventEarlyRefresh: a hit was reloaded before its expiry
 	// (Options.EarlyRefresh).
 	EventEarlyRefresh
+	// EventLoaderPanic: a loader panicked or called runtime.Goexit (Err is
+	// a *PanicError wrapping ErrLoaderPanic, with the panic value and the
+	// stack). Nothing was cached and the lease was released. In GetOrLoad
+	// and GetManyOrLoad the panic then went on up the caller's stack; in an
+	// early refresh it was recovered and the cached value served.
+	EventLoaderPanic
 )
 
 var eventNames = [...]string{
@@ -44,6 +50,7 @@ var eventNames = [...]string{
 	EventTombstoneHit: "tombstone_hit", EventLockWait: "lock_wait",
 	EventStaleWriteRefused: "stale_write_refused", EventRedisError: "redis_error",
 	EventCodecError: "codec_error", EventEarlyRefresh: "early_refresh",
+	EventLoaderPanic: "loader_panic",
 }
 
 // String returns the event's snake_case name ("hit", "stale_write_refused"),
@@ -59,10 +66,11 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind EventKind
 	// Key is the caller's key, without the namespace; empty for the
-	// EventLoad and EventLoadError of a GetManyOrLoad batch.
+	// EventLoad, EventLoadError and EventLoaderPanic of a GetManyOrLoad
+	// batch.
 	Key string
-	// Err is the error of EventLoadError, EventRedisError and
-	// EventCodecError, and the loader's not-found error for an EventLoad
+	// Err is the error of EventLoadError, EventRedisError, EventCodecError
+	// and EventLoaderPanic (a *PanicError), and the loader's not-found error for an EventLoad
 	// that cached a tombstone.
 	Err error
 	// Duration is the loader's run time for EventLoad and EventLoadError.
@@ -81,6 +89,7 @@ type Stats struct {
 	RedisErrors        uint64
 	CodecErrors        uint64
 	EarlyRefreshes     uint64
+	LoaderPanics       uint64
 }
 
 // Stats returns a snapshot of the Cache's counters. Each counter is read
@@ -98,6 +107,7 @@ func (c *Cache[T]) Stats() Stats {
 		RedisErrors:        n[EventRedisError].Load(),
 		CodecErrors:        n[EventCodecError].Load(),
 		EarlyRefreshes:     n[EventEarlyRefresh].Load(),
+		LoaderPanics:       n[EventLoaderPanic].Load(),
 	}
 }
 

@@ -46,7 +46,7 @@ func TestCache_OnEvent_ReportsEachOutcomeWithItsKey(t *testing.T) {
 func TestEventKind_String_NamesEveryKind(t *testing.T) {
 	t.Parallel()
 	seen := map[string]bool{}
-	for k := cacherepo.EventHit; k <= cacherepo.EventEarlyRefresh; k++ {
+	for k := cacherepo.EventHit; k <= cacherepo.EventLoaderPanic; k++ {
 		name := k.String()
 		assert.NotEqual(t, "unknown", name, "kind %d", k)
 		assert.False(t, seen[name], "duplicate name %q", name)
