@@ -62,8 +62,9 @@ type Session[T any] struct {
 type SessionStore[T any] struct {
 	client redis.UniversalClient
 	prefix string
-	idleMS string
-	lifeMS string
+	// idleMS and lifeMS are ARGV, boxed once rather than on every call.
+	idleMS any
+	lifeMS any
 	codec  Codec
 }
 
@@ -92,8 +93,8 @@ func NewSessionStore[T any](client redis.UniversalClient, opts SessionOptions) (
 	return &SessionStore[T]{
 		client: client,
 		prefix: opts.Prefix,
-		idleMS: strconv.FormatInt(opts.IdleTimeout.Milliseconds(), 10),
-		lifeMS: strconv.FormatInt(opts.Lifetime.Milliseconds(), 10),
+		idleMS: any(strconv.FormatInt(opts.IdleTimeout.Milliseconds(), 10)),
+		lifeMS: any(strconv.FormatInt(opts.Lifetime.Milliseconds(), 10)),
 		codec:  opts.Codec,
 	}, nil
 }
@@ -264,12 +265,12 @@ func (s *SessionStore[T]) Get(ctx context.Context, token string) (Session[T], er
 	if err != nil {
 		return out, codecErr("reading a session's deadline", err)
 	}
-	if err := s.codec.Unmarshal([]byte(data), &out.Data); err != nil {
+	// Decoding into a local rather than into out keeps out off the heap.
+	var d T
+	if err := s.codec.Unmarshal([]byte(data), &d); err != nil {
 		return out, codecErr("decoding session data", err)
 	}
-	out.Subject = subject
-	out.ExpiresAt = time.UnixMilli(ms)
-	return out, nil
+	return Session[T]{Subject: subject, Data: d, ExpiresAt: time.UnixMilli(ms)}, nil
 }
 
 // Update replaces the data of the session of token; its expiry is not
