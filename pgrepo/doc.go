@@ -24,7 +24,8 @@
 // Every method takes a DB first after the context: a *pgxpool.Pool, a
 // *pgx.Conn or a pgx.Tx, so that repositories join the caller's
 // transaction. Get, Exists, Insert, InsertMany (COPY), Update (checked
-// against the version column), Patch, Delete (soft where the table has a
+// against the version column), Patch, PatchVersion (Patch checked against
+// the version column), Delete (soft where the table has a
 // softdelete column), Upsert, Count and List cover CRUD.
 //
 // # Queries

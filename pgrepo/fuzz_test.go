@@ -147,7 +147,7 @@ func predicate(op uint8, col, value string) (p pgrepo.Predicate, usesValue bool)
 }
 
 // FuzzQuery feeds hostile column names, sort keys and values to List,
-// Count, Upsert (as conflict columns) and Patch. Unknown names must be rejected with ErrInvalidColumn
+// Count, Upsert (as conflict columns), Patch and PatchVersion. Unknown names must be rejected with ErrInvalidColumn
 // before any SQL is produced; otherwise the SQL must hold nothing but known
 // identifiers, placeholders and keywords, with every value in the
 // arguments. `go test` runs the seed corpus; `go test -fuzz FuzzQuery`
@@ -240,6 +240,19 @@ func FuzzQuery(f *testing.F) {
 		if !writable[col] {
 			if !errors.Is(err, pgrepo.ErrInvalidColumn) || len(rec.sql) != 0 {
 				t.Fatalf("Patch of column %q: got %v and SQL %q", col, err, rec.sql)
+			}
+		} else {
+			checkSQL(t, rec.sql[0])
+			if !hasArg(rec.args[0], value) {
+				t.Fatalf("patched value %q is not among the arguments %v", value, rec.args[0])
+			}
+		}
+
+		rec = &recorder{}
+		_, err = repo.PatchVersion(ctx, rec, 1, 3, map[string]any{col: value})
+		if !writable[col] {
+			if !errors.Is(err, pgrepo.ErrInvalidColumn) || len(rec.sql) != 0 {
+				t.Fatalf("PatchVersion of column %q: got %v and SQL %q", col, err, rec.sql)
 			}
 		} else {
 			checkSQL(t, rec.sql[0])

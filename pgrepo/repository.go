@@ -49,7 +49,7 @@ type Repository[T any, ID any] struct {
 //	readonly    never written (generated always as, trigger-maintained);
 //	            read back by Insert, Update and Upsert
 //	version     an integer optimistic-locking version: 1 on insert, +1 on
-//	            every write, checked by Update
+//	            every write, checked by Update and PatchVersion
 //	softdelete  a nullable timestamp: Delete sets it to now(); Get, List,
 //	            Count, Exists, Update, Patch and Delete ignore rows where it is set
 //
@@ -314,17 +314,40 @@ func (r *Repository[T, ID]) Update(ctx context.Context, db DB, v *T) error {
 
 // Patch sets only the named columns of the row whose primary key is id and
 // returns the row as it is after the change. With a version column it
-// increments the version but does not check it (use Update for a checked
-// write). It returns an error wrapping ErrInvalidColumn for a name that is
-// not a writable, non-key column of the table (before any SQL runs),
-// ErrInvalid for no changes, ErrNotFound when no visible row has the key,
+// increments the version but does not check it (PatchVersion does). It
+// returns an error wrapping ErrInvalidColumn for a name that is not a
+// writable, non-key column of the table (before any SQL runs), ErrInvalid
+// for no changes, ErrNotFound when no visible row has the key,
 // ErrDuplicate, ErrForeignKey or ErrCheck when a constraint rejects the
 // change, and ErrNotNull or ErrInvalidValue when a value does not fit its
 // column (a nil for a NOT NULL column, "x" for an integer).
 func (r *Repository[T, ID]) Patch(ctx context.Context, db DB, id ID, changes map[string]any) (T, error) {
+	return r.patch(ctx, db, "patch", id, nil, changes)
+}
+
+// PatchVersion is Patch with optimistic locking: it sets the named columns
+// only if the row is still at version (as read by the caller), increments
+// the version and returns the row as it is after the change, in one round
+// trip. It returns an error wrapping ErrConflict when the row exists at
+// another version (nothing written), ErrNotFound when no visible row has
+// the key, ErrInvalid when the table has no version column or version is
+// negative, and otherwise the errors of Patch.
+func (r *Repository[T, ID]) PatchVersion(ctx context.Context, db DB, id ID, version int64, changes map[string]any) (T, error) {
+	var zero T
+	if r.t.version == nil {
+		return zero, fmt.Errorf("%w: patch %s: the table has no version column", ErrInvalid, r.t.name)
+	}
+	if version < 0 {
+		return zero, fmt.Errorf("%w: patch %s: negative version %d", ErrInvalid, r.t.name, version)
+	}
+	return r.patch(ctx, db, "patch", id, &version, changes)
+}
+
+// patch runs Patch or, with a version, PatchVersion.
+func (r *Repository[T, ID]) patch(ctx context.Context, db DB, op string, id ID, version *int64, changes map[string]any) (T, error) {
 	var zero T
 	if len(changes) == 0 {
-		return zero, fmt.Errorf("%w: patch %s: no changes", ErrInvalid, r.t.name)
+		return zero, fmt.Errorf("%w: %s %s: no changes", ErrInvalid, op, r.t.name)
 	}
 	names := make([]string, 0, len(changes))
 	for name := range changes {
@@ -333,14 +356,15 @@ func (r *Repository[T, ID]) Patch(ctx context.Context, db DB, id ID, changes map
 			return zero, err
 		}
 		if !c.writable() || c.pk {
-			return zero, fmt.Errorf("%w: patch %s: column %q is not writable", ErrInvalidColumn, r.t.name, name)
+			return zero, fmt.Errorf("%w: %s %s: column %q is not writable", ErrInvalidColumn, op, r.t.name, name)
 		}
 		names = append(names, name)
 	}
 	// A stable order gives one SQL text per set of columns, which pgx's
 	// statement cache can reuse.
 	slices.Sort(names)
-	args := make([]any, 0, len(names)+1)
+	args := make([]any, 0, len(names)+2)
+	params := names
 	var b strings.Builder
 	b.WriteString("UPDATE " + r.t.quoted + " SET ")
 	for i, name := range names {
@@ -354,15 +378,33 @@ func (r *Repository[T, ID]) Patch(ctx context.Context, db DB, id ID, changes map
 		b.WriteString(", " + r.bump)
 	}
 	args = append(args, id)
-	b.WriteString(" WHERE " + r.t.pk.quoted + " = $" + strconv.Itoa(len(args)) + r.visible)
-	b.WriteString(" RETURNING " + r.selectList)
+	params = append(params, r.t.pk.name)
+	b.WriteString(" WHERE " + r.t.pk.quoted + " = $" + strconv.Itoa(len(args)))
+	if version != nil {
+		args = append(args, *version)
+		params = append(params, r.t.version.name)
+		b.WriteString(" AND " + r.t.version.quoted + " = $" + strconv.Itoa(len(args)))
+	}
+	b.WriteString(r.visible + " RETURNING " + r.selectList)
 
 	var v T
 	dst := ptrs(make([]any, 0, len(r.t.cols)), reflect.ValueOf(&v).Elem(), r.t.cols)
-	if err := db.QueryRow(ctx, b.String(), args...).Scan(dst...); err != nil {
-		return zero, translateParams(r.what("patch", id), err, append(names, r.t.pk.name))
+	err := db.QueryRow(ctx, b.String(), args...).Scan(dst...)
+	if err == nil {
+		return v, nil
 	}
-	return v, nil
+	if version != nil && errors.Is(err, pgx.ErrNoRows) {
+		// Nothing matched key and version: tell a stale version from a
+		// missing row.
+		var exists bool
+		if xerr := db.QueryRow(ctx, r.sqlExists, id).Scan(&exists); xerr != nil {
+			return zero, translate(r.what(op, id), xerr)
+		}
+		if exists {
+			return zero, fmt.Errorf("%s: %w: the row is no longer at version %d (nothing written)", r.what(op, id), ErrConflict, *version)
+		}
+	}
+	return zero, translateParams(r.what(op, id), err, params)
 }
 
 // Delete removes the row whose primary key is id or, when the table has a
