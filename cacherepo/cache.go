@@ -10,7 +10,8 @@ import (
 )
 
 // Cache is a typed cache-aside of values of type T in Redis. It is safe for
-// concurrent use and holds no goroutines: there is nothing to close.
+// concurrent use and holds no goroutines (but see Options.Timeout for the
+// commands it stops waiting for): there is nothing to close.
 type Cache[T any] struct {
 	client redis.UniversalClient
 	opts   Options
@@ -290,7 +291,8 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 // never writes its value to the cache after it: see the package
 // documentation for the exact guarantee and its limits. It returns ErrRedis
 // errors, in which case the guarantee does not hold and the caller should
-// retry.
+// retry, and an error wrapping ErrInvalid, invalidating nothing, when a key
+// is empty or the context nil.
 func (c *Cache[T]) Invalidate(ctx context.Context, keys ...string) error {
 	return c.Delete(ctx, keys...)
 }

@@ -13,7 +13,10 @@
 //	// after a database write commits:
 //	err = users.Invalidate(ctx, id)
 //
-// A Cache holds no goroutines and needs no Close. It takes any
+// A Cache holds no goroutines and needs no Close (the one exception: with
+// Options.Timeout on a client without ContextTimeoutEnabled, a Redis
+// command that timed out ends in the background, within the client's own
+// bounds). It takes any
 // redis.UniversalClient; a *redis.Client (single node or Sentinel) gets MGET
 // and multi-key DEL, Cluster and Ring clients get pipelines, which go-redis
 // splits per node.
@@ -29,8 +32,9 @@
 //
 // # Misses and leases
 //
-// On a miss GetOrLoad collapses the callers of the process into one flight
-// (golang.org/x/sync/singleflight). That flight runs a Lua script that
+// On a miss GetOrLoad collapses the callers of the process into one flight,
+// run on the goroutine of the caller that starts it (the others wait, each
+// until its own context ends). That flight runs a Lua script that
 // either finds the key filled meanwhile or stores a lease, a random 64-bit
 // token, in the key for Options.LeaseTTL (a lease already there is shared).
 // Only then does it call the loader, and it writes the result with a second
@@ -38,6 +42,18 @@
 // With Options.Lock, a process that finds another process's lease polls for
 // its value for up to Options.LockWait, then loads itself rather than fail.
 // A load that fails releases its lease (compare-and-delete).
+//
+// # Loader panics
+//
+// A loader that panics panics its own caller, with its own value, on that
+// caller's goroutine: the caller's recover() or net/http's per-request
+// recovery catches it, and the stack still shows the loader. Before the
+// panic goes on, the lease is released (other processes load at once),
+// nothing is cached, the callers that joined the flight get a *PanicError
+// wrapping ErrLoaderPanic (value and stack included), and EventLoaderPanic
+// is reported. The same holds for runtime.Goexit (t.FailNow) and for
+// GetManyOrLoad. An early refresh recovers its loader's panic, reports it
+// as EventLoaderPanic and serves the cached value: it never panics.
 //
 // # The stale-set guarantee
 //
@@ -77,6 +93,11 @@
 // Options.EarlyRefresh, hits are reloaded before expiry with the
 // probability of XFetch, synchronously in the request that draws it.
 //
+// Options.Timeout bounds every Redis call whatever the client's settings;
+// a client built with ContextTimeoutEnabled enforces it on the socket,
+// otherwise the Cache stops waiting for the call at the deadline and leaves
+// it to finish in the background (see Options.Timeout).
+//
 // When Redis fails or exceeds Options.Timeout, GetOrLoad and GetManyOrLoad
 // serve from the loader and report the error to Options.OnEvent and
 // Stats, not to the caller (Options.Strict returns it instead); they never
@@ -86,4 +107,13 @@
 //
 // Stats and Options.OnEvent count the outcomes of GetOrLoad and
 // GetManyOrLoad; the plain operations return theirs to the caller.
+//
+// # Invalid arguments
+//
+// A negative or impossible value never silently becomes a default: New
+// refuses such options with an error wrapping ErrInvalidOptions (which
+// wraps ErrInvalid), and every call refuses an empty key, a nil context, a
+// nil loader, or a Set/SetMany TTL that is negative or under Redis's 1ms
+// resolution with an error wrapping ErrInvalid, before any Redis I/O. Zero
+// means the default only where a field or argument says so.
 package cacherepo

@@ -41,12 +41,23 @@ type Options struct {
 	// DefaultIsNotFound.
 	IsNotFound func(error) bool
 
-	// Timeout bounds each Redis call made by the Cache, through the
-	// context. go-redis applies a context deadline to socket reads only
-	// when the client has ContextTimeoutEnabled: true; otherwise the
-	// client's own ReadTimeout/WriteTimeout (3s by default) bound a call to
-	// an unresponsive server. Default: 0 (no bound of cacherepo's own; the
-	// hit path then allocates nothing for it).
+	// Timeout bounds each Redis call made by the Cache, whatever the
+	// client's settings; a call past it fails with an error wrapping
+	// ErrRedis and context.DeadlineExceeded (or the driver's net.Error
+	// timeout), which GetOrLoad and GetManyOrLoad then treat as any Redis
+	// failure. With a client built with ContextTimeoutEnabled: true (the
+	// recommended setting) the deadline goes on the call's context and
+	// go-redis applies it to the socket. Without it (go-redis's default)
+	// go-redis honours the deadline only while dialling and waiting for a
+	// pooled connection, and would wait out its own ReadTimeout (3s; 5s for
+	// a new connection's handshake) on a server that accepts connections
+	// and never answers; the Cache then runs each call on a goroutine of
+	// its own and stops waiting at the deadline, while the command ends in
+	// the background within the client's own bounds (at most the client's
+	// PoolSize of them hold a connection at once). Either way a write that
+	// timed out may still have been applied. Default: 0 (no bound of
+	// cacherepo's own: a call costs what the client allows); negative is
+	// invalid.
 	Timeout time.Duration
 
 	// Strict makes GetOrLoad and GetManyOrLoad return Redis errors of
