@@ -11,10 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// eachRedis runs test on a single Redis node and on the Redis Cluster, each
-// with a key prefix of its own: every behaviour of the package must hold on
-// both, and on the Cluster a script that touched keys of two slots would
-// fail with CROSSSLOT.
+// eachRedis runs test on a single Redis node, on the Redis Cluster and
+// through a one-shard Ring, each with a key prefix of its own: every
+// behaviour of the package must hold on all of them, and on the Cluster a
+// script that touched keys of two slots would fail with CROSSSLOT.
 func eachRedis(t *testing.T, test func(t *testing.T, client redis.UniversalClient, prefix string)) {
 	t.Helper()
 	t.Run("node", func(t *testing.T) {
@@ -26,6 +26,16 @@ func eachRedis(t *testing.T, test func(t *testing.T, client redis.UniversalClien
 		t.Parallel()
 		client, prefix := servicetest.RedisCluster(t)
 		test(t, client, prefix)
+	})
+	t.Run("ring", func(t *testing.T) {
+		t.Parallel()
+		// A one-shard Ring on the node: the code paths of a sharding client
+		// that is not a Cluster (pipelines instead of MGET, scripts routed
+		// by their first key). The node's client cleans the prefix up.
+		node, prefix := servicetest.Redis(t)
+		ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"shard": node.Options().Addr}, DB: node.Options().DB})
+		t.Cleanup(func() { _ = ring.Close() })
+		test(t, ring, prefix)
 	})
 }
 
@@ -75,6 +85,8 @@ func dump(t *testing.T, client redis.UniversalClient, prefix string) map[string]
 		require.NoError(t, c.ForEachMaster(ctx, scan))
 	case *redis.Client:
 		require.NoError(t, scan(ctx, c))
+	case *redis.Ring:
+		require.NoError(t, c.ForEachShard(ctx, scan))
 	default:
 		t.Fatalf("dump: unexpected client %T", client)
 	}

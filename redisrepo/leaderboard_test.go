@@ -133,7 +133,7 @@ func TestLeaderboard_Page_WalksTheWholeBoardInOrder(t *testing.T) {
 		ctx := context.Background()
 		b := newBoard[string](t, client, prefix, redisrepo.LeaderboardOptions{})
 		for i := range 50 {
-			require.NoError(t, b.Add(ctx, fmt.Sprintf("m%02d", i), float64(i%4))) // many ties
+			require.NoError(t, b.Add(ctx, fmt.Sprintf("user:%02d", i), float64(i%4))) // many ties; a colon as in real ids
 		}
 		want, err := b.Top(ctx, 100)
 		require.NoError(t, err)
