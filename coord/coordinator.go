@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -115,23 +116,55 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 }
 
 // Run runs the saga with the given id from state, which the steps read and
-// update, and returns its record once it has finished. The error is nil
-// when the saga succeeded; it wraps ErrCompensated and the failed step's
-// error when the saga was compensated; ErrFailed and the compensation's
-// error when a compensation kept failing; ErrIncomplete when Run stopped
-// before the end (ctx ended, a retriable step has not succeeded yet, or the
-// lease was lost), in which case recovery finishes the saga.
+// update, and returns its record once it has finished. Its error tells the
+// caller exactly where the saga stands:
 //
-// When a saga with this id already exists, Run runs nothing again: it waits
-// for that saga to finish (taking it over if its coordinator died) and
-// returns its outcome, with *state set to the state in the log.
+//   - nil: the saga succeeded; every step took effect.
+//   - ErrNotStarted: nothing took effect and nothing is in the log (the
+//     record's insert failed, or ctx had ended, before it could commit).
+//     No step ran. Running it again with the same id is safe; so is
+//     reporting a failure.
+//   - ErrIncomplete: the saga is durably in the log and not finished as far
+//     as this call knows (ctx ended, a retriable step has not succeeded yet,
+//     the log could not be written, the lease was lost, or another run
+//     holds it): recovery (Recover, Start) drives it to its end, forward or
+//     by compensation. Get, or Run with the same id, gives the outcome.
+//   - ErrOutcomeUnknown: the record's insert failed in a way that leaves
+//     its outcome unknown (the connection broke while it was in flight) and
+//     the log could not be read to learn it within a few tries. The saga may
+//     be in the log (then recovery drives it) or not (then nothing took
+//     effect). Run again with the same id: it is idempotent and returns the
+//     outcome, or runs the saga if it never started.
+//   - ErrCompensated (wrapping the failed step's error): the saga did not
+//     succeed, and every step that had taken effect was compensated.
+//   - ErrFailed (wrapping the compensation's error): a compensation kept
+//     failing; the saga is left in the failed status for a person
+//     (Coordinator.Failed).
 //
-// Run returns an error wrapping ErrInvalid for an empty id, a nil state or
-// one that does not encode to JSON, and ErrClosed after Close.
+// Run first inserts the saga's record (one round trip); no step runs before
+// that insert has committed. When a saga with this id already exists (the
+// insert finds it), Run calls no step: it waits for that saga to finish and
+// returns its outcome, with *state set to the state in the log. The only
+// exception is a saga whose lease expired (its coordinator died or gave
+// up): Run then takes it over and drives it, as Recover would. So
+// concurrent Runs of one id call each step's code once between them (once
+// per try), and a Run of a finished saga calls none.
+//
+// The Info returned carries the record's timestamps as the database set
+// them, including with ErrIncomplete; it is zero with ErrNotStarted and
+// ErrOutcomeUnknown.
+//
+// Run returns an error wrapping ErrInvalid for an invalid id (see
+// ErrInvalid), a nil state or one that does not encode to JSON, an id that
+// exists as a saga of another definition or whose logged state no longer
+// decodes into S; and ErrClosed after Close. Nothing took effect then.
 func (h *Handle[S]) Run(ctx context.Context, id string, state *S) (Info, error) {
+	if h == nil || h.c == nil {
+		return Info{}, fmt.Errorf("%w: nil Handle (use Register)", ErrInvalid)
+	}
 	c := h.c
-	if id == "" {
-		return Info{}, fmt.Errorf("%w: empty saga id", ErrInvalid)
+	if err := checkText("saga id", id); err != nil {
+		return Info{}, err
 	}
 	if state == nil {
 		return Info{}, fmt.Errorf("%w: nil state", ErrInvalid)
@@ -144,28 +177,156 @@ func (h *Handle[S]) Run(ctx context.Context, id string, state *S) (Info, error) 
 		return Info{}, fmt.Errorf("%w: encoding the state of saga %q: %w", ErrInvalid, id, err)
 	}
 	e := h.newExecution(id, c.newToken(), state, StatusRunning, 0)
-	if h.def.steps[0].TxAction == nil {
-		// The saga must be in the log before its first action can take effect.
-		tag, err := c.pool.Exec(ctx, insertSQL, id, h.def.name, data, e.token, c.leaseMillis())
-		if err != nil {
-			return Info{}, interrupted(ctx, fmt.Errorf("coord: saga %q: writing the log: %w", id, err))
-		}
-		if tag.RowsAffected() == 0 {
-			return h.await(ctx, id, state)
-		}
-		e.inserted = true
-		if e.crash(stageAfterInsert, 0) {
-			return e.info(), errCrashed
-		}
-	} else {
-		// The first step's transaction inserts the record: see execution.
-		e.initial = data
-	}
-	info, err := e.drive(ctx)
-	if errors.Is(err, errExists) {
+	// The saga must be in the log before any step's code is called.
+	switch err := e.insert(ctx, data); {
+	case errors.Is(err, errExists):
 		return h.await(ctx, id, state)
+	case err != nil:
+		return Info{}, err
 	}
-	return info, err
+	if e.crash(stageAfterInsert, 0) {
+		return e.info(), errCrashed
+	}
+	if err := ctx.Err(); err != nil {
+		return e.abandon(ctx, err, 0)
+	}
+	return e.drive(ctx)
+}
+
+// insert writes the saga's record. It returns errExists when the id is in
+// the log already, as another run's; an error wrapping ErrNotStarted when
+// the insert surely did not take effect; and an error wrapping
+// ErrOutcomeUnknown when it may have and the log could not tell.
+func (e *execution[S]) insert(ctx context.Context, data []byte) error {
+	conn, err := e.c.pool.Acquire(ctx)
+	if err != nil {
+		// No statement was sent.
+		return fmt.Errorf("%w: saga %q: writing its record: %w", ErrNotStarted, e.id, err)
+	}
+	err = conn.QueryRow(ctx, insertSQL, e.id, e.def.name, data, e.token, e.c.leaseMillis()).Scan(&e.created, &e.updated)
+	conn.Release()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return errExists
+	case notApplied(err):
+		return fmt.Errorf("%w: saga %q: writing its record: %w", ErrNotStarted, e.id, err)
+	}
+	// The connection broke with the insert in flight: it may have committed.
+	ours, rerr := e.settleInsert(ctx, data)
+	switch {
+	case rerr != nil:
+		return fmt.Errorf("%w: saga %q: its record's insert failed (%w) and the log could not be read (%w): run it again with the same id",
+			ErrOutcomeUnknown, e.id, err, rerr)
+	case !ours:
+		return errExists
+	}
+	return nil
+}
+
+// The bounds of settleInsert: tries, each with its own timeout, and the
+// first wait between two (doubling).
+const (
+	settleTries   = 5
+	settleTimeout = 2 * time.Second
+	settleWait    = 20 * time.Millisecond
+)
+
+// settleInsert learns the outcome of an insert of the record that failed in
+// flight, on fresh connections (the pool's may all be broken): it inserts
+// the record again, which is harmless if the first insert committed, since
+// the record names this run's token. It reports whether the saga is this
+// run's; its error means the log could not be reached in settleTries tries.
+func (e *execution[S]) settleInsert(ctx context.Context, data []byte) (bool, error) {
+	ctx = context.WithoutCancel(ctx) // the answer is owed even to a caller who gave up
+	wait := settleWait
+	var errs []error
+	for try := 1; ; try++ {
+		ours, err := e.settleOnce(ctx, data)
+		if err == nil {
+			return ours, nil
+		}
+		errs = append(errs, err)
+		if try == settleTries {
+			return false, errors.Join(errs...)
+		}
+		time.Sleep(wait)
+		wait *= 2
+	}
+}
+
+func (e *execution[S]) settleOnce(ctx context.Context, data []byte) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	conn, err := e.c.connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(ctx)
+	err = conn.QueryRow(ctx, insertSQL, e.id, e.def.name, data, e.token, e.c.leaseMillis()).Scan(&e.created, &e.updated)
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return false, err
+	}
+	var owner string
+	var created, updated time.Time
+	err = conn.QueryRow(ctx, ownerSQL, e.id).Scan(&owner, &created, &updated)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil // there a moment ago and deleted since: not this run's
+	}
+	if err != nil {
+		return false, err
+	}
+	if owner != e.token {
+		return false, nil
+	}
+	e.created, e.updated = created, updated
+	return true, nil
+}
+
+// connect opens a connection of its own to the pool's database, as the pool
+// would (BeforeConnect, AfterConnect), outside the pool.
+func (c *Coordinator) connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg := c.pool.Config() // a copy
+	if cfg.BeforeConnect != nil {
+		if err := cfg.BeforeConnect(ctx, cfg.ConnConfig); err != nil {
+			return nil, err
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AfterConnect != nil {
+		if err := cfg.AfterConnect(ctx, conn); err != nil {
+			_ = conn.Close(ctx)
+			return nil, err
+		}
+	}
+	return conn, nil
+}
+
+// notApplied reports whether err, from an autocommitted statement, proves
+// that the statement did not take effect: it was never sent, or the server
+// answered that it failed (an ERROR, which ends that statement only). A
+// broken connection, a FATAL error or a timeout prove nothing: the
+// statement may have committed before the answer was lost.
+func notApplied(err error) bool {
+	if pgconn.SafeToRetry(err) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		sev := pgErr.SeverityUnlocalized
+		if sev == "" {
+			sev = pgErr.Severity
+		}
+		return sev == "ERROR"
+	}
+	return false
 }
 
 // await waits for the existing saga id to finish and returns its outcome. It
@@ -176,14 +337,14 @@ func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error
 	for {
 		rec, err := c.load(ctx, id)
 		if err != nil {
-			return Info{}, interrupted(ctx, err)
+			return Info{}, incomplete(id, err)
 		}
 		if rec.Name != h.def.name {
 			return Info{}, fmt.Errorf("%w: saga %q exists as a %q saga, not %q", ErrInvalid, id, rec.Name, h.def.name)
 		}
 		if rec.Status.final() {
 			if err := json.Unmarshal(rec.state, state); err != nil {
-				return Info{}, fmt.Errorf("coord: saga %q: decoding its state: %w", id, err)
+				return Info{}, fmt.Errorf("%w: saga %q: decoding its state: %w", ErrInvalid, id, err)
 			}
 			info := c.info(rec)
 			return info, outcome(info, nil)
@@ -192,7 +353,7 @@ func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error
 			token := c.newToken()
 			claimed, ok, err := c.claimID(ctx, id, token)
 			if err != nil {
-				return Info{}, interrupted(ctx, err)
+				return Info{}, incomplete(id, err)
 			}
 			if ok {
 				return h.resumeInto(ctx, claimed, token, state)
@@ -208,13 +369,13 @@ func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error
 	}
 }
 
-// interrupted wraps err in ErrIncomplete when ctx ended: the saga may be
-// in progress, and recovery finishes it.
-func interrupted(ctx context.Context, err error) error {
-	if ctx.Err() != nil && !errors.Is(err, ErrIncomplete) {
-		return fmt.Errorf("%w: %w", ErrIncomplete, err)
+// incomplete wraps err, which kept Run from learning the outcome of the
+// saga id that it knows is in the log, in ErrIncomplete.
+func incomplete(id string, err error) error {
+	if errors.Is(err, ErrIncomplete) {
+		return err
 	}
-	return err
+	return fmt.Errorf("%w: saga %q is in the log: %w", ErrIncomplete, id, err)
 }
 
 // resume implements driver.
@@ -232,7 +393,7 @@ func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, st
 			ErrInvalid, rec.ID, rec.Status, rec.Step, len(h.def.steps), h.def.name)
 	}
 	e := h.newExecution(rec.ID, token, state, rec.Status, rec.Step)
-	e.inserted = true
+	e.created, e.updated = rec.CreatedAt, rec.UpdatedAt
 	e.attempts, e.cause = rec.Attempts, rec.Error // the step's tries go on where the log left them
 	return e.drive(ctx)
 }

@@ -41,8 +41,11 @@
 //
 // # Idempotency
 //
-// Run with an id that exists runs nothing again and returns that saga's
-// outcome. Since a step can run again after a crash, each step has a
+// Run inserts the saga's record before any step's code is called; with an
+// id that exists it calls no step and returns that saga's outcome (see
+// Handle.Run for the exact outcomes: nil, ErrNotStarted, ErrIncomplete,
+// ErrOutcomeUnknown, ErrCompensated, ErrFailed). Since a step can run
+// again after a crash, each step has a
 // deterministic key (StepKey), and the barrier helpers make a replayed or
 // late action or compensation take effect at most once: PgBarrier in the
 // write's own transaction, RedisSet and RedisDel in a Lua script,

@@ -22,10 +22,29 @@ var (
 	// act on. It wraps the compensation's error.
 	ErrFailed = errors.New("coord: saga failed")
 
-	// ErrIncomplete reports a saga that Run left unfinished in the log: its
-	// context ended, a retriable step has not succeeded yet, or another
-	// coordinator took it over. Recovery finishes it.
+	// ErrIncomplete reports a saga that is durably in the log but that Run
+	// did not see finish: its context ended, a retriable step has not
+	// succeeded yet, the log could not be written or read, or another
+	// coordinator holds it. Recovery (Coordinator.Recover, Start) drives it
+	// to its end, forward or by compensation; Get or Run with the same id
+	// gives the outcome. Run returns it only once the record is known to
+	// have committed.
 	ErrIncomplete = errors.New("coord: saga not finished")
+
+	// ErrNotStarted reports a Run that did not start its saga: the record's
+	// insert failed before it could commit (the database refused it or was
+	// unreachable, or ctx had ended), so nothing is in the log and no step
+	// ran. Running it again with the same id is safe, and so is reporting
+	// the failure.
+	ErrNotStarted = errors.New("coord: saga not started")
+
+	// ErrOutcomeUnknown reports a Run whose record's insert broke in flight
+	// (the connection failed before the answer came) and that could not
+	// read the log afterwards to learn whether it had committed. The saga
+	// is either in the log, and recovery drives it, or nowhere, and nothing
+	// took effect. Run again with the same id to learn which: it returns the
+	// saga's outcome, or runs it.
+	ErrOutcomeUnknown = errors.New("coord: saga outcome unknown")
 
 	// ErrLeaseLost reports that this coordinator no longer holds the saga's
 	// lease: it expired and another coordinator recovered the saga.
@@ -50,5 +69,6 @@ var (
 // behaves as a process that died at that point.
 var errCrashed = errors.New("coord: run cut by fault injection")
 
-// errExists tells Run that the saga id is already in the log.
+// errExists tells Run that the saga id is already in the log, as another
+// run's.
 var errExists = errors.New("coord: saga exists")

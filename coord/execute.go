@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The boundaries at which Options.crashAt can cut a run.
@@ -47,8 +46,7 @@ type execution[S any] struct {
 	cause    string // the error recorded in the log
 	causeErr error  // the same error, when this run saw it
 
-	inserted bool   // the record is in the log
-	initial  []byte // the state the first TxAction's transaction inserts
+	created, updated time.Time // the record's timestamps, as the database set them
 }
 
 func (h *Handle[S]) newExecution(id, token string, state *S, status Status, step int) *execution[S] {
@@ -63,7 +61,8 @@ func (e *execution[S]) crash(stage string, step int) bool {
 }
 
 func (e *execution[S]) info() Info {
-	return Info{ID: e.id, Name: e.def.name, Status: e.status, Step: e.step, StepName: e.def.stepName(e.step), Attempts: e.attempts, Error: e.cause}
+	return Info{ID: e.id, Name: e.def.name, Status: e.status, Step: e.step, StepName: e.def.stepName(e.step), Attempts: e.attempts, Error: e.cause,
+		CreatedAt: e.created, UpdatedAt: e.updated}
 }
 
 // drive runs the saga from its position until it is final or the run stops.
@@ -102,19 +101,22 @@ func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 // stopped reports whether err ends the run rather than the step: the run was
 // cut, its context ended, the log could not be written or the lease is lost.
 func stopped(ctx context.Context, err error) bool {
-	return errors.Is(err, errCrashed) || errors.Is(err, ErrIncomplete) || errors.Is(err, errExists) || ctx.Err() != nil
+	return errors.Is(err, errCrashed) || errors.Is(err, ErrIncomplete) || ctx.Err() != nil
 }
 
 // abandon ends the run, leaving the saga in the log for recovery, which may
 // take it over after the given delay (zero: at once).
 func (e *execution[S]) abandon(ctx context.Context, err error, delay time.Duration) (Info, error) {
-	if errors.Is(err, errCrashed) || errors.Is(err, errExists) {
+	if errors.Is(err, errCrashed) {
 		return e.info(), err
 	}
-	if e.inserted && !errors.Is(err, ErrLeaseLost) {
+	if !errors.Is(err, ErrLeaseLost) {
 		// Best effort: recovery would take the saga when the lease ends anyway.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_, _ = e.c.pool.Exec(wctx, releaseSQL, e.id, e.token, delay.Milliseconds(), e.attempts, e.cause)
+		var updated time.Time
+		if e.c.pool.QueryRow(wctx, releaseSQL, e.id, e.token, delay.Milliseconds(), e.attempts, e.cause).Scan(&updated) == nil {
+			e.updated = updated
+		}
 		cancel()
 	}
 	if !errors.Is(err, ErrIncomplete) {
@@ -136,23 +138,6 @@ func (e *execution[S]) startCompensation(ctx context.Context, err error) error {
 		e.step--
 	}
 	e.skipUncompensated()
-	if !e.inserted {
-		// The first step was a TxAction and never committed: nothing to undo,
-		// but the outcome is recorded so that Run with this id returns it.
-		data, err := json.Marshal(e.state)
-		if err != nil {
-			data = e.initial
-		}
-		tag, err := e.c.pool.Exec(ctx, insertFinalSQL, e.id, e.def.name, e.status, e.step, data, e.cause, e.token)
-		if err != nil {
-			return fmt.Errorf("%w: saga %q: writing the log: %w", ErrIncomplete, e.id, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return errExists
-		}
-		e.inserted = true
-		return nil
-	}
 	if err := e.write(ctx, false); err != nil {
 		return err
 	}
@@ -231,10 +216,8 @@ func (e *execution[S]) retryOrGiveUp(ctx context.Context, pol RetryPolicy, attem
 	if attempt >= pol.Attempts || !pol.retryable(err) {
 		return err
 	}
-	if e.inserted {
-		if err := e.write(ctx, false); err != nil {
-			return err
-		}
+	if err := e.write(ctx, false); err != nil {
+		return err
 	}
 	t := time.NewTimer(pol.wait(attempt))
 	defer t.Stop()
@@ -276,7 +259,7 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 	if e.crash(after, e.step) {
 		return errCrashed
 	}
-	status, at, attempts, cause := e.status, e.step, e.attempts, e.cause
+	status, at, attempts, cause, updated := e.status, e.step, e.attempts, e.cause, e.updated
 	if op == opAction {
 		e.advance()
 	} else {
@@ -287,7 +270,7 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 		err = record(w)
 	}
 	if err != nil {
-		e.status, e.step, e.attempts, e.cause = status, at, attempts, cause
+		e.status, e.step, e.attempts, e.cause, e.updated = status, at, attempts, cause, updated
 	}
 	return err
 }
@@ -302,7 +285,7 @@ func (e *execution[S]) writeStmt(withState bool) (stmt, error) {
 		}
 		state = data
 	}
-	return stmt{writeSQL, []any{e.id, e.token, e.status, e.step, state, e.attempts, e.cause, e.c.leaseMillis()}}, nil
+	return stmt{writeSQL, []any{e.id, e.token, e.status, e.step, state, e.attempts, e.cause, e.c.leaseMillis()}, []any{new(int64), &e.updated}}, nil
 }
 
 // write records the saga's current position in the log.
@@ -316,7 +299,7 @@ func (e *execution[S]) write(ctx context.Context, withState bool) error {
 
 // exec runs the log write s on its own.
 func (e *execution[S]) exec(ctx context.Context, s stmt) error {
-	if _, err := e.c.pool.Exec(ctx, s.sql, s.args...); err != nil {
+	if err := e.c.pool.QueryRow(ctx, s.sql, s.args...).Scan(s.scan...); err != nil {
 		return fmt.Errorf("%w: saga %q: writing the log: %w", ErrIncomplete, e.id, logError(err))
 	}
 	return nil
@@ -344,9 +327,6 @@ func (e *execution[S]) call(ctx context.Context, st *Step[S], op string, fn func
 // is called; that function returns the error wrapping ErrLeaseLost when the
 // lease was lost, after cancelling the step through cancel.
 func (e *execution[S]) keepLease(ctx context.Context, cancel context.CancelCauseFunc) func() error {
-	if !e.inserted {
-		return func() error { return nil }
-	}
 	stop := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
@@ -375,9 +355,8 @@ func (e *execution[S]) keepLease(ctx context.Context, cancel context.CancelCause
 }
 
 // runTx runs fn, a TxAction or TxCompensate, in a transaction that also
-// writes the step's log record: the lease check (or, for the first step,
-// the insertion of the record) goes with the step's first statement and the
-// new position with COMMIT.
+// writes the step's log record: the lease check goes with the step's first
+// statement and the new position with COMMIT.
 func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn func(context.Context, Tx, *S) error) error {
 	sctx, cancel := context.WithCancel(withStep(ctx, e.id+"/"+st.Name, op))
 	defer cancel()
@@ -385,13 +364,7 @@ func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn fun
 		sctx, cancel = context.WithTimeout(sctx, st.Timeout)
 		defer cancel()
 	}
-	var first stmt
-	if e.inserted {
-		first = stmt{leaseSQL, []any{e.id, e.token, e.c.leaseMillis()}}
-	} else {
-		first = stmt{insertTxSQL, []any{e.id, e.def.name, e.initial, e.token, e.c.leaseMillis()}}
-	}
-	tx, err := beginStepTx(sctx, e.c.pool, first)
+	tx, err := beginStepTx(sctx, e.c.pool, stmt{sql: leaseSQL, args: []any{e.id, e.token, e.c.leaseMillis()}})
 	if err != nil {
 		return err
 	}
@@ -417,28 +390,22 @@ func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn fun
 		if err := e.txError(err); stopped(ctx, err) {
 			return err
 		}
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) && !errors.Is(err, pgx.ErrTxCommitRollback) && ctx.Err() == nil {
-			// The connection failed, perhaps after COMMIT took effect: the log
-			// says whether it did, since it commits with the step.
+		if !notApplied(err) && !errors.Is(err, pgx.ErrTxCommitRollback) && ctx.Err() == nil {
+			// The connection failed (or the server ended it: FATAL), perhaps
+			// after COMMIT took effect: the log says whether it did, since it
+			// commits with the step. Recording a failed try instead could
+			// move the log back before a step that committed.
 			return fmt.Errorf("%w: saga %q: step %q: commit outcome unknown: %w", ErrIncomplete, e.id, st.Name, err)
 		}
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	e.inserted = true
-	return nil
+	return err
 }
 
 // txError turns an error of the coordinator's own statements in a step's
 // transaction into one that stops the run.
 func (e *execution[S]) txError(err error) error {
-	switch {
-	case errors.Is(err, errExists):
-		return errExists
-	case errors.Is(err, ErrLeaseLost):
+	if errors.Is(err, ErrLeaseLost) {
 		return fmt.Errorf("%w: saga %q: %w", ErrIncomplete, e.id, err)
 	}
 	return err

@@ -13,15 +13,17 @@ import (
 // that lost the lease gets a division by zero (see logError) instead of a
 // write, which also aborts the step's transaction with it.
 const (
+	// insertSQL writes a new saga's record, before any step runs; no row
+	// comes back when the id exists (a concurrent insert of the same id waits
+	// for the first to commit or roll back).
 	insertSQL = `insert into coord_saga (id, name, status, step, state, lease_owner, lease_expires)
 values ($1, $2, 'running', 0, $3, $4, now() + $5 * interval '1 millisecond')
-on conflict (id) do nothing`
+on conflict (id) do nothing
+returning created_at, updated_at`
 
-	// insertTxSQL inserts the record in the first step's transaction. With
-	// no ON CONFLICT, a concurrent Run of the same id waits for the first
-	// to commit, then fails with a unique violation (errExists).
-	insertTxSQL = `insert into coord_saga (id, name, status, step, state, lease_owner, lease_expires)
-values ($1, $2, 'running', 0, $3, $4, now() + $5 * interval '1 millisecond')`
+	// ownerSQL reads who holds the saga $1, when its insert's outcome was
+	// unknown.
+	ownerSQL = `select lease_owner, created_at, updated_at from coord_saga where id = $1`
 
 	// writeSQL records progress: $3 status, $4 step, $5 state (null keeps
 	// it), $6 attempts, $7 error, $8 lease in milliseconds.
@@ -29,8 +31,8 @@ values ($1, $2, 'running', 0, $3, $4, now() + $5 * interval '1 millisecond')`
 	update coord_saga set status = $3, step = $4, state = coalesce($5, state), attempts = $6, last_error = $7,
 		lease_expires = now() + $8 * interval '1 millisecond', updated_at = now()
 	where id = $1 and lease_owner = $2
-	returning 1
-) select 1 / count(*) from u`
+	returning updated_at
+) select 1 / count(*), max(updated_at) from u`
 
 	// leaseSQL renews the lease ($3 milliseconds from now).
 	leaseSQL = `with u as (
@@ -42,7 +44,8 @@ values ($1, $2, 'running', 0, $3, $4, now() + $5 * interval '1 millisecond')`
 	// releaseSQL gives the saga up to recovery after $3 milliseconds,
 	// recording the attempts ($4) and error ($5) of its current step.
 	releaseSQL = `update coord_saga set lease_expires = now() + $3 * interval '1 millisecond', attempts = $4, last_error = $5, updated_at = now()
-where id = $1 and lease_owner = $2`
+where id = $1 and lease_owner = $2
+returning updated_at`
 
 	// claimSQL takes one unfinished saga whose lease expired, of the
 	// definitions $3, not in $4, for the new owner $1.
@@ -101,9 +104,3 @@ func (c *Coordinator) claimID(ctx context.Context, id, token string) (record, bo
 	}
 	return rec, true, nil
 }
-
-// insertFinalSQL records the outcome of a saga whose first step, a
-// TxAction, failed before the saga was ever in the log.
-const insertFinalSQL = `insert into coord_saga (id, name, status, step, state, last_error, lease_owner)
-values ($1, $2, $3, $4, $5, $6, $7)
-on conflict (id) do nothing`

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Options configures a Coordinator. The zero value is ready to use.
@@ -103,4 +105,18 @@ func (p RetryPolicy) wait(attempt int) time.Duration {
 	d = min(d, p.MaxBackoff)
 	half := d / 2
 	return half + rand.N(d-half+1)
+}
+
+// checkText returns an error wrapping ErrInvalid unless s is non-empty,
+// valid UTF-8 and free of NUL bytes: PostgreSQL's text type stores no other.
+func checkText(what, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: empty %s", ErrInvalid, what)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrInvalid, what, s)
+	case strings.ContainsRune(s, 0):
+		return fmt.Errorf("%w: %s %q contains a NUL byte", ErrInvalid, what, s)
+	}
+	return nil
 }

@@ -131,35 +131,69 @@ func TestRun_CompensationThatAlwaysFailsEndsFailedAndListed(t *testing.T) {
 	assert.Zero(t, n)
 }
 
-func TestRun_ExistingIDReturnsItsOutcomeAndRunsNothingAgain(t *testing.T) {
-	f := newFixture(t)
-	_, h := f.coordinator(t, Options{})
-	ctx := context.Background()
-
-	_, err := h.Run(ctx, "u1", &regState{UserID: "u1", Email: "u1@example.com"})
-	require.NoError(t, err)
-
-	again := regState{UserID: "u1", Email: "other@example.com"}
-	info, err := h.Run(ctx, "u1", &again)
-	require.NoError(t, err)
-	assert.Equal(t, StatusSucceeded, info.Status)
-	assert.Equal(t, "u1@example.com", again.Email, "state is the logged one")
-	// The second Run's TxAction may start, but the insertion of the saga's
-	// record, in its transaction, fails and rolls it back.
-	assert.Equal(t, allApplied, f.effects(t, "u1"))
-	for _, step := range []string{stepWelcome, stepActivate, stepCache} {
-		assert.Equal(t, 1, f.callCount("u1", step, false), step)
+// allCalls returns the number of calls of every action and compensation of
+// the saga id.
+func (f *fixture) allCalls(id string) map[string]int {
+	calls := map[string]int{}
+	for _, step := range []string{stepCreateUser, stepWelcome, stepActivate, stepCache} {
+		for _, comp := range []bool{false, true} {
+			calls[opName(step, comp)] = f.callCount(id, step, comp)
+		}
 	}
-
-	f.fail(stepActivate, false, -1)
-	_, err = h.Run(ctx, "u2", &regState{UserID: "u2", Email: "u2@example.com"})
-	require.ErrorIs(t, err, ErrCompensated)
-	_, err = h.Run(ctx, "u2", &regState{UserID: "u2", Email: "u2@example.com"})
-	assert.ErrorIs(t, err, ErrCompensated, "a compensated saga stays compensated")
-	assert.Equal(t, fastRetry.Attempts, f.callCount("u2", stepActivate, false))
+	return calls
 }
 
-func TestRun_SameIDConcurrentlyExecutesOnce(t *testing.T) {
+func TestRun_ExistingIDReturnsItsOutcomeAndCallsNoStep(t *testing.T) {
+	tests := []struct {
+		name    string
+		setup   func(f *fixture)
+		status  Status
+		wantErr error
+		want    effects
+	}{
+		{"succeeded", func(*fixture) {}, StatusSucceeded, nil, allApplied},
+		{"compensated", func(f *fixture) { f.fail(stepActivate, false, -1) }, StatusCompensated, ErrCompensated, noneLeft},
+		{"compensated at its first step", func(f *fixture) { f.fail(stepCreateUser, false, -1) }, StatusCompensated, ErrCompensated, noneLeft},
+		{"failed", func(f *fixture) {
+			f.fail(stepActivate, false, -1)
+			f.fail(stepWelcome, true, -1)
+		}, StatusFailed, ErrFailed, effects{User: true, Conversation: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			_, h := f.coordinator(t, Options{})
+			ctx := context.Background()
+			tt.setup(f)
+
+			first, err := h.Run(ctx, "u1", &regState{UserID: "u1", Email: "u1@example.com"})
+			if tt.wantErr == nil {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, tt.wantErr)
+			}
+			calls := f.allCalls("u1")
+
+			for range 2 {
+				again := regState{UserID: "u1", Email: "other@example.com"}
+				info, err := h.Run(ctx, "u1", &again)
+				if tt.wantErr == nil {
+					require.NoError(t, err)
+				} else {
+					require.ErrorIs(t, err, tt.wantErr)
+				}
+				assert.Equal(t, tt.status, info.Status)
+				assert.Equal(t, first.UpdatedAt, info.UpdatedAt)
+				assert.Equal(t, "u1@example.com", again.Email, "state is the logged one")
+				assert.Equal(t, calls, f.allCalls("u1"), "no step's code was called again")
+				assert.Equal(t, tt.want, f.effects(t, "u1"))
+			}
+		})
+	}
+}
+
+func TestRun_SameIDConcurrentlyCallsEachStepOnce(t *testing.T) {
 	for _, firstTx := range []bool{true, false} {
 		t.Run(fmt.Sprintf("firstStepTx=%v", firstTx), func(t *testing.T) {
 			f := newFixture(t)
@@ -167,8 +201,7 @@ func TestRun_SameIDConcurrentlyExecutesOnce(t *testing.T) {
 			require.NoError(t, err)
 			d := f.definition()
 			if !firstTx {
-				// The saga then starts with the MongoDB step, so Run writes
-				// the record before any step.
+				// The saga then starts with the MongoDB step.
 				d = Define(d.name, d.steps[1:]...)
 			}
 			h, err := Register(c, d)
@@ -193,8 +226,18 @@ func TestRun_SameIDConcurrentlyExecutesOnce(t *testing.T) {
 				require.NoError(t, errs[i])
 				assert.Equal(t, StatusSucceeded, infos[i].Status)
 			}
-			assert.Equal(t, 1, f.callCount("u1", stepWelcome, false), "the MongoDB action ran once")
-			assert.Equal(t, 1, f.callCount("u1", stepCache, false), "the Redis action ran once")
+			want := map[string]int{}
+			for _, st := range d.steps {
+				want[st.Name] = 1
+				want[opName(st.Name, true)] = 0
+			}
+			got := f.allCalls("u1")
+			for op := range got {
+				if _, ok := want[op]; !ok {
+					delete(got, op)
+				}
+			}
+			assert.Equal(t, want, got, "each step's code called once in all")
 			e := f.effects(t, "u1")
 			assert.True(t, e.Conversation && e.Cached)
 			assert.Equal(t, firstTx, e.User && e.Active)
@@ -225,4 +268,42 @@ func TestRun_BadInputReturnsErrInvalid(t *testing.T) {
 	_, err = h.Run(ctx, "u9", &regState{UserID: "u9"})
 	assert.ErrorIs(t, err, ErrClosed)
 	assert.ErrorIs(t, c.Start(ctx), ErrClosed)
+}
+
+func TestRun_InfoCarriesTheRecordsTimestamps(t *testing.T) {
+	tests := []struct {
+		name    string
+		setup   func(f *fixture)
+		wantErr error
+	}{
+		{"succeeded", func(*fixture) {}, nil},
+		{"compensated", func(f *fixture) { f.fail(stepActivate, false, -1) }, ErrCompensated},
+		{"failed", func(f *fixture) {
+			f.fail(stepActivate, false, -1)
+			f.fail(stepWelcome, true, -1)
+		}, ErrFailed},
+		{"incomplete", func(f *fixture) { f.fail(stepCache, false, -1) }, ErrIncomplete},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			c, h := f.coordinator(t, Options{})
+			tt.setup(f)
+
+			info, err := h.Run(context.Background(), "u1", &regState{UserID: "u1", Email: "u1@example.com"})
+			if tt.wantErr == nil {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, tt.wantErr)
+			}
+			got, err := c.Get(context.Background(), "u1")
+			require.NoError(t, err)
+			require.False(t, got.CreatedAt.IsZero())
+			assert.True(t, info.CreatedAt.Equal(got.CreatedAt), "CreatedAt %v, in the log %v", info.CreatedAt, got.CreatedAt)
+			assert.True(t, info.UpdatedAt.Equal(got.UpdatedAt), "UpdatedAt %v, in the log %v", info.UpdatedAt, got.UpdatedAt)
+			assert.False(t, info.UpdatedAt.Before(info.CreatedAt))
+			assert.Equal(t, got, info, "Run's Info is the record in the log")
+		})
+	}
 }

@@ -22,10 +22,12 @@ type Tx interface {
 	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, rows pgx.CopyFromSource) (int64, error)
 }
 
-// stmt is one statement of the coordinator's own, queued in a batch.
+// stmt is one statement of the coordinator's own, queued in a batch; when
+// scan is set, its one row is scanned into it.
 type stmt struct {
 	sql  string
 	args []any
+	scan []any
 }
 
 // stepTx is the transaction of a TxAction or TxCompensate. It is begun
@@ -211,7 +213,13 @@ func (t *stepTx) commit(ctx context.Context, suffix ...stmt) error {
 	}
 	defer br.Close()
 	for i := range skip + len(suffix) {
-		if _, err := br.Exec(); err != nil {
+		var err error
+		if i >= skip && suffix[i-skip].scan != nil {
+			err = br.QueryRow().Scan(suffix[i-skip].scan...)
+		} else {
+			_, err = br.Exec()
+		}
+		if err != nil {
 			if !began || i > 0 { // all but BEGIN are the coordinator's
 				err = logError(err)
 			}
@@ -299,10 +307,7 @@ func (r *row) Scan(dest ...any) error {
 func logError(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code == "23505" && pgErr.ConstraintName == "coord_saga_pkey":
-			return errExists
-		case pgErr.Code == "22012": // the lease check divides by the rows it updated
+		if pgErr.Code == "22012" { // the lease check divides by the rows it updated
 			return fmt.Errorf("%w: %w", ErrLeaseLost, err)
 		}
 	}

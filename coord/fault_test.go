@@ -1,0 +1,485 @@
+package coord
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The tests of this file break the connections between the coordinator and
+// PostgreSQL for real, with an in-process TCP proxy in front of the server
+// or pg_terminate_backend on the test's own database, and check that Run's
+// error says exactly where the saga stands.
+
+// A proxyFault is what the proxy does to the first message from the client
+// that contains its marker (a saga id: the insert of that saga's record is
+// the first statement to carry it).
+type proxyFault int
+
+const (
+	// faultDrop swallows the message and cuts the connection: the server
+	// never sees the statement.
+	faultDrop proxyFault = iota + 1
+	// faultLoseReply forwards the message, waits for the server's whole
+	// answer (ReadyForQuery, so the statement committed), swallows it and
+	// cuts the connection.
+	faultLoseReply
+)
+
+// pgProxy forwards TCP connections to PostgreSQL and breaks them on demand.
+type pgProxy struct {
+	ln     net.Listener
+	target string
+
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	refuse bool // accepted connections are closed at once
+	fault  proxyFault
+	marker []byte
+	// refuseAfterFault makes the proxy refuse new connections once the
+	// fault has struck.
+	refuseAfterFault bool
+}
+
+func newPgProxy(t *testing.T, target string) *pgProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &pgProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	go p.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.cut()
+	})
+	return p
+}
+
+func (p *pgProxy) serve() {
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		refuse := p.refuse
+		p.mu.Unlock()
+		if refuse {
+			_ = client.Close()
+			continue
+		}
+		server, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = client.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[client], p.conns[server] = true, true
+		p.mu.Unlock()
+		lost := make(chan struct{}) // closed when the client's answer is to be swallowed
+		var once sync.Once
+		go p.toServer(client, server, lost, &once)
+		go p.toClient(server, client, lost)
+	}
+}
+
+// toServer copies client → server, applying the armed fault.
+func (p *pgProxy) toServer(client, server net.Conn, lost chan struct{}, once *sync.Once) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := client.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			fault := p.fault
+			hit := fault != 0 && bytes.Contains(buf[:n], p.marker)
+			if hit {
+				p.fault = 0
+				if p.refuseAfterFault {
+					p.refuse = true
+				}
+			}
+			p.mu.Unlock()
+			if hit && fault == faultDrop {
+				p.closePair(client, server)
+				return
+			}
+			if hit {
+				once.Do(func() { close(lost) })
+			}
+			if _, err := server.Write(buf[:n]); err != nil {
+				p.closePair(client, server)
+				return
+			}
+		}
+		if err != nil {
+			p.closePair(client, server)
+			return
+		}
+	}
+}
+
+// readyForQuery is the message that ends the server's answer to a
+// statement: 'Z', length 5, then the transaction status.
+var readyForQuery = []byte{'Z', 0, 0, 0, 5}
+
+// toClient copies server → client; once lost is closed, it swallows the
+// server's answer up to ReadyForQuery, then cuts the connection.
+func (p *pgProxy) toClient(server, client net.Conn, lost chan struct{}) {
+	buf := make([]byte, 64<<10)
+	var swallowed []byte
+	for {
+		n, err := server.Read(buf)
+		if n > 0 {
+			select {
+			case <-lost:
+				swallowed = append(swallowed, buf[:n]...)
+				if bytes.Contains(swallowed, readyForQuery) {
+					p.closePair(client, server)
+					return
+				}
+			default:
+				if _, err := client.Write(buf[:n]); err != nil {
+					p.closePair(client, server)
+					return
+				}
+			}
+		}
+		if err != nil {
+			p.closePair(client, server)
+			return
+		}
+	}
+}
+
+func (p *pgProxy) closePair(a, b net.Conn) {
+	_ = a.Close()
+	_ = b.Close()
+	p.mu.Lock()
+	delete(p.conns, a)
+	delete(p.conns, b)
+	p.mu.Unlock()
+}
+
+// cut closes every connection through the proxy.
+func (p *pgProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	clear(p.conns)
+}
+
+func (p *pgProxy) setRefuse(v bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refuse = v
+}
+
+// arm makes the proxy apply fault to the first client message carrying
+// marker.
+func (p *pgProxy) arm(fault proxyFault, marker string, refuseAfter bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fault, p.marker, p.refuseAfterFault = fault, []byte(marker), refuseAfter
+}
+
+// proxiedPool returns a pool on the fixture's database through the proxy.
+// It never pings: every statement meets the connection as it is.
+func proxiedPool(t *testing.T, f *fixture, p *pgProxy) *pgxpool.Pool {
+	t.Helper()
+	cfg := f.pool.Config()
+	host, port, err := net.SplitHostPort(p.ln.Addr().String())
+	require.NoError(t, err)
+	portN, err := strconv.ParseUint(port, 10, 16)
+	require.NoError(t, err)
+	cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Fallbacks = host, uint16(portN), nil
+	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+func pgTarget(t *testing.T, f *fixture) string {
+	t.Helper()
+	cc := f.pool.Config().ConnConfig
+	return net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port)))
+}
+
+func TestRun_BrokenConnectionErrorSaysWhetherTheSagaIsLogged(t *testing.T) {
+	tests := []struct {
+		name string
+		// prepare breaks the way to PostgreSQL before Run; hook may break
+		// it at a boundary of the run.
+		prepare func(p *pgProxy, pool *pgxpool.Pool, id string)
+		hook    func(p *pgProxy) func(crashPoint) bool
+		wantErr error // nil: the saga succeeded
+		logged  bool  // the saga is in the log after Run
+	}{
+		{
+			name: "database unreachable before the insert",
+			prepare: func(p *pgProxy, pool *pgxpool.Pool, _ string) {
+				p.setRefuse(true)
+				pool.Reset()
+			},
+			wantErr: ErrNotStarted,
+		},
+		{
+			name: "insert lost on its way",
+			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
+				p.arm(faultDrop, id, false)
+			},
+			logged: true, // inserted again on a fresh connection, then run
+		},
+		{
+			name: "answer of the committed insert lost",
+			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
+				p.arm(faultLoseReply, id, false)
+			},
+			logged: true, // the fresh connection finds the run's own record
+		},
+		{
+			name: "insert lost, then the database unreachable",
+			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
+				p.arm(faultDrop, id, true)
+			},
+			wantErr: ErrOutcomeUnknown,
+		},
+		{
+			name: "answer of the committed insert lost, then the database unreachable",
+			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
+				p.arm(faultLoseReply, id, true)
+			},
+			wantErr: ErrOutcomeUnknown,
+			logged:  true,
+		},
+		{
+			name: "database unreachable from the first TxAction on",
+			hook: func(p *pgProxy) func(crashPoint) bool {
+				var once sync.Once
+				return func(pt crashPoint) bool {
+					if pt.Stage == stageBeforeAction && pt.Step == stepCreateUser {
+						once.Do(func() {
+							p.setRefuse(true)
+							p.cut()
+						})
+					}
+					return false
+				}
+			},
+			wantErr: ErrIncomplete,
+			logged:  true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			p := newPgProxy(t, pgTarget(t, f))
+			pool := proxiedPool(t, f, p)
+			opts := Options{Owner: "proxied", LeaseDuration: testLease}
+			if tt.hook != nil {
+				opts.crashAt = tt.hook(p)
+			}
+			c, err := New(context.Background(), pool, opts)
+			require.NoError(t, err)
+			h, err := Register(c, f.definition())
+			require.NoError(t, err)
+			id := "u-" + strconv.FormatUint(rand.Uint64(), 36)
+			if tt.prepare != nil {
+				tt.prepare(p, pool, id)
+			}
+
+			info, err := h.Run(context.Background(), id, &regState{UserID: id, Email: id + "@example.com"})
+			if tt.wantErr == nil {
+				require.NoError(t, err)
+				assert.Equal(t, StatusSucceeded, info.Status)
+				assert.Equal(t, allApplied, f.effects(t, id))
+			} else {
+				require.ErrorIs(t, err, tt.wantErr)
+				for _, other := range []error{ErrNotStarted, ErrIncomplete, ErrOutcomeUnknown, ErrCompensated, ErrFailed} {
+					if other != tt.wantErr {
+						assert.NotErrorIs(t, err, other)
+					}
+				}
+			}
+			// The log, read directly.
+			direct, err := New(context.Background(), f.pool, Options{Owner: "direct", LeaseDuration: testLease})
+			require.NoError(t, err)
+			hd, err := Register(direct, f.definition())
+			require.NoError(t, err)
+			_, err = direct.Get(context.Background(), id)
+			if tt.logged {
+				require.NoError(t, err, "the saga is in the log")
+			} else {
+				require.ErrorIs(t, err, ErrNotFound)
+				assert.Equal(t, map[string]int{
+					stepCreateUser: 0, stepWelcome: 0, stepActivate: 0, stepCache: 0,
+					opName(stepCreateUser, true): 0, opName(stepWelcome, true): 0, opName(stepActivate, true): 0, opName(stepCache, true): 0,
+				}, f.allCalls(id), "no step ran")
+				assert.Equal(t, noneLeft, f.effects(t, id))
+			}
+
+			// Once PostgreSQL is back, what the error told the caller to do
+			// finishes the saga: nothing (recovery) or Run again.
+			p.setRefuse(false)
+			switch {
+			case errors.Is(tt.wantErr, ErrIncomplete):
+				info = recoverUntilFinal(t, direct, id)
+			case tt.wantErr != nil:
+				info, err = hd.Run(context.Background(), id, &regState{UserID: id, Email: id + "@example.com"})
+				require.NoError(t, err)
+			}
+			assert.Equal(t, StatusSucceeded, info.Status)
+			assert.Equal(t, allApplied, f.effects(t, id))
+			assert.Equal(t, 1, f.callCount(id, stepWelcome, false), "the MongoDB step ran once")
+		})
+	}
+}
+
+// TestRun_ConnectionsCutRepeatedlyEveryOutcomeIsTrue runs sagas from several
+// goroutines while another connection keeps terminating the backends of the
+// test's database, then checks each Run's error against the log and the
+// stores.
+func TestRun_ConnectionsCutRepeatedlyEveryOutcomeIsTrue(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	c, err := New(ctx, f.pool, Options{Owner: "chaos", LeaseDuration: testLease})
+	require.NoError(t, err)
+	d := f.definition()
+	for i := range d.steps {
+		d.steps[i].Retry = RetryPolicy{Attempts: 6, Backoff: 2 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}
+	}
+	h, err := Register(c, d)
+	require.NoError(t, err)
+
+	killer, err := pgx.ConnectConfig(ctx, f.pool.Config().ConnConfig)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = killer.Close(context.Background()) })
+	stop := make(chan struct{})
+	var kills atomic.Int64
+	killed := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				killed <- nil
+				return
+			case <-time.After(time.Duration(5+rand.IntN(40)) * time.Millisecond):
+			}
+			var n int64
+			err := killer.QueryRow(ctx, `select count(pg_terminate_backend(pid)) from pg_stat_activity
+				where datname = current_database() and pid <> pg_backend_pid()`).Scan(&n)
+			if err != nil {
+				killed <- err
+				return
+			}
+			kills.Add(n)
+		}
+	}()
+
+	const runners, perRunner = 8, 8
+	type result struct {
+		id  string
+		err error
+	}
+	results := make(chan result, runners*perRunner)
+	var wg sync.WaitGroup
+	for r := range runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perRunner {
+				id := fmt.Sprintf("c%d-%d", r, i)
+				_, err := h.Run(ctx, id, &regState{UserID: id, Email: id + "@example.com"})
+				results <- result{id, err}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	require.NoError(t, <-killed)
+	close(results)
+	f.pool.Reset() // the pool's connections may be terminated ones
+	t.Logf("%d backends terminated", kills.Load())
+
+	counts := map[string]int{}
+	for res := range results {
+		id := res.id
+		switch {
+		case res.err == nil:
+			counts["succeeded"]++
+			info, err := c.Get(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, StatusSucceeded, info.Status, id)
+			assert.Equal(t, allApplied, f.effects(t, id), id)
+		case errors.Is(res.err, ErrNotStarted):
+			counts["not started"]++
+			_, err := c.Get(ctx, id)
+			assert.ErrorIs(t, err, ErrNotFound, id)
+			assert.Equal(t, noneLeft, f.effects(t, id), id)
+			assert.Zero(t, f.callCount(id, stepCreateUser, false), id)
+		case errors.Is(res.err, ErrIncomplete):
+			counts["incomplete"]++
+			_, err := c.Get(ctx, id)
+			require.NoError(t, err, "%s: an incomplete saga is in the log", id)
+			info := recoverUntilFinal(t, c, id)
+			assertFinal(t, f, id, info.Status)
+		case errors.Is(res.err, ErrCompensated):
+			counts["compensated"]++
+			info, err := c.Get(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, StatusCompensated, info.Status, id)
+			assert.Equal(t, noneLeft, f.effects(t, id), id)
+		case errors.Is(res.err, ErrFailed):
+			counts["failed"]++
+			info, err := c.Get(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, StatusFailed, info.Status, id)
+		case errors.Is(res.err, ErrOutcomeUnknown):
+			counts["unknown"]++
+			info, err := h.Run(ctx, id, &regState{UserID: id, Email: id + "@example.com"})
+			if !errors.Is(err, ErrFailed) {
+				require.NoError(t, ignoreCompensated(err), id)
+			}
+			assertFinal(t, f, id, info.Status)
+		default:
+			t.Errorf("%s: Run's error has no outcome: %v", id, res.err)
+		}
+	}
+	t.Logf("outcomes: %v", counts)
+}
+
+func ignoreCompensated(err error) error {
+	if errors.Is(err, ErrCompensated) {
+		return nil
+	}
+	return err
+}
+
+// assertFinal checks the stores of a saga that ended in status.
+func assertFinal(t *testing.T, f *fixture, id string, status Status) {
+	t.Helper()
+	switch status {
+	case StatusSucceeded:
+		assert.Equal(t, allApplied, f.effects(t, id), id)
+	case StatusCompensated:
+		assert.Equal(t, noneLeft, f.effects(t, id), id)
+	case StatusFailed:
+	default:
+		t.Errorf("%s: not final: %s", id, status)
+	}
+}
