@@ -13,10 +13,11 @@
 //	// after a database write commits:
 //	err = users.Invalidate(ctx, id)
 //
-// A Cache holds no goroutines and needs no Close (the one exception: with
-// Options.Timeout on a client without ContextTimeoutEnabled, a Redis
-// command that timed out ends in the background, within the client's own
-// bounds). It takes any
+// A Cache holds no goroutines and needs no Close. Work outlives a call only
+// when the caller stops waiting for it: an early refresh whose caller's
+// context ended finishes its load, and, with Options.Timeout on a client
+// without ContextTimeoutEnabled, a Redis command that timed out ends within
+// the client's own bounds. It takes any
 // redis.UniversalClient; a *redis.Client (single node or Sentinel) gets MGET
 // and multi-key DEL, Cluster and Ring clients get pipelines, which go-redis
 // splits per node.
@@ -91,7 +92,9 @@
 // Options.NotFoundTTL and the loader is not called again until it expires.
 // Every TTL is spread by Options.Jitter (±10% by default). With
 // Options.EarlyRefresh, hits are reloaded before expiry with the
-// probability of XFetch, synchronously in the request that draws it.
+// probability of XFetch, in the request that draws it: it waits for the
+// reload, or serves the cached value if its context ends first (the reload
+// then goes on).
 //
 // Options.Timeout bounds every Redis call whatever the client's settings;
 // a client built with ContextTimeoutEnabled enforces it on the socket,

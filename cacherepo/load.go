@@ -22,7 +22,10 @@ type flight[T any] struct {
 // its result and returns it.
 //
 // Concurrent misses of one key in one process call load once and each
-// receive their own decoded copy. With Options.Lock, misses in other
+// receive their own decoded copy. load runs on the goroutine of the caller
+// that starts it, with that caller's context, and that caller returns when
+// load does (load should honour its context); the callers that joined it
+// stop waiting when their own context ends. With Options.Lock, misses in other
 // processes wait for that load too. When load reports that the record does
 // not exist (Options.IsNotFound), a tombstone is cached for NotFoundTTL and
 // the error, made to wrap ErrNotFound, is returned; until the tombstone
@@ -152,8 +155,10 @@ func (c *Cache[T]) lead(ctx context.Context, key, rk string, fc *flightCall[T], 
 				c.event(ctx, EventRedisError, key, err, 0)
 			}
 		}
-		c.flights.finish(rk, fc, nil, perr)
-		c.event(ctx, EventLoaderPanic, key, perr, 0)
+		func() {
+			defer c.flights.finish(rk, fc, nil, perr) // even if OnEvent panics
+			c.event(ctx, EventLoaderPanic, key, perr, 0)
+		}()
 		if p != nil {
 			panic(p) // the same value, from within the panic: the stack still shows the loader
 		}
@@ -318,45 +323,44 @@ func (c *Cache[T]) refresh(ctx context.Context, key, rk string, old []byte, oldV
 	c.event(ctx, EventEarlyRefresh, key, nil, 0)
 	fk := rk + refreshFlight
 	fc, leader := c.flights.join(fk)
-	var f *flight[T]
-	var err error
 	if leader {
-		f, err = c.leadRefresh(ctx, key, rk, fk, fc, old, load)
-	} else {
-		select {
-		case <-fc.done:
-			f, err = fc.f, fc.err
-			if err == nil {
-				return c.joined(key, f), nil
-			}
-		case <-ctx.Done():
-			return oldV, nil // still valid; only this caller stops waiting
-		}
+		// On a goroutine of its own, so that a caller whose context ends
+		// gets the still valid value at once, as a joined caller does.
+		go func() { _, _ = c.leadRefresh(ctx, key, rk, fk, fc, old, load) }()
+	}
+	select {
+	case <-fc.done:
+	case <-ctx.Done():
+		return oldV, nil // still valid; only this caller stops waiting
 	}
 	var nf notFoundResult
-	switch {
+	switch err := fc.err; {
 	case errors.As(err, &nf):
 		var zero T
 		return zero, nf.err
 	case err != nil:
 		return oldV, nil
 	}
-	return f.v, nil
+	return c.joined(key, fc.f), nil
 }
 
-// leadRefresh runs the refresh flight fc. A panic of the loader is
-// recovered here and reported (EventLoaderPanic), never passed on: the
-// refresh is the Cache's initiative, and its caller has a valid value.
+// leadRefresh runs the refresh flight fc, on a goroutine of its own. A
+// panic of the loader is recovered here and reported (EventLoaderPanic),
+// never passed on: nothing could recover it on this goroutine, and the
+// refresh's callers have a valid value. runtime.Goexit ends only this
+// goroutine; its callers get the cached value.
 func (c *Cache[T]) leadRefresh(ctx context.Context, key, rk, fk string, fc *flightCall[T], old []byte, load func(context.Context) (T, error)) (f *flight[T], err error) {
 	normal := false
 	defer func() {
 		if normal {
 			return
 		}
-		p := recover()
-		perr := panicked(key, p)
+		perr := panicked(key, recover())
 		f, err = nil, perr
-		c.flights.finish(fk, fc, nil, perr)
+		defer c.flights.finish(fk, fc, nil, perr)
+		// Nothing could recover a panic of OnEvent on this goroutine
+		// either: it would end the process, so it is dropped.
+		defer func() { _ = recover() }()
 		c.event(ctx, EventLoaderPanic, key, perr, 0)
 	}()
 	f, err = c.reload(ctx, key, rk, old, load)

@@ -224,28 +224,44 @@ var errBatch = errors.New("batch loader bug")
 
 func TestCache_EarlyRefresh_LoaderPanicIsReportedAndTheCachedValueServed(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	var evs events
-	// β so large that every hit is refreshed.
-	c, _, _ := newCache[string](t, cacherepo.Options{EarlyRefresh: 1e12, OnEvent: evs.record})
-	require.NoError(t, c.Set(ctx, "k", "cached", 0))
+	tests := []struct {
+		name      string
+		end       func()
+		wantValue any
+	}{
+		{"panic", func() { panic("refresh bug") }, "refresh bug"},
+		{"runtime.Goexit", runtime.Goexit, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			var evs events
+			// β so large that every hit is refreshed.
+			c, _, _ := newCache[string](t, cacherepo.Options{EarlyRefresh: 1e12, OnEvent: evs.record})
+			require.NoError(t, c.Set(ctx, "k", "cached", 0))
 
-	var v string
-	var err error
-	p := recovered(func() {
-		v, err = c.GetOrLoad(ctx, "k", func(context.Context) (string, error) { panic("refresh bug") })
-	})
+			var v string
+			var err error
+			p := recovered(func() {
+				v, err = c.GetOrLoad(ctx, "k", func(context.Context) (string, error) {
+					tt.end()
+					return "unreachable", nil
+				})
+			})
 
-	assert.Nil(t, p, "a refresh's panic never reaches the caller")
-	require.NoError(t, err)
-	assert.Equal(t, "cached", v)
-	panics := evs.of(cacherepo.EventLoaderPanic)
-	require.Len(t, panics, 1)
-	var perr *cacherepo.PanicError
-	require.ErrorAs(t, panics[0].Err, &perr)
-	assert.Equal(t, "refresh bug", perr.Value)
-	got, err := c.Get(ctx, "k")
-	require.NoError(t, err)
-	assert.Equal(t, "cached", got, "the cached value stays")
-	assert.Equal(t, uint64(1), c.Stats().LoaderPanics)
+			assert.Nil(t, p, "a refresh's panic never reaches the caller")
+			require.NoError(t, err)
+			assert.Equal(t, "cached", v)
+			panics := evs.of(cacherepo.EventLoaderPanic)
+			require.Len(t, panics, 1)
+			var perr *cacherepo.PanicError
+			require.ErrorAs(t, panics[0].Err, &perr)
+			assert.Equal(t, tt.wantValue, perr.Value)
+			got, err := c.Get(ctx, "k")
+			require.NoError(t, err)
+			assert.Equal(t, "cached", got, "the cached value stays")
+			assert.Equal(t, uint64(1), c.Stats().LoaderPanics)
+		})
+	}
 }
