@@ -51,7 +51,9 @@ type Entry[M Member] struct {
 }
 
 // Page is one page of a board read with Leaderboard.Page. Next is the
-// cursor of the following page, "" after the last page.
+// cursor of the following page; it is "" when the page holds fewer entries
+// than asked for (the end of the board). A full last page still has a Next,
+// which then gives an empty page with Next "".
 type Page[M Member] struct {
 	Entries []Entry[M]
 	Next    string
@@ -293,7 +295,7 @@ func (b *Leaderboard[M]) Remove(ctx context.Context, m M) error {
 	case err != nil:
 		return redisErr("ZREM "+key, mayHaveChanged, err)
 	case n == 0:
-		return b.notFound(member)
+		return fmt.Errorf("%w; nothing changed", b.notFound(member))
 	}
 	return nil
 }
@@ -427,7 +429,8 @@ return {start, redis.call('ZREVRANGE', KEYS[1], start, start + n - 1, 'WITHSCORE
 `)
 
 // Page returns up to n members in board order starting after cursor ("" for
-// the first page), and the cursor of the next page ("" after the last).
+// the first page), and the cursor of the next page ("" once a page comes
+// back short; see the Page type).
 //
 // A cursor is the last (score, member) returned, not a rank, so paging stays
 // correct while scores change: every member whose score does not change
