@@ -120,6 +120,12 @@ func TestSessionStore_Update_ReplacesDataOfALiveSessionOnly(t *testing.T) {
 		assert.Equal(t, profile{Name: "Ada", Admin: true}, got.Data)
 		assert.Equal(t, "u", got.Subject, "Update keeps the subject")
 
+		// Update is not a read: it leaves the expiry where it was.
+		key := sessionKey(prefix, token)
+		require.NoError(t, client.PExpire(ctx, key, 500*time.Second).Err())
+		require.NoError(t, s.Update(ctx, token, profile{Name: "Ada"}))
+		assert.LessOrEqual(t, pttl(t, client, key), (500 * time.Second).Milliseconds(), "Update did not renew the session")
+
 		require.NoError(t, s.Delete(ctx, token))
 		assert.ErrorIs(t, s.Update(ctx, token, profile{}), redisrepo.ErrNotFound)
 		assert.Empty(t, dump(t, client, prefix), "Update of a deleted session wrote nothing")
@@ -303,4 +309,26 @@ func TestSessionStore_BadArguments_ReturnErrInvalid(t *testing.T) {
 	_, err = s.RevokeAll(ctx, "")
 	assert.ErrorIs(t, err, redisrepo.ErrInvalid, "RevokeAll with an empty subject")
 	assert.Empty(t, dump(t, client, prefix))
+}
+
+func TestSessionStore_Create_DropsIndexEntriesPastTheirDeadline(t *testing.T) {
+	eachRedis(t, func(t *testing.T, client redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		short := newSessions(t, client, prefix, redisrepo.SessionOptions{Lifetime: 200 * time.Millisecond})
+		old, err := short.Create(ctx, "u", profile{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			_, err := short.Get(ctx, old)
+			return err != nil
+		}, 5*time.Second, 20*time.Millisecond)
+
+		long := newSessions(t, client, prefix, redisrepo.SessionOptions{})
+		_, err = long.Create(ctx, "u", profile{})
+		require.NoError(t, err)
+		index := prefix + "sess:{" + old[:8] + "}:u:u"
+		n, err := client.ZCard(ctx, index).Result()
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), n, "the session past its deadline left the index")
+		assert.Positive(t, pttl(t, client, index), "the index expires with its last session")
+	})
 }
