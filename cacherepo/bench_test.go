@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/polystore/polystore/cacherepo"
 	"github.com/polystore/polystore/internal/servicetest"
@@ -72,6 +73,43 @@ func BenchmarkGetOrLoadHit(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkGetOrLoadHitTimeout: the hit path with Options.Timeout set, on a
+// client with ContextTimeoutEnabled (the deadline goes on the context) and
+// on one without it (the GET runs on a goroutine the caller can leave).
+func BenchmarkGetOrLoadHitTimeout(b *testing.B) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		impl     string
+		deadline bool
+	}{{"contexttimeout", true}, {"detached", false}} {
+		b.Run("impl="+tc.impl, func(b *testing.B) {
+			_, prefix := servicetest.Redis(b)
+			opts, err := redis.ParseURL(servicetest.RedisURL(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			opts.ContextTimeoutEnabled = tc.deadline
+			tclient := redis.NewClient(opts)
+			b.Cleanup(func() { _ = tclient.Close() })
+			c, err := cacherepo.New[user](tclient, cacherepo.Options{Namespace: prefix, Timeout: time.Second})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := c.Set(ctx, "42", benchUser, 0); err != nil {
+				b.Fatal(err)
+			}
+			load := func(context.Context) (user, error) { return user{}, errors.New("a hit must not load") }
+			b.ReportAllocs()
+			for b.Loop() {
+				u, err := c.GetOrLoad(ctx, "42", load)
+				if err != nil || u.ID != 42 {
+					b.Fatal(u, err)
+				}
+			}
+		})
+	}
 }
 
 // BenchmarkGetMany100: GetMany of 100 keys (one MGET) against 100 sequential
