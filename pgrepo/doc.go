@@ -17,6 +17,9 @@
 //	}
 //	users, err := pgrepo.New[User, int64]("users")
 //
+// A composite primary key is a pk tag on several fields, with a struct of
+// the key's columns as ID (see New).
+//
 // Its SQL is built then, every identifier quoted with pgx.Identifier;
 // values only ever travel as bind parameters. The tags are the ones
 // pgx.RowToStructByName reads, so the same struct works with plain pgx.

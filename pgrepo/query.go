@@ -202,9 +202,10 @@ func Desc(column string) Order { return Order{Column: column, Desc: true} }
 type Query struct {
 	// Where filters the rows. Default (nil): every visible row.
 	Where Predicate
-	// OrderBy sorts the rows; the primary key is always added as the last
-	// key (in the direction of the one before it), so that the order is
-	// total. Default (nil): primary key ascending.
+	// OrderBy sorts the rows; every primary-key column it does not name is
+	// added after it (in the direction of the last key, in the order of the
+	// pk fields), so that the order is total. Default (nil): the primary
+	// key's columns ascending.
 	OrderBy []Order
 	// Limit is the most rows a page holds, at most MaxLimit. Default (0): no
 	// limit, one page.
@@ -303,7 +304,7 @@ type selection struct {
 	sql   string
 	args  []any
 	cols  []string  // the column of each argument, for error messages
-	keys  []*column // sort keys, primary key last
+	keys  []*column // sort keys, the key columns not among them last
 	order uint32    // fingerprint of the ordering, carried by cursors
 }
 
@@ -333,9 +334,14 @@ func (r *Repository[T, ID]) buildList(q Query) (*selection, error) {
 		sel.keys = append(sel.keys, c)
 		desc = append(desc, o.Desc)
 	}
-	if !seen[r.t.pk] {
-		sel.keys = append(sel.keys, r.t.pk)
-		desc = append(desc, len(desc) > 0 && desc[len(desc)-1])
+	// Every key column the ordering lacks breaks ties, in the direction of
+	// the last sort key, so that the order is total.
+	last := len(desc) > 0 && desc[len(desc)-1]
+	for _, c := range r.t.pk {
+		if !seen[c] {
+			sel.keys = append(sel.keys, c)
+			desc = append(desc, last)
+		}
 	}
 	h := fnv.New32a()
 	for i, c := range sel.keys {

@@ -15,7 +15,8 @@ import (
 )
 
 // Repository reads and writes values of struct type T in one table whose
-// primary key has Go type ID. It is built once with New and is safe for
+// primary key has Go type ID (a struct of the key's columns for a
+// composite key, see New). It is built once with New and is safe for
 // concurrent use; every method runs on the DB it is given.
 type Repository[T any, ID any] struct {
 	t *table
@@ -29,6 +30,7 @@ type Repository[T any, ID any] struct {
 	updateRet  []*column // filled back by Update
 	copyCols   []string  // COPY column list: insertCols then the version
 	one        any       // 1 in the version column's Go type
+	idFields   []int     // composite keys: the ID field of each key column; nil for one column
 
 	// Column names of the bind parameters $1, $2, ... of sqlInsert (and
 	// upserts) and sqlUpdate, for error messages.
@@ -43,7 +45,7 @@ type Repository[T any, ID any] struct {
 // "schema.table") from the db struct tags of T. T must be a struct type.
 // A field's tag is `db:"column,options"`, where options are any of:
 //
-//	pk          the primary key (exactly one field; composite keys are not supported)
+//	pk          the primary key: one field, or several for a composite key
 //	generated   set by the database on INSERT (serial, identity, DEFAULT now()):
 //	            never written, read back by Insert and Upsert
 //	readonly    never written (generated always as, trigger-maintained);
@@ -61,20 +63,42 @@ type Repository[T any, ID any] struct {
 // field's type, a type assignable to it, or one of the same kind convertible
 // to and from it (type UserID int64, or int, for an int64 key).
 //
+// For a composite key (pk on several fields), ID is a struct with one
+// exported field per key column (fields tagged `db:"-"` do not count):
+//
+//	type OrderKey struct {
+//		TenantID int32  // tenant_id, the first pk field of the row struct
+//		OrderNo  string // order_no, the second
+//	}
+//
+// Untagged fields map to the key columns by position, in the order of the
+// pk fields of T; when every field has a db tag, each maps to the column
+// its tag names, in any order. Each field's type must fit its column as
+// above. A field at one key column's position whose snake_case name is
+// another key column's is rejected, so that reordering the struct cannot
+// swap two keys of the same type unnoticed. Upsert's default conflict
+// target is then the whole key, and List breaks ties on every key column.
+//
 // New returns an error wrapping ErrInvalid for a struct with no primary key,
 // two fields on one column, an unknown option, an option on a field type
 // that cannot carry it, or an ID type that does not fit the key (naming
-// both types), so that a mismatch fails here and not at the first query.
+// both types; for a composite key, an ID that is not such a struct), so that
+// a mismatch fails here and not at the first query.
 func New[T any, ID any](table string) (*Repository[T, ID], error) {
 	t, err := describe(table, reflect.TypeFor[T]())
 	if err != nil {
 		return nil, err
 	}
-	if id := reflect.TypeFor[ID](); !keyTypeFits(id, t.pk.typ) {
-		return nil, fmt.Errorf("%w: pgrepo.New[%s, %s](%q): ID type %s does not fit the primary key %q of type %s (field %s)",
-			ErrInvalid, reflect.TypeFor[T](), id, table, id, t.pk.name, t.pk.typ, t.pk.field)
-	}
 	r := &Repository[T, ID]{t: t, selectList: quotedList(t.cols, "")}
+	id := reflect.TypeFor[ID]()
+	if len(t.pk) == 1 {
+		if pk := t.pk[0]; !keyTypeFits(id, pk.typ) {
+			return nil, fmt.Errorf("%w: pgrepo.New[%s, %s](%q): ID type %s does not fit the primary key %q of type %s (field %s)",
+				ErrInvalid, reflect.TypeFor[T](), id, table, id, pk.name, pk.typ, pk.field)
+		}
+	} else if r.idFields, err = t.keyFields(id); err != nil {
+		return nil, fmt.Errorf("%w: pgrepo.New[%s, %s](%q): %v", ErrInvalid, reflect.TypeFor[T](), id, table, err)
+	}
 	if t.deleted != nil {
 		r.visible = " AND " + t.deleted.quoted + " IS NULL"
 	}
@@ -99,7 +123,7 @@ func New[T any, ID any](table string) (*Repository[T, ID], error) {
 		r.bump = v.quoted + " = " + t.quoted + "." + v.quoted + " + 1"
 	}
 
-	pkWhere := " WHERE " + t.pk.quoted + " = $1" + r.visible
+	pkWhere := " WHERE " + t.keyWhere(1) + r.visible
 	r.sqlGet = "SELECT " + r.selectList + " FROM " + t.quoted + pkWhere
 	r.sqlExists = "SELECT EXISTS (SELECT 1 FROM " + t.quoted + pkWhere + ")"
 	if t.deleted != nil {
@@ -114,7 +138,7 @@ func New[T any, ID any](table string) (*Repository[T, ID], error) {
 	r.sqlInsert = r.insertSQL("")
 	r.sqlUpdate = r.updateSQL()
 	r.insertParams = columnNames(r.insertCols)
-	r.updateParams = append(columnNames(r.updateCols), t.pk.name)
+	r.updateParams = append(columnNames(r.updateCols), columnNames(t.pk)...)
 	if v := t.version; v != nil {
 		r.updateParams = append(r.updateParams, v.name)
 	}
@@ -154,10 +178,10 @@ func (r *Repository[T, ID]) updateSQL() string {
 		set = append(set, c.quoted+" = $"+strconv.Itoa(i+1))
 	}
 	n := len(r.updateCols)
-	where := " WHERE " + r.t.pk.quoted + " = $" + strconv.Itoa(n+1)
+	where := " WHERE " + r.t.keyWhere(n+1)
 	if v := r.t.version; v != nil {
 		set = append(set, r.bump)
-		where += " AND " + v.quoted + " = $" + strconv.Itoa(n+2)
+		where += " AND " + v.quoted + " = $" + strconv.Itoa(n+len(r.t.pk)+1)
 	}
 	if len(set) == 0 {
 		return ""
@@ -175,9 +199,16 @@ func (r *Repository[T, ID]) Get(ctx context.Context, db DB, id ID) (T, error) {
 	var v T
 	rv := reflect.ValueOf(&v).Elem()
 	dst := ptrs(make([]any, 0, len(r.t.cols)), rv, r.t.cols)
-	if err := db.QueryRow(ctx, r.sqlGet, id).Scan(dst...); err != nil {
+	var row pgx.Row
+	if r.idFields == nil {
+		// Passing id itself, not keyArgs' slice, saves Get an allocation.
+		row = db.QueryRow(ctx, r.sqlGet, id)
+	} else {
+		row = db.QueryRow(ctx, r.sqlGet, r.keyArgs(id)...)
+	}
+	if err := row.Scan(dst...); err != nil {
 		var zero T
-		return zero, translate(r.what("get", id), err)
+		return zero, translate(r.what("get", r.keyArgs(id)), err)
 	}
 	return v, nil
 }
@@ -185,8 +216,9 @@ func (r *Repository[T, ID]) Get(ctx context.Context, db DB, id ID) (T, error) {
 // Exists reports whether a visible row has the primary key id.
 func (r *Repository[T, ID]) Exists(ctx context.Context, db DB, id ID) (bool, error) {
 	var ok bool
-	if err := db.QueryRow(ctx, r.sqlExists, id).Scan(&ok); err != nil {
-		return false, translate(r.what("exists", id), err)
+	key := r.keyArgs(id)
+	if err := db.QueryRow(ctx, r.sqlExists, key...).Scan(&ok); err != nil {
+		return false, translate(r.what("exists", key), err)
 	}
 	return ok, nil
 }
@@ -271,9 +303,9 @@ func (r *Repository[T, ID]) Update(ctx context.Context, db DB, v *T) error {
 		return fmt.Errorf("%w: update %s: no writable column", ErrInvalid, r.t.name)
 	}
 	rv := reflect.ValueOf(v).Elem()
-	args := values(make([]any, 0, len(r.updateCols)+2), rv, r.updateCols)
-	pk := rv.FieldByIndex(r.t.pk.index).Interface()
-	args = append(args, pk)
+	args := values(make([]any, 0, len(r.updateCols)+len(r.t.pk)+1), rv, r.updateCols)
+	args = values(args, rv, r.t.pk)
+	pk := args[len(r.updateCols):]
 	if r.t.version != nil {
 		args = append(args, rv.FieldByIndex(r.t.version.index).Interface())
 	}
@@ -302,7 +334,7 @@ func (r *Repository[T, ID]) Update(ctx context.Context, db DB, v *T) error {
 		// Nothing matched key and version: tell a stale version from a
 		// missing row.
 		var exists bool
-		if xerr := db.QueryRow(ctx, r.sqlExists, pk).Scan(&exists); xerr != nil {
+		if xerr := db.QueryRow(ctx, r.sqlExists, pk...).Scan(&exists); xerr != nil {
 			return translate(r.what("update", pk), xerr)
 		}
 		if exists {
@@ -363,7 +395,8 @@ func (r *Repository[T, ID]) patch(ctx context.Context, db DB, op string, id ID, 
 	// A stable order gives one SQL text per set of columns, which pgx's
 	// statement cache can reuse.
 	slices.Sort(names)
-	args := make([]any, 0, len(names)+2)
+	key := r.keyArgs(id)
+	args := make([]any, 0, len(names)+len(key)+1)
 	params := names
 	var b strings.Builder
 	b.WriteString("UPDATE " + r.t.quoted + " SET ")
@@ -377,9 +410,9 @@ func (r *Repository[T, ID]) patch(ctx context.Context, db DB, op string, id ID, 
 	if r.bump != "" {
 		b.WriteString(", " + r.bump)
 	}
-	args = append(args, id)
-	params = append(params, r.t.pk.name)
-	b.WriteString(" WHERE " + r.t.pk.quoted + " = $" + strconv.Itoa(len(args)))
+	b.WriteString(" WHERE " + r.t.keyWhere(len(args)+1))
+	args = append(args, key...)
+	params = append(params, columnNames(r.t.pk)...)
 	if version != nil {
 		args = append(args, *version)
 		params = append(params, r.t.version.name)
@@ -397,14 +430,14 @@ func (r *Repository[T, ID]) patch(ctx context.Context, db DB, op string, id ID, 
 		// Nothing matched key and version: tell a stale version from a
 		// missing row.
 		var exists bool
-		if xerr := db.QueryRow(ctx, r.sqlExists, id).Scan(&exists); xerr != nil {
-			return zero, translate(r.what(op, id), xerr)
+		if xerr := db.QueryRow(ctx, r.sqlExists, key...).Scan(&exists); xerr != nil {
+			return zero, translate(r.what(op, key), xerr)
 		}
 		if exists {
-			return zero, fmt.Errorf("%s: %w: the row is no longer at version %d (nothing written)", r.what(op, id), ErrConflict, *version)
+			return zero, fmt.Errorf("%s: %w: the row is no longer at version %d (nothing written)", r.what(op, key), ErrConflict, *version)
 		}
 	}
-	return zero, translateParams(r.what(op, id), err, params)
+	return zero, translateParams(r.what(op, key), err, params)
 }
 
 // Delete removes the row whose primary key is id or, when the table has a
@@ -413,12 +446,13 @@ func (r *Repository[T, ID]) patch(ctx context.Context, db DB, op string, id ID, 
 // returns an error wrapping ErrNotFound when no visible row has the key and
 // ErrForeignKey when another row still references it.
 func (r *Repository[T, ID]) Delete(ctx context.Context, db DB, id ID) error {
-	tag, err := db.Exec(ctx, r.sqlDelete, id)
+	key := r.keyArgs(id)
+	tag, err := db.Exec(ctx, r.sqlDelete, key...)
 	if err != nil {
-		return translate(r.what("delete", id), err)
+		return translate(r.what("delete", key), err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("%s: %w", r.what("delete", id), ErrNotFound)
+		return fmt.Errorf("%s: %w", r.what("delete", key), ErrNotFound)
 	}
 	return nil
 }
@@ -459,10 +493,12 @@ func (r *Repository[T, ID]) Upsert(ctx context.Context, db DB, v *T, conflict ..
 // statement for the conflict columns.
 func (r *Repository[T, ID]) upsertSQL(conflict []string) (string, error) {
 	if len(conflict) == 0 {
-		if r.t.pk.generated {
-			return "", fmt.Errorf("%w: upsert into %s: the primary key is generated: name the conflict columns", ErrInvalid, r.t.name)
+		for _, c := range r.t.pk {
+			if c.generated {
+				return "", fmt.Errorf("%w: upsert into %s: the primary key column %q is generated: name the conflict columns", ErrInvalid, r.t.name, c.name)
+			}
 		}
-		conflict = []string{r.t.pk.name}
+		conflict = columnNames(r.t.pk)
 	}
 	// Names are checked before the cache is consulted, so that no name
 	// reaches the cache key unchecked.
@@ -503,10 +539,28 @@ func (r *Repository[T, ID]) upsertSQL(conflict []string) (string, error) {
 	return s, nil
 }
 
-// what names an operation for error messages; only called on error paths.
-func (r *Repository[T, ID]) what(op string, id any) string {
-	if id == nil {
-		return "pgrepo: " + op + " " + r.t.name
+// keyArgs returns the bind parameters of the key id: id itself for a
+// one-column key, the ID struct's fields in key-column order for a
+// composite one.
+func (r *Repository[T, ID]) keyArgs(id ID) []any {
+	if r.idFields == nil {
+		return []any{id}
 	}
-	return fmt.Sprintf("pgrepo: %s %s %s=%v", op, r.t.name, r.t.pk.name, id)
+	rv := reflect.ValueOf(&id).Elem()
+	key := make([]any, len(r.idFields))
+	for i, f := range r.idFields {
+		key[i] = rv.Field(f).Interface()
+	}
+	return key
+}
+
+// what names an operation for error messages, with the key values when key
+// is not nil; only called on error paths.
+func (r *Repository[T, ID]) what(op string, key []any) string {
+	var b strings.Builder
+	b.WriteString("pgrepo: " + op + " " + r.t.name)
+	for i, v := range key {
+		fmt.Fprintf(&b, " %s=%v", r.t.pk[i].name, v)
+	}
+	return b.String()
 }

@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -33,9 +34,9 @@ type table struct {
 	ident   pgx.Identifier
 	cols    []*column
 	byName  map[string]*column
-	pk      *column
-	version *column // nil without optimistic locking
-	deleted *column // nil without soft delete
+	pk      []*column // the primary key's columns, in field order
+	version *column   // nil without optimistic locking
+	deleted *column   // nil without soft delete
 }
 
 var scannerType = reflect.TypeFor[sql.Scanner]()
@@ -58,8 +59,8 @@ func describe(name string, typ reflect.Type) (*table, error) {
 	if len(t.cols) == 0 {
 		return nil, fmt.Errorf("%w: pgrepo.New[%s](%q): no columns", ErrInvalid, typ, name)
 	}
-	if t.pk == nil {
-		return nil, fmt.Errorf("%w: pgrepo.New[%s](%q): no primary key: tag one field `db:\"name,pk\"`", ErrInvalid, typ, name)
+	if len(t.pk) == 0 {
+		return nil, fmt.Errorf("%w: pgrepo.New[%s](%q): no primary key: tag a field `db:\"name,pk\"` (several for a composite key)", ErrInvalid, typ, name)
 	}
 	return t, nil
 }
@@ -122,8 +123,6 @@ func (t *table) addColumn(sf reflect.StructField, tag string, index []int) error
 		return fmt.Errorf("duplicate column %q (fields %s and %s)", name, prev.field, sf.Name)
 	}
 	switch {
-	case c.pk && t.pk != nil:
-		return fmt.Errorf("more than one primary key (%s, %s): composite keys are not supported", t.pk.name, name)
 	case c.pk && (c.readonly || c.version || c.softDelete):
 		return fmt.Errorf("column %q: pk cannot be readonly, version or softdelete", name)
 	case c.version && t.version != nil:
@@ -141,7 +140,7 @@ func (t *table) addColumn(sf reflect.StructField, tag string, index []int) error
 		return fmt.Errorf("softdelete column %q: type %s cannot hold NULL (use *time.Time)", name, c.typ)
 	}
 	if c.pk {
-		t.pk = c
+		t.pk = append(t.pk, c)
 	}
 	if c.version {
 		t.version = c
@@ -249,4 +248,80 @@ func columnNames(cols []*column) []string {
 		out[i] = c.name
 	}
 	return out
+}
+
+// keyFields maps the fields of a composite key's ID struct type to the key
+// columns of t: the result holds, for each column of t.pk in order, the
+// index of the field of id that holds it. Fields tagged with a column name
+// map by that name (every field must then be tagged); untagged fields map
+// by position, in the order of the pk fields of the row struct, and a field
+// whose snake_case name is another key column's is rejected, so that a
+// reordered struct cannot swap two keys of one type unnoticed. Each field's
+// type must fit its column's as keyTypeFits says.
+func (t *table) keyFields(id reflect.Type) ([]int, error) {
+	if id.Kind() != reflect.Struct {
+		return nil, fmt.Errorf("the primary key (%s) is composite: ID must be a struct with one field per key column, not %s",
+			strings.Join(columnNames(t.pk), ", "), id)
+	}
+	type field struct {
+		index int
+		sf    reflect.StructField
+		name  string // the tag's column name, "" when untagged
+	}
+	var fields []field
+	tagged := 0
+	for i := range id.NumField() {
+		sf := id.Field(i)
+		tag := sf.Tag.Get("db")
+		if !sf.IsExported() || tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if name != "" {
+			tagged++
+		}
+		fields = append(fields, field{i, sf, name})
+	}
+	if len(fields) != len(t.pk) {
+		return nil, fmt.Errorf("ID type %s has %d exported fields for the %d key columns (%s)",
+			id, len(fields), len(t.pk), strings.Join(columnNames(t.pk), ", "))
+	}
+	if tagged != 0 && tagged != len(fields) {
+		return nil, fmt.Errorf("ID type %s: tag every field with its key column, or none (to map them by position)", id)
+	}
+	out := make([]int, len(t.pk))
+	for pos, c := range t.pk {
+		f := fields[pos]
+		if tagged > 0 {
+			found := false
+			for _, g := range fields {
+				if g.name == c.name {
+					f, found = g, true
+					break
+				}
+			}
+			if !found {
+				return nil, fmt.Errorf("ID type %s has no field tagged `db:%q` for key column %q", id, c.name, c.name)
+			}
+		} else if other, ok := t.byName[snakeCase(f.sf.Name)]; ok && other.pk && other != c {
+			return nil, fmt.Errorf("ID type %s: field %s is at the position of key column %q but its name says %q: order the fields as the key or tag them",
+				id, f.sf.Name, c.name, other.name)
+		}
+		if !keyTypeFits(f.sf.Type, c.typ) {
+			return nil, fmt.Errorf("ID type %s: field %s of type %s does not fit key column %q of type %s (field %s)",
+				id, f.sf.Name, f.sf.Type, c.name, c.typ, c.field)
+		}
+		out[pos] = f.index
+	}
+	return out, nil
+}
+
+// keyWhere returns "k1 = $n AND k2 = $n+1 ..." for the key columns, the
+// first parameter being $n.
+func (t *table) keyWhere(n int) string {
+	parts := make([]string, len(t.pk))
+	for i, c := range t.pk {
+		parts[i] = c.quoted + " = $" + strconv.Itoa(n+i)
+	}
+	return strings.Join(parts, " AND ")
 }

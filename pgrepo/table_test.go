@@ -57,7 +57,7 @@ func TestNew_BadStructReturnsErrInvalid(t *testing.T) {
 		want string
 	}{
 		{"no primary key", func() error { _, err := pgrepo.New[noPK, int]("t"); return err }, "no primary key"},
-		{"two primary keys", func() error { _, err := pgrepo.New[twoPKs, int]("t"); return err }, "composite keys"},
+		{"composite key with a scalar ID", func() error { _, err := pgrepo.New[twoPKs, int]("t"); return err }, "is composite: ID must be a struct"},
 		{"duplicate column", func() error { _, err := pgrepo.New[duplicate, int]("t"); return err }, `duplicate column "name"`},
 		{"unknown option", func() error { _, err := pgrepo.New[unknownOption, int]("t"); return err }, `"autoincrement"`},
 		{"text version", func() error { _, err := pgrepo.New[textVersion, int]("t"); return err }, "not an integer"},
