@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,6 +26,30 @@ type stepCtx struct {
 
 func withStep(ctx context.Context, key, op string) context.Context {
 	return context.WithValue(ctx, stepCtxKey{}, stepCtx{key: key, op: op})
+}
+
+// isNil reports whether v is nil, or a nil pointer, map, slice, func,
+// channel or interface inside an interface, which would panic on use.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
+}
+
+// checkArgs returns an error wrapping ErrInvalid for the first nil value of
+// the named arguments of fn.
+func checkArgs(fn string, named ...any) error {
+	for i := 0; i+1 < len(named); i += 2 {
+		if isNil(named[i+1]) {
+			return fmt.Errorf("%w: %s: nil %s", ErrInvalid, fn, named[i])
+		}
+	}
+	return nil
 }
 
 func stepFrom(ctx context.Context) (stepCtx, error) {
@@ -64,9 +89,12 @@ const pgBarrierSQL = `with a as (
 //
 // A TxAction or TxCompensate on the coordinator's own pool does not need it:
 // its log record already commits in the same transaction. PgBarrier returns
-// an error wrapping ErrInvalid when ctx is not a step's. tx may be a pgx.Tx
-// on another database or the Tx of a TxAction.
+// an error wrapping ErrInvalid when ctx is not a step's or tx is nil. tx may
+// be a pgx.Tx on another database or the Tx of a TxAction.
 func PgBarrier(ctx context.Context, tx Tx) (bool, error) {
+	if err := checkArgs("PgBarrier", "tx", tx); err != nil {
+		return false, err
+	}
 	s, err := stepFrom(ctx)
 	if err != nil {
 		return false, err
@@ -119,9 +147,22 @@ func redisMarkers(key, stepKey string) (action, compensate string) {
 // never after the step's compensation (RedisDel) ran. It returns false when
 // it did nothing for that reason. Markers are stored under key followed by
 // ":coord-barrier:" for BarrierTTL; on Redis Cluster all these keys must
-// hash to one slot (use a hash tag in key). RedisSet returns an error
-// wrapping ErrInvalid when ctx is not a step's, or the driver's error.
+// hash to one slot (use a hash tag in key). ttl must be 0 (no expiry) or at
+// least 1ms (Redis keeps milliseconds). RedisSet returns an error wrapping
+// ErrInvalid when ctx is not a step's, client is nil, key is empty or ttl
+// is negative or under 1ms, or the driver's error.
 func RedisSet(ctx context.Context, client redis.Scripter, key string, value any, ttl time.Duration) (bool, error) {
+	if err := checkArgs("RedisSet", "client", client); err != nil {
+		return false, err
+	}
+	switch {
+	case key == "":
+		return false, fmt.Errorf("%w: RedisSet: empty key", ErrInvalid)
+	case ttl < 0:
+		return false, fmt.Errorf("%w: RedisSet: negative ttl %v", ErrInvalid, ttl)
+	case ttl > 0 && ttl < time.Millisecond:
+		return false, fmt.Errorf("%w: RedisSet: ttl %v is under 1ms", ErrInvalid, ttl)
+	}
 	s, err := stepFrom(ctx)
 	if err != nil {
 		return false, err
@@ -137,8 +178,15 @@ func RedisSet(ctx context.Context, client redis.Scripter, key string, value any,
 // RedisDel deletes key as the compensation of the step whose action was
 // RedisSet(key): at most once, and not at all if that action never took
 // effect, which it then blocks. It returns whether it deleted, and an error
-// wrapping ErrInvalid when ctx is not a step's, or the driver's error.
+// wrapping ErrInvalid when ctx is not a step's, client is nil or key is
+// empty, or the driver's error.
 func RedisDel(ctx context.Context, client redis.Scripter, key string) (bool, error) {
+	if err := checkArgs("RedisDel", "client", client); err != nil {
+		return false, err
+	}
+	if key == "" {
+		return false, fmt.Errorf("%w: RedisDel: empty key", ErrInvalid)
+	}
 	s, err := stepFrom(ctx)
 	if err != nil {
 		return false, err
@@ -164,8 +212,12 @@ const mongoBarrierCollection = "coord_barrier"
 // with it, since a server without transactions (FerretDB) cannot make it so.
 // That is safe while one coordinator at a time runs the saga, which the
 // lease ensures. It returns whether it inserted, an error wrapping
-// ErrInvalid when ctx is not a step's, or the driver's error.
+// ErrInvalid when ctx is not a step's or coll or doc is nil, or the
+// driver's error.
 func MongoInsert(ctx context.Context, coll *mongo.Collection, doc any) (bool, error) {
+	if err := checkArgs("MongoInsert", "collection", coll, "document", doc); err != nil {
+		return false, err
+	}
 	s, err := stepFrom(ctx)
 	if err != nil {
 		return false, err
@@ -192,9 +244,12 @@ func MongoInsert(ctx context.Context, coll *mongo.Collection, doc any) (bool, er
 // tombstone that keeps that action from inserting later (no hanging), then
 // deletes; both are idempotent, so replays are harmless, and a compensation
 // of an insert that never happened deletes nothing. It returns whether it
-// deleted, an error wrapping ErrInvalid when ctx is not a step's, or the
-// driver's error.
+// deleted, an error wrapping ErrInvalid when ctx is not a step's or coll or
+// id is nil, or the driver's error.
 func MongoDelete(ctx context.Context, coll *mongo.Collection, id any) (bool, error) {
+	if err := checkArgs("MongoDelete", "collection", coll, "id", id); err != nil {
+		return false, err
+	}
 	s, err := stepFrom(ctx)
 	if err != nil {
 		return false, err

@@ -79,10 +79,14 @@ type driver interface {
 // New returns a coordinator whose log lives in the database of pool, after
 // creating or upgrading its tables there (see Migrate). It starts no
 // goroutine: see Start. It returns an error wrapping ErrInvalid for a nil
-// pool; its other errors wrap the driver's.
+// pool or invalid options (see Options), before touching the database; its
+// other errors wrap the driver's.
 func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Coordinator, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: nil pool", ErrInvalid)
+	}
+	if err := opts.validate(); err != nil {
+		return nil, err
 	}
 	if err := Migrate(ctx, pool); err != nil {
 		return nil, err
@@ -100,8 +104,12 @@ type Handle[S any] struct {
 // recovery can find its code. It returns an error wrapping ErrInvalid when d
 // breaks a rule (no name, no steps, a duplicate step name, a second pivot, a
 // retriable step before the pivot, a compensation on a pivot or retriable
-// step...) or when the name is already registered.
+// step, an invalid RetryPolicy or a negative Timeout...), when the name is
+// already registered, or for a nil c.
 func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: nil Coordinator", ErrInvalid)
+	}
 	if err := d.validate(); err != nil {
 		return nil, err
 	}
@@ -401,9 +409,13 @@ func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, st
 // stepName implements driver.
 func (h *Handle[S]) stepName(i int) string { return h.def.stepName(i) }
 
-// Get returns the record of the saga id, or an error wrapping ErrNotFound
-// (other errors wrap the driver's).
+// Get returns the record of the saga id, or an error wrapping ErrNotFound,
+// or ErrInvalid for an id Run would refuse (other errors wrap the
+// driver's).
 func (c *Coordinator) Get(ctx context.Context, id string) (Info, error) {
+	if err := checkText("saga id", id); err != nil {
+		return Info{}, err
+	}
 	rec, err := c.load(ctx, id)
 	if err != nil {
 		return Info{}, err

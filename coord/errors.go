@@ -6,8 +6,12 @@ import "errors"
 // the step or of the driver that caused them stays reachable through
 // errors.Is and errors.As as well.
 var (
-	// ErrInvalid reports a bad argument: an invalid saga definition, an empty
-	// saga id, a nil state or a state that does not encode to JSON.
+	// ErrInvalid reports a bad argument, and that nothing took effect: an
+	// invalid saga definition or RetryPolicy, invalid Options, an empty saga
+	// id or one that is not valid UTF-8 or contains a NUL byte, a nil state
+	// or a state that does not encode to JSON, a nil client or collection, a
+	// negative duration. A zero value means a default only where its
+	// documentation says so; no invalid value is replaced by a default.
 	ErrInvalid = errors.New("coord: invalid")
 
 	// ErrNotFound reports that no saga has the given id.

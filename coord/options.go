@@ -10,10 +10,14 @@ import (
 	"unicode/utf8"
 )
 
-// Options configures a Coordinator. The zero value is ready to use.
+// Options configures a Coordinator. The zero value is ready to use: a zero
+// field means its default. New rejects, with an error wrapping ErrInvalid,
+// a negative duration or any other value it cannot honour, rather than
+// replacing it by the default.
 type Options struct {
-	// Owner names this coordinator in the lease of the sagas it runs.
-	// Default: host name and process id.
+	// Owner names this coordinator in the lease of the sagas it runs. It
+	// must be valid UTF-8 without NUL bytes. Default: host name and process
+	// id.
 	Owner string
 
 	// LeaseDuration is how long a saga stays reserved to the coordinator
@@ -21,11 +25,13 @@ type Options struct {
 	// saga once the lease has expired, so a lease must be much longer than
 	// a log write; a step that runs longer renews it every third of it.
 	// It must also exceed the longest backoff between two tries (see
-	// RetryPolicy.MaxBackoff), which does not renew it. Default: 30s.
+	// RetryPolicy.MaxBackoff), which does not renew it (not checked: see
+	// README.md). The log keeps it in milliseconds, so a positive value must
+	// be at least 1ms; negative is invalid. Default: 30s.
 	LeaseDuration time.Duration
 
-	// RecoverEvery is the interval of the loop started by Start.
-	// Default: 10s.
+	// RecoverEvery is the interval of the loop started by Start. Negative
+	// is invalid. Default: 10s.
 	RecoverEvery time.Duration
 
 	// Hooks are called as steps start, succeed, fail and are compensated.
@@ -35,6 +41,21 @@ type Options struct {
 	// crashAt, when it returns true, makes the coordinator abandon the run at
 	// that point as a process that died there would. Tests only.
 	crashAt func(crashPoint) bool
+}
+
+// validate reports the first field New cannot honour, wrapping ErrInvalid.
+func (o Options) validate() error {
+	switch {
+	case o.Owner != "" && checkText("Options.Owner", o.Owner) != nil:
+		return checkText("Options.Owner", o.Owner)
+	case o.LeaseDuration < 0:
+		return fmt.Errorf("%w: negative Options.LeaseDuration %v", ErrInvalid, o.LeaseDuration)
+	case o.LeaseDuration > 0 && o.LeaseDuration < time.Millisecond:
+		return fmt.Errorf("%w: Options.LeaseDuration %v is under 1ms, the log's unit", ErrInvalid, o.LeaseDuration)
+	case o.RecoverEvery < 0:
+		return fmt.Errorf("%w: negative Options.RecoverEvery %v", ErrInvalid, o.RecoverEvery)
+	}
+	return nil
 }
 
 func (o Options) withDefaults() Options {
@@ -55,22 +76,41 @@ func (o Options) withDefaults() Options {
 }
 
 // RetryPolicy says how often a step's action or compensation is tried and
-// how long to wait in between. The zero value means the defaults.
+// how long to wait in between. The zero value means the defaults, and so
+// does a zero field; Register rejects a policy with a negative field, or a
+// MaxBackoff under Backoff, with an error wrapping ErrInvalid.
 type RetryPolicy struct {
-	// Attempts is the number of tries, the first included. Default: 3.
+	// Attempts is the number of tries, the first included. Negative is
+	// invalid. Default (0): 3.
 	Attempts int
 
 	// Backoff is the wait after the first failed try; it doubles after
 	// each further one, with jitter (a random wait between half and all of
-	// it). Default: 100ms.
+	// it). Negative is invalid. Default (0): 100ms.
 	Backoff time.Duration
 
-	// MaxBackoff caps the wait. Default: 10s.
+	// MaxBackoff caps the wait. Negative, or positive and under Backoff, is
+	// invalid. Default (0): 10s, or Backoff if that is longer.
 	MaxBackoff time.Duration
 
 	// Retryable reports whether a failed try may be tried again. Default:
 	// every error is retryable.
 	Retryable func(error) bool
+}
+
+// validate reports the first field that is invalid, wrapping ErrInvalid.
+func (p RetryPolicy) validate() error {
+	switch {
+	case p.Attempts < 0:
+		return fmt.Errorf("%w: negative RetryPolicy.Attempts %d", ErrInvalid, p.Attempts)
+	case p.Backoff < 0:
+		return fmt.Errorf("%w: negative RetryPolicy.Backoff %v", ErrInvalid, p.Backoff)
+	case p.MaxBackoff < 0:
+		return fmt.Errorf("%w: negative RetryPolicy.MaxBackoff %v", ErrInvalid, p.MaxBackoff)
+	case p.MaxBackoff > 0 && p.MaxBackoff < p.Backoff:
+		return fmt.Errorf("%w: RetryPolicy.MaxBackoff %v is under Backoff %v", ErrInvalid, p.MaxBackoff, p.Backoff)
+	}
+	return nil
 }
 
 func (p RetryPolicy) withDefaults() RetryPolicy {

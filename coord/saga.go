@@ -57,7 +57,7 @@ func (k Kind) String() string {
 // handled by Retry (a TxAction's or TxCompensate's transaction rolls back).
 type Step[S any] struct {
 	// Name identifies the step in the log and in StepKey. It must be unique
-	// in the saga and must not contain "/".
+	// in the saga, valid UTF-8, and contain neither "/" nor NUL bytes.
 	Name string
 
 	// Kind is the step's role. Default: Compensatable.
@@ -77,10 +77,12 @@ type Step[S any] struct {
 	TxCompensate func(ctx context.Context, tx Tx, s *S) error
 
 	// Retry applies to the action and to the compensation. Default: the
-	// zero RetryPolicy (3 tries, see RetryPolicy).
+	// zero RetryPolicy (3 tries, see RetryPolicy); an invalid one makes
+	// Register fail.
 	Retry RetryPolicy
 
-	// Timeout bounds each try of the action or compensation. Default: none.
+	// Timeout bounds each try of the action or compensation. Negative is
+	// invalid. Default (0): none.
 	Timeout time.Duration
 }
 
@@ -96,7 +98,8 @@ type Definition[S any] struct {
 }
 
 // Define returns the saga definition called name with the given steps, in
-// order. It is checked by Register.
+// order. It is checked by Register: the name must be non-empty valid UTF-8
+// without NUL bytes.
 func Define[S any](name string, steps ...Step[S]) *Definition[S] {
 	return &Definition[S]{name: name, steps: append([]Step[S](nil), steps...)}
 }
@@ -117,8 +120,8 @@ func (d *Definition[S]) validate() error {
 	if d == nil {
 		return fmt.Errorf("%w: nil saga definition", ErrInvalid)
 	}
-	if d.name == "" {
-		return fmt.Errorf("%w: saga definition without a name", ErrInvalid)
+	if err := checkText("saga definition name", d.name); err != nil {
+		return err
 	}
 	if len(d.steps) == 0 {
 		return fmt.Errorf("%w: saga %q has no steps", ErrInvalid, d.name)
@@ -130,6 +133,12 @@ func (d *Definition[S]) validate() error {
 		switch {
 		case st.Name == "":
 			return fmt.Errorf("%w: %s has no name", ErrInvalid, where)
+		case checkText("step name", st.Name) != nil:
+			return fmt.Errorf("%s: %w", where, checkText("step name", st.Name))
+		case st.Timeout < 0:
+			return fmt.Errorf("%w: %s has a negative Timeout %v", ErrInvalid, where, st.Timeout)
+		case st.Retry.validate() != nil:
+			return fmt.Errorf("%s: %w", where, st.Retry.validate())
 		case strings.Contains(st.Name, "/"):
 			return fmt.Errorf("%w: %s: a step name must not contain \"/\"", ErrInvalid, where)
 		case seen[st.Name]:
