@@ -2,14 +2,16 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-# The toolchain that builds, tests and scans here and in .ci/run. The go
-# command fetches it through the module proxy. go.mod keeps the lowest Go
+# The toolchain that builds, tests and scans here, in .ci/run and in
+# .github/workflows/ci.yml (make lint checks that they name the same one). The
+# go command fetches it through the module proxy. go.mod keeps the lowest Go
 # version the library needs, so that importers are not forced onto this one.
 # `make GO_TOOLCHAIN=local ...` uses the go on PATH instead.
 GO_TOOLCHAIN := go1.27.3
 export GOTOOLCHAIN := $(GO_TOOLCHAIN)
 
 STATICCHECK_VERSION := v0.8.2
+ACTIONLINT_VERSION := v1.7.12
 BENCH ?= .
 BENCHCOUNT ?= 6
 PKG ?= ./...
@@ -17,7 +19,7 @@ PKG ?= ./...
 # Brings up the servers (idempotent) and exports their URLs for the recipe.
 SERVICES := services_env=$$(scripts/services); eval "$$services_env"
 
-.PHONY: services services-stop test lint bench run load
+.PHONY: services services-stop test test-containers lint bench run load
 
 ## services: start PostgreSQL, Redis and FerretDB/MongoDB if needed; print their URLs
 services:
@@ -36,10 +38,25 @@ services-stop:
 ## the whole of it is in .state/test.log.
 test:
 	@$(SERVICES); export POLYSTORE_REQUIRE_SERVICES=1; \
-	go vet ./... && go test -race -count=1 -v ./... 2>&1 | tee .state/test.log | \
-		grep -Ev '^(=== (RUN|PAUSE|CONT|NAME) |[[:space:]]*--- PASS: |PASS$$)'
+	go vet ./... && $(GOTEST)
 
-## lint: gofmt, go vet, staticcheck and govulncheck (pinned, through go run)
+# GOTEST runs every test with the race detector and prints what `make test`
+# documents: failures and skips with their reasons, not the passing tests.
+GOTEST := go test -race -count=1 -v ./... 2>&1 | tee .state/test.log | \
+	grep -Ev '^(=== (RUN|PAUSE|CONT|NAME) |[[:space:]]*--- PASS: |PASS$$)'
+
+## test-containers: every test with no POSTGRES_URL, REDIS_URL or MONGODB_URL,
+## so that internal/servicetest starts its own containers with
+## testcontainers-go (needs a Docker engine; the second job of
+## .github/workflows/ci.yml). The Redis Cluster has no container:
+## REDIS_CLUSTER_URL must point at one, or its tests fail.
+test-containers:
+	@mkdir -p .state; unset POSTGRES_URL REDIS_URL MONGODB_URL; export POLYSTORE_REQUIRE_SERVICES=1; \
+	$(GOTEST)
+
+## lint: gofmt, go vet, staticcheck, actionlint on the GitHub workflow and
+## govulncheck against a database built from golang.org/x/vulndb (all pinned,
+## through go run; scripts/vulncheck)
 lint:
 	go version
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -47,6 +64,9 @@ lint:
 	go vet ./...
 	cd tools && go vet ./...
 	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	go run github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	@for f in .ci/run .github/workflows/ci.yml; do \
+		grep -q 'GOTOOLCHAIN[=:] *$(GO_TOOLCHAIN)$$' "$$f" || { echo "lint: $$f does not set GOTOOLCHAIN to $(GO_TOOLCHAIN) as the Makefile does"; exit 1; }; done
 	scripts/vulncheck
 
 ## bench: benchmarks against the raw drivers (BENCH=regexp PKG=./pgrepo BENCHCOUNT=n)
