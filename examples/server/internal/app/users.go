@@ -19,6 +19,8 @@ type Workflows interface {
 	UpdateUser(ctx context.Context, id uuid.UUID, cond chat.Precondition, p chat.UserPatch) (*chat.User, error)
 	// DeleteUser removes a user and everything of theirs. CodeNotFound.
 	DeleteUser(ctx context.Context, id uuid.UUID) error
+	// Operation returns the operation a *chat.Pending named.
+	Operation(ctx context.Context, id string) (*chat.Operation, error)
 }
 
 // Users is the chat.UserService.
@@ -62,6 +64,12 @@ func (s *Users) Register(ctx context.Context, nu chat.NewUser) (*chat.Registrati
 // DeleteUser removes the user, their conversations and cached profile.
 func (s *Users) DeleteUser(ctx context.Context, id uuid.UUID) error {
 	return s.workflows.DeleteUser(ctx, id)
+}
+
+// Operation returns a registration, update or deletion by id, as the saga
+// log has it.
+func (s *Users) Operation(ctx context.Context, id string) (*chat.Operation, error) {
+	return s.workflows.Operation(ctx, id)
 }
 
 // User returns a profile through the cache: a miss loads it from the store,

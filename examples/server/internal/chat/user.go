@@ -63,17 +63,22 @@ type Registration struct {
 // UserService is what the API offers on users.
 type UserService interface {
 	// Register validates nu, creates the user and their welcome
-	// conversation, and fills the profile cache. CodeInvalid, CodeConflict.
+	// conversation, and fills the profile cache. CodeInvalid, CodeConflict,
+	// CodeUnavailable (nothing was done, or the outcome is unknown), or a
+	// *Pending error when the registration is logged for recovery to finish.
 	Register(ctx context.Context, nu NewUser) (*Registration, error)
 	// User returns a user's profile. CodeNotFound.
 	User(ctx context.Context, id uuid.UUID) (*User, error)
 	// UpdateUser applies p if the user's current version meets cond.
 	// CodeInvalid, CodeNotFound (before cond is looked at),
-	// CodePreconditionFailed, CodeConflict.
+	// CodePreconditionFailed, CodeConflict, CodeUnavailable, *Pending.
 	UpdateUser(ctx context.Context, id uuid.UUID, cond Precondition, p UserPatch) (*User, error)
 	// DeleteUser removes the user, their conversations and cached profile.
-	// CodeNotFound.
+	// CodeNotFound, CodeUnavailable, *Pending.
 	DeleteUser(ctx context.Context, id uuid.UUID) error
+	// Operation returns the registration, update or deletion with this id,
+	// the one a *Pending error named. CodeInvalid, CodeNotFound.
+	Operation(ctx context.Context, id string) (*Operation, error)
 }
 
 // UserStore keeps users (PostgreSQL).

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
 
@@ -23,6 +24,10 @@ var statuses = map[chat.Code]int{
 	chat.CodeInternal:           http.StatusInternalServerError,
 }
 
+// retryAfterUnavailable is the Retry-After of a 503: seconds, short, since
+// a store that was restarting is usually back within them.
+const retryAfterUnavailable = "2"
+
 // statusOf returns the status for err's code; 500 for an unknown code.
 func statusOf(err error) int {
 	if s, ok := statuses[chat.ErrorCode(err)]; ok {
@@ -38,9 +43,22 @@ type errorBody struct {
 }
 
 // writeError answers with err's status and {"error", "code"}. Server-side
-// errors are logged with their cause; the client sees only the message.
+// errors are logged with their cause; the client sees only the message. A
+// 503 says when to try again (Retry-After). A *chat.Pending is no failure:
+// it answers 202 Accepted with the operation, whose URL is in Location.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var pending *chat.Pending
+	if errors.As(err, &pending) {
+		h.log.WarnContext(r.Context(), "operation left to recovery",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.String("operation", pending.Operation.ID), slog.Any("error", err))
+		writeOperation(w, http.StatusAccepted, pending.Operation)
+		return
+	}
 	status := statusOf(err)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfterUnavailable)
+	}
 	code := chat.ErrorCode(err)
 	if status >= 500 {
 		h.log.ErrorContext(r.Context(), "request failed",

@@ -84,6 +84,7 @@ func New(cfg Config) *Handler {
 	h.mux.HandleFunc("GET /users/{id}", h.getUser)
 	h.mux.HandleFunc("PATCH /users/{id}", h.patchUser)
 	h.mux.HandleFunc("DELETE /users/{id}", h.deleteUser)
+	h.mux.HandleFunc("GET /operations/{id...}", h.getOperation)
 	h.mux.HandleFunc("POST /users/{id}/conversations", h.createConversation)
 	h.mux.HandleFunc("GET /users/{id}/conversations", h.listConversations)
 	h.mux.HandleFunc("POST /conversations/{id}/messages", h.appendMessage)

@@ -21,13 +21,17 @@ import (
 // decoding. The end-to-end tests in package server cover the rest against
 // the real stores.
 
-// stubUsers answers User with its fields; the other methods are unused.
+// stubUsers answers User and DeleteUser with its fields; the other methods
+// are unused.
 type stubUsers struct {
 	chat.UserService
-	user func(uuid.UUID) (*chat.User, error)
+	user   func(uuid.UUID) (*chat.User, error)
+	delete func(uuid.UUID) error
 }
 
 func (s stubUsers) User(_ context.Context, id uuid.UUID) (*chat.User, error) { return s.user(id) }
+
+func (s stubUsers) DeleteUser(_ context.Context, id uuid.UUID) error { return s.delete(id) }
 
 func serve(t *testing.T, users chat.UserService, req *http.Request) (*httptest.ResponseRecorder, map[string]any) {
 	t.Helper()
@@ -98,4 +102,33 @@ func TestHandler_DecodingErrors(t *testing.T) {
 			assert.Contains(t, body["error"], tt.msg)
 		})
 	}
+}
+
+func TestHandler_PendingOperationReturns202WithLocationOfTheOperation(t *testing.T) {
+	id := uuid.New()
+	op := &chat.Operation{
+		ID: "delete-user/" + id.String() + "/" + uuid.NewString(), Kind: "delete-user", UserID: id,
+		Status: chat.OperationPending, Message: "logged",
+	}
+	users := stubUsers{delete: func(uuid.UUID) error {
+		return &chat.Pending{Operation: op, Err: assert.AnError}
+	}}
+	rec, body := serve(t, users, httptest.NewRequest("DELETE", "/users/"+id.String(), nil))
+	assert.Equal(t, http.StatusAccepted, rec.Code)
+	assert.Equal(t, "/operations/"+op.ID, rec.Header().Get("Location"))
+	assert.Equal(t, "1", rec.Header().Get("Retry-After"))
+	assert.Equal(t, "no-store", rec.Header().Get("Cache-Control"))
+	assert.Equal(t, "pending", body["status"])
+	assert.Equal(t, op.ID, body["id"])
+	assert.NotContains(t, rec.Body.String(), assert.AnError.Error(), "the cause stays in the logs")
+}
+
+func TestHandler_UnavailableReturns503WithRetryAfter(t *testing.T) {
+	users := stubUsers{delete: func(uuid.UUID) error {
+		return chat.Errorf(chat.CodeUnavailable, "nothing was done")
+	}}
+	rec, body := serve(t, users, httptest.NewRequest("DELETE", "/users/"+uuid.NewString(), nil))
+	assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	assert.Equal(t, "unavailable", body["code"])
+	assert.Equal(t, "2", rec.Header().Get("Retry-After"))
 }

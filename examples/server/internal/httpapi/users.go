@@ -11,7 +11,9 @@ import (
 )
 
 // createUser: POST /users registers a user; 201 with the user and the id
-// of their welcome conversation.
+// of their welcome conversation, only once both exist; 202 with the
+// operation to poll when the registration is logged for recovery to finish
+// (see writeError); 503 when nothing was done or the outcome is unknown.
 func (h *Handler) createUser(w http.ResponseWriter, r *http.Request) {
 	var nu chat.NewUser
 	if err := decodeJSON(w, r, h.maxBody, &nu); err != nil {
@@ -46,7 +48,11 @@ func (h *Handler) getUser(w http.ResponseWriter, r *http.Request) {
 
 // patchUser: PATCH /users/{id} applies a partial update if If-Match is "*"
 // or names the current version (see ifMatch): 428 without If-Match, 412
-// when it names no current version, 404 before that for an unknown user.
+// when it names no current version, 404 before that for an unknown user;
+// 200 once the change is committed (the cache invalidated, or its
+// invalidation durably logged), 202 with the operation to poll when
+// recovery will finish it, 503 when nothing was done or the outcome is
+// unknown.
 func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request) {
 	id, err := userID(r)
 	if err != nil {
@@ -73,7 +79,8 @@ func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request) {
 }
 
 // deleteUser: DELETE /users/{id} removes the user and everything of theirs;
-// 204.
+// 204 once all of it is gone, 202 with the operation to poll when recovery
+// will finish it, 503 when nothing was done or the outcome is unknown.
 func (h *Handler) deleteUser(w http.ResponseWriter, r *http.Request) {
 	id, err := userID(r)
 	if err != nil {
@@ -85,6 +92,35 @@ func (h *Handler) deleteUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// getOperation: GET /operations/{id...} returns a registration, update or
+// deletion as the saga log has it: 200 with its status (pending,
+// succeeded, compensated, failed), never cached; 400, 404.
+func (h *Handler) getOperation(w http.ResponseWriter, r *http.Request) {
+	op, err := h.users.Operation(r.Context(), r.PathValue("id"))
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	writeOperation(w, http.StatusOK, op)
+}
+
+// writeOperation answers with op: its URL in Location (202) or
+// Content-Location (200), Retry-After while it is pending, and no caching,
+// since its status changes.
+func writeOperation(w http.ResponseWriter, status int, op *chat.Operation) {
+	loc := "/operations/" + op.ID
+	if status == http.StatusAccepted {
+		w.Header().Set("Location", loc)
+	} else {
+		w.Header().Set("Content-Location", loc)
+	}
+	if op.Status == chat.OperationPending {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, status, op)
 }
 
 // userID parses the {id} path segment: a UUID in its canonical 36-character

@@ -49,11 +49,16 @@ func (s *Sagas) deleteDefinition() *coord.Definition[deletion] {
 }
 
 // DeleteUser runs the delete-user saga. CodeNotFound when there is no such
-// user. Conversations and cache entries that could not be removed yet are
-// not an error: recovery removes them.
+// user. A *chat.Pending when the saga is logged but not finished, the row
+// deleted or not (conversations and cache entries that could not be
+// removed yet among them: recovery removes them); CodeUnavailable when
+// nothing was done or the outcome is unknown.
 func (s *Sagas) DeleteUser(ctx context.Context, id uuid.UUID) error {
 	// Each request is its own saga: deleting twice must say 404 the second
 	// time, not replay the first outcome.
-	_, err := s.remove.Run(ctx, "delete-user/"+id.String()+"/"+uuid.NewString(), &deletion{UserID: id})
-	return s.outcome(DeleteUserSaga, err)
+	sagaID := DeleteUserSaga + "/" + id.String() + "/" + uuid.NewString()
+	info, err := s.remove.Run(ctx, sagaID, &deletion{UserID: id})
+	// Done only when every step is: conversations or a cached profile left
+	// to recovery make it pending, so that 204 means gone everywhere.
+	return s.outcome(DeleteUserSaga, sagaID, id, info, err, 0, false)
 }

@@ -34,6 +34,10 @@ func (r *registration) user() *chat.User {
 	}
 }
 
+// registerPivot is the index of register-user's pivot step,
+// create-welcome-conversation.
+const registerPivot = 1
+
 // registerDefinition: insert the user (PostgreSQL, in the step's own
 // transaction: exactly once), create the welcome conversation (MongoDB,
 // the pivot), then fill the profile cache (Redis, retried until done).
@@ -107,14 +111,20 @@ func (s *Sagas) registerDefinition() *coord.Definition[registration] {
 // password is hashed) and returns u as stored, and the id of the welcome
 // conversation. CodeConflict when the username or email is taken (nothing
 // is left behind); a cache that could not be filled yet is not an error:
-// recovery fills it, and reads load from PostgreSQL meanwhile.
+// recovery fills it, and reads load from PostgreSQL meanwhile. A
+// *chat.Pending when the saga is logged but has not passed its pivot;
+// CodeUnavailable when nothing was done or the outcome is unknown (see
+// outcome).
 func (s *Sagas) Register(ctx context.Context, u *chat.User) (*chat.User, string, error) {
 	r := registration{
 		UserID: u.ID, Username: u.Username, Email: u.Email, PasswordHash: u.PasswordHash,
 		Language: u.Language, Level: u.Level, ConversationID: s.conversations.NewConversationID(),
 	}
-	_, err := s.register.Run(ctx, "register-user/"+u.ID.String(), &r)
-	if err := s.outcome(RegisterUserSaga, err); err != nil {
+	id := RegisterUserSaga + "/" + u.ID.String()
+	info, err := s.register.Run(ctx, id, &r)
+	// Past the pivot the user and their conversation exist: done for the
+	// caller, with the cache filled by recovery if not now.
+	if err := s.outcome(RegisterUserSaga, id, u.ID, info, err, registerPivot, true); err != nil {
 		return nil, "", err
 	}
 	return r.user(), r.ConversationID, nil

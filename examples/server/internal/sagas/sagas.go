@@ -35,6 +35,7 @@ type UserStore interface {
 
 // Sagas registers and runs the user sagas on a coordinator.
 type Sagas struct {
+	coord         *coord.Coordinator
 	users         UserStore
 	conversations chat.ConversationStore
 	cache         chat.ProfileCache
@@ -48,10 +49,10 @@ type Sagas struct {
 // saga outcomes.
 func New(c *coord.Coordinator, users UserStore, conversations chat.ConversationStore, cache chat.ProfileCache, reg prometheus.Registerer) (*Sagas, error) {
 	s := &Sagas{
-		users: users, conversations: conversations, cache: cache,
+		coord: c, users: users, conversations: conversations, cache: cache,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sagas_total",
-			Help: "Sagas run by requests, by definition and outcome (succeeded, compensated, failed, incomplete, error).",
+			Help: "Sagas run by requests, by definition and outcome (succeeded, compensated, failed, incomplete, not_started, unknown, error).",
 		}, []string{"saga", "outcome"}),
 	}
 	if reg != nil {
@@ -92,27 +93,52 @@ var afterPivotRetry = coord.RetryPolicy{Attempts: 2, Backoff: 50 * time.Millisec
 const stepTimeout = 5 * time.Second
 
 // outcome counts a saga's outcome and turns coord's errors into the
-// application's: a compensated saga reports the step error that caused it
-// (a taken username stays a 409), a saga left to recovery after its pivot
-// is a success for the caller.
-func (s *Sagas) outcome(saga string, err error) error {
+// application's, so that every success the API reports is durable:
+//
+//   - nil when the saga succeeded, and also when it stopped after its
+//     pivot (info.Step > pivot) if pastPivot says that is done for the
+//     caller: the pivot's change is committed and the retriable steps left
+//     are durably logged, never undone, and finished by recovery;
+//   - a *chat.Pending naming the operation when coord reports the saga
+//     durably logged but unfinished (ErrIncomplete): recovery finishes it,
+//     forward or by compensation;
+//   - CodeUnavailable when nothing was started (coord.ErrNotStarted: safe
+//     to retry), when the outcome is unknown (coord.ErrOutcomeUnknown: the
+//     message names the operation to look up later), when the saga failed
+//     for an operator, or for any other error of coord's;
+//   - a compensated saga reports the step error that caused it (a taken
+//     username stays a 409).
+func (s *Sagas) outcome(saga, id string, userID uuid.UUID, info coord.Info, err error, pivot int, pastPivot bool) error {
 	switch {
 	case err == nil:
 		s.outcomes.WithLabelValues(saga, "succeeded").Inc()
 		return nil
 	case errors.Is(err, coord.ErrIncomplete):
 		s.outcomes.WithLabelValues(saga, "incomplete").Inc()
-		return nil
+		if pastPivot && info.Status == coord.StatusRunning && info.Step > pivot {
+			return nil
+		}
+		return &chat.Pending{Operation: pendingOperation(saga, id, userID), Err: err}
 	case errors.Is(err, coord.ErrCompensated):
 		s.outcomes.WithLabelValues(saga, "compensated").Inc()
-		if chat.ErrorCode(err) != chat.CodeInternal {
-			return err // the step's own, classified error
+		switch chat.ErrorCode(err) {
+		case chat.CodeInternal:
+			return chat.Wrap(chat.CodeUnavailable, err, "a store failed; nothing was changed")
+		case chat.CodeUnavailable:
+			return chat.Wrap(chat.CodeUnavailable, err, chat.ErrorMessage(err)+"; nothing was changed")
 		}
-		return chat.Wrap(chat.CodeUnavailable, err, "a store failed; nothing was changed")
+		return err // the step's own answer, such as a taken username
 	case errors.Is(err, coord.ErrFailed):
 		s.outcomes.WithLabelValues(saga, "failed").Inc()
 		return chat.Wrap(chat.CodeUnavailable, err, "a store failed and the change could not be undone yet; it is logged for an operator")
+	case errors.Is(err, coord.ErrNotStarted):
+		s.outcomes.WithLabelValues(saga, "not_started").Inc()
+		return chat.Wrap(chat.CodeUnavailable, err, "PostgreSQL is unavailable: nothing was changed; try again")
+	case errors.Is(err, coord.ErrOutcomeUnknown):
+		s.outcomes.WithLabelValues(saga, "unknown").Inc()
+		return chat.Wrap(chat.CodeUnavailable, err, "PostgreSQL became unavailable while the operation was being logged: "+
+			"whether it was made is unknown; GET /operations/"+id+" tells once PostgreSQL is back (404: it was not made)")
 	}
 	s.outcomes.WithLabelValues(saga, "error").Inc()
-	return chat.Wrap(chat.CodeUnavailable, err, "could not run the operation: the saga log is unavailable")
+	return chat.Wrap(chat.CodeUnavailable, err, "could not run the operation")
 }

@@ -59,11 +59,18 @@ func (s *Sagas) updateDefinition() *coord.Definition[update] {
 }
 
 // UpdateUser runs the update-user saga and returns the updated user.
-// CodeNotFound, CodePreconditionFailed (cond not met), CodeConflict.
+// CodeNotFound, CodePreconditionFailed (cond not met), CodeConflict; a
+// *chat.Pending when the saga is logged but its update has not committed
+// yet; CodeUnavailable when nothing was done or the outcome is unknown. A
+// cache invalidation left to recovery is not an error: the change is
+// committed and the invalidation durably logged.
 func (s *Sagas) UpdateUser(ctx context.Context, id uuid.UUID, cond chat.Precondition, p chat.UserPatch) (*chat.User, error) {
 	u := update{UserID: id, Match: cond, Patch: p}
-	_, err := s.update.Run(ctx, "update-user/"+id.String()+"/"+uuid.NewString(), &u)
-	if err := s.outcome(UpdateUserSaga, err); err != nil {
+	sagaID := UpdateUserSaga + "/" + id.String() + "/" + uuid.NewString()
+	info, err := s.update.Run(ctx, sagaID, &u)
+	// Past the pivot the change is committed and the invalidation logged:
+	// done for the caller.
+	if err := s.outcome(UpdateUserSaga, sagaID, id, info, err, 0, true); err != nil {
 		return nil, err
 	}
 	return u.Result, nil

@@ -200,6 +200,12 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Start starts the coordinator's recovery loop, which runs until Close.
 func (s *Server) Start(ctx context.Context) error { return s.coord.Start(ctx) }
 
+// Recover runs one recovery pass now, as the loop Start starts does every
+// RecoverEvery: it finishes the sagas left unfinished whose lease has
+// expired, forward or by compensation, and returns how many it took up. Its
+// error reports a saga log it could not read (see coord.Coordinator.Recover).
+func (s *Server) Recover(ctx context.Context) (int, error) { return s.coord.Recover(ctx) }
+
 // Close stops the recovery loop, waiting for a recovery in progress. Call
 // it after the HTTP server has drained, before closing the store clients.
 func (s *Server) Close() error { return s.coord.Close() }
