@@ -241,9 +241,12 @@ func TestRun_SameIDWhileRunningWaitsForTheOutcome(t *testing.T) {
 	// A caller that stops waiting gets ErrIncomplete; the saga goes on.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err = h.Run(ctx, "s1", &S{})
+	info, err := h.Run(ctx, "s1", &S{})
 	require.ErrorIs(t, err, ErrIncomplete)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, StatusRunning, info.Status, "the record as the waiting Run last read it")
+	assert.False(t, info.CreatedAt.IsZero())
+	assert.False(t, info.UpdatedAt.IsZero())
 
 	var got S
 	second := runAsync(h, "s1", &got)

@@ -158,8 +158,9 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 // concurrent Runs of one id call each step's code once between them (once
 // per try), and a Run of a finished saga calls none.
 //
-// The Info returned carries the record's timestamps as the database set
-// them, including with ErrIncomplete; it is zero with ErrNotStarted and
+// The Info returned is the record as the database has it, timestamps
+// included, also with ErrIncomplete (then as last read: it is zero only if
+// Run could not read the record at all); it is zero with ErrNotStarted and
 // ErrOutcomeUnknown.
 //
 // Run returns an error wrapping ErrInvalid for an invalid id (see
@@ -342,11 +343,13 @@ func notApplied(err error) bool {
 func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error) {
 	c := h.c
 	wait := min(max(c.opts.LeaseDuration/10, 5*time.Millisecond), 100*time.Millisecond)
+	var last Info // the record as last read, for ErrIncomplete
 	for {
 		rec, err := c.load(ctx, id)
 		if err != nil {
-			return Info{}, incomplete(id, err)
+			return last, incomplete(id, err)
 		}
+		last = c.info(rec)
 		if rec.Name != h.def.name {
 			return Info{}, fmt.Errorf("%w: saga %q exists as a %q saga, not %q", ErrInvalid, id, rec.Name, h.def.name)
 		}
@@ -361,7 +364,7 @@ func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error
 			token := c.newToken()
 			claimed, ok, err := c.claimID(ctx, id, token)
 			if err != nil {
-				return Info{}, incomplete(id, err)
+				return last, incomplete(id, err)
 			}
 			if ok {
 				return h.resumeInto(ctx, claimed, token, state)
@@ -371,7 +374,7 @@ func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return Info{}, fmt.Errorf("%w: waiting for saga %q: %w", ErrIncomplete, id, ctx.Err())
+			return last, fmt.Errorf("%w: waiting for saga %q: %w", ErrIncomplete, id, ctx.Err())
 		case <-t.C:
 		}
 	}

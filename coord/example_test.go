@@ -124,7 +124,11 @@ func Example() {
 	case errors.Is(err, coord.ErrFailed):
 		fmt.Println("needs a person:", info.StepName, info.Error)
 	case errors.Is(err, coord.ErrIncomplete):
-		fmt.Println("in progress; recovery will finish it:", err)
+		fmt.Println("accepted, in the log; recovery will finish it:", err)
+	case errors.Is(err, coord.ErrNotStarted):
+		fmt.Println("nothing done, nothing logged; safe to try again:", err)
+	case errors.Is(err, coord.ErrOutcomeUnknown):
+		fmt.Println("unknown: run again with the same id to learn the outcome:", err)
 	default:
 		log.Fatal(err)
 	}
