@@ -228,6 +228,10 @@ func FuzzQuery(f *testing.F) {
 			if !errors.Is(err, pgrepo.ErrInvalidColumn) || len(rec.sql) != 0 {
 				t.Fatalf("Upsert on columns %q, %q: got %v and SQL %q", col, sortKey, err, rec.sql)
 			}
+		} else if col == sortKey {
+			if !errors.Is(err, pgrepo.ErrInvalid) || len(rec.sql) != 0 {
+				t.Fatalf("Upsert on column %q twice: got %v and SQL %q", col, err, rec.sql)
+			}
 		} else {
 			checkSQL(t, rec.sql[0])
 			if !hasArg(rec.args[0], value) {

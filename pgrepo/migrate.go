@@ -24,8 +24,12 @@ const VersionTable = "public.schema_version"
 // it reads the version and migrates, so the others wait and then find
 // nothing to do. A migration that fails is rolled back and Migrate returns
 // its error (a *migrate.MigrationPgError that wraps the *pgconn.PgError);
-// the migrations before it stay applied.
+// the migrations before it stay applied. A nil pool or fsys gives
+// ErrInvalid.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) error {
+	if pool == nil || fsys == nil {
+		return fmt.Errorf("%w: pgrepo.Migrate: nil pool or fsys", ErrInvalid)
+	}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("pgrepo: migrate: %w", err)

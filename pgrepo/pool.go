@@ -3,6 +3,7 @@ package pgrepo
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,7 +13,8 @@ import (
 // Config tunes the pool that Open returns. Its zero value is a good
 // default; each zero field keeps the value given in the URL (pool_max_conns,
 // connect_timeout, ... as pgxpool.ParseConfig reads them) or else the
-// default its comment names.
+// default its comment names. A negative count or duration is an error
+// (ErrInvalid), never a default.
 type Config struct {
 	// MaxConns is the most connections the pool opens. Default: the URL's
 	// pool_max_conns, else pgxpool's max(4, runtime.NumCPU()).
@@ -47,10 +49,15 @@ const defaultConnectTimeout = 5 * time.Second
 // Open parses url (a postgres:// URL or keyword/value string, as pgx
 // accepts), applies cfg, opens a pool and pings the server through it
 // before returning, so that a wrong URL or an unreachable server fails here
-// and not on the first query. On error no pool is left open. For settings
+// and not on the first query. It returns an error wrapping ErrInvalid, before
+// connecting, for a URL it cannot parse, a negative Config field, or
+// MinConns above MaxConns. On error no pool is left open. For settings
 // Config does not have, build a pgxpool.Config yourself:
 // every repository method accepts any *pgxpool.Pool.
 func Open(ctx context.Context, url string, cfg Config) (*pgxpool.Pool, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgconn's parse error can quote the URL, password included: say
@@ -93,4 +100,29 @@ func Open(ctx context.Context, url string, cfg Config) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("pgrepo.Open: ping %s:%d: %w", pc.ConnConfig.Host, pc.ConnConfig.Port, err)
 	}
 	return pool, nil
+}
+
+// validate rejects the values that have no meaning: zero means the
+// default, so a negative one would otherwise pass for it silently.
+func (c Config) validate() error {
+	var bad []string
+	for _, f := range []struct {
+		name string
+		neg  bool
+	}{
+		{"MaxConns", c.MaxConns < 0},
+		{"MinConns", c.MinConns < 0},
+		{"ConnectTimeout", c.ConnectTimeout < 0},
+		{"HealthCheckPeriod", c.HealthCheckPeriod < 0},
+		{"MaxConnLifetime", c.MaxConnLifetime < 0},
+		{"MaxConnIdleTime", c.MaxConnIdleTime < 0},
+	} {
+		if f.neg {
+			bad = append(bad, f.name)
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%w: pgrepo.Open: negative %s (0 means the default): nothing opened", ErrInvalid, strings.Join(bad, ", "))
+	}
+	return nil
 }

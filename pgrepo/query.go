@@ -208,10 +208,10 @@ type Query struct {
 	// key's columns ascending.
 	OrderBy []Order
 	// Limit is the most rows a page holds, at most MaxLimit. Default (0): no
-	// limit, one page.
+	// limit, one page. A negative Limit is ErrInvalid.
 	Limit int
 	// Offset skips that many rows (offset pagination). Default 0. It cannot
-	// be combined with After.
+	// be combined with After; a negative Offset is ErrInvalid.
 	Offset int
 	// After is the Next cursor of the previous page (keyset pagination): the
 	// page starts right after the row it points to, wherever rows have been
@@ -240,6 +240,9 @@ type Page[T any] struct {
 // predicate value that does not fit its column's type, and ErrInvalid for
 // other bad queries.
 func (r *Repository[T, ID]) List(ctx context.Context, db DB, q Query) (Page[T], error) {
+	if db == nil {
+		return Page[T]{}, r.nilDB("list")
+	}
 	sel, err := r.buildList(q)
 	if err != nil {
 		return Page[T]{}, err
@@ -287,6 +290,9 @@ func (r *Repository[T, ID]) List(ctx context.Context, db DB, q Query) (Page[T], 
 // the table does not have (before any SQL runs) and ErrInvalid for another
 // bad predicate (Eq with a nil value, a nil predicate in And or Or).
 func (r *Repository[T, ID]) Count(ctx context.Context, db DB, where Predicate) (int64, error) {
+	if db == nil {
+		return 0, r.nilDB("count")
+	}
 	b := &builder{t: r.t}
 	b.sb.WriteString("SELECT count(*) FROM " + r.t.quoted)
 	if err := r.where(b, where, nil); err != nil {

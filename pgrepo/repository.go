@@ -17,7 +17,8 @@ import (
 // Repository reads and writes values of struct type T in one table whose
 // primary key has Go type ID (a struct of the key's columns for a
 // composite key, see New). It is built once with New and is safe for
-// concurrent use; every method runs on the DB it is given.
+// concurrent use; every method runs on the DB it is given, and returns an
+// error wrapping ErrInvalid, running nothing, when that DB is nil.
 type Repository[T any, ID any] struct {
 	t *table
 
@@ -196,6 +197,10 @@ func (r *Repository[T, ID]) updateSQL() string {
 // Get returns the row whose primary key is id. It returns an error wrapping
 // ErrNotFound when there is none (or it is soft-deleted).
 func (r *Repository[T, ID]) Get(ctx context.Context, db DB, id ID) (T, error) {
+	if db == nil {
+		var zero T
+		return zero, r.nilDB("get")
+	}
 	var v T
 	rv := reflect.ValueOf(&v).Elem()
 	dst := ptrs(make([]any, 0, len(r.t.cols)), rv, r.t.cols)
@@ -215,6 +220,9 @@ func (r *Repository[T, ID]) Get(ctx context.Context, db DB, id ID) (T, error) {
 
 // Exists reports whether a visible row has the primary key id.
 func (r *Repository[T, ID]) Exists(ctx context.Context, db DB, id ID) (bool, error) {
+	if db == nil {
+		return false, r.nilDB("exists")
+	}
 	var ok bool
 	key := r.keyArgs(id)
 	if err := db.QueryRow(ctx, r.sqlExists, key...).Scan(&ok); err != nil {
@@ -229,6 +237,9 @@ func (r *Repository[T, ID]) Exists(ctx context.Context, db DB, id ID) (bool, err
 // ErrNotNull or ErrInvalidValue when a value does not fit its column, and
 // ErrInvalid for a nil v.
 func (r *Repository[T, ID]) Insert(ctx context.Context, db DB, v *T) error {
+	if db == nil {
+		return r.nilDB("insert into")
+	}
 	if v == nil {
 		return fmt.Errorf("%w: insert into %s: nil value", ErrInvalid, r.t.name)
 	}
@@ -255,6 +266,9 @@ func (r *Repository[T, ID]) Insert(ctx context.Context, db DB, v *T) error {
 // rejects a row, and ErrNotNull or ErrInvalidValue (naming the column and
 // the row, counted from 1) when a value does not fit its column.
 func (r *Repository[T, ID]) InsertMany(ctx context.Context, db DB, vs []T) (int64, error) {
+	if db == nil {
+		return 0, r.nilDB("copy into")
+	}
 	if len(vs) == 0 {
 		return 0, nil
 	}
@@ -296,6 +310,9 @@ func (s *copySource[T]) Values() ([]any, error) {
 // does not fit its column, and ErrInvalid for a nil v or a table with
 // nothing to update.
 func (r *Repository[T, ID]) Update(ctx context.Context, db DB, v *T) error {
+	if db == nil {
+		return r.nilDB("update")
+	}
 	if v == nil {
 		return fmt.Errorf("%w: update %s: nil value", ErrInvalid, r.t.name)
 	}
@@ -377,6 +394,10 @@ func (r *Repository[T, ID]) PatchVersion(ctx context.Context, db DB, id ID, vers
 
 // patch runs Patch or, with a version, PatchVersion.
 func (r *Repository[T, ID]) patch(ctx context.Context, db DB, op string, id ID, version *int64, changes map[string]any) (T, error) {
+	if db == nil {
+		var zero T
+		return zero, r.nilDB(op)
+	}
 	var zero T
 	if len(changes) == 0 {
 		return zero, fmt.Errorf("%w: %s %s: no changes", ErrInvalid, op, r.t.name)
@@ -446,6 +467,9 @@ func (r *Repository[T, ID]) patch(ctx context.Context, db DB, op string, id ID, 
 // returns an error wrapping ErrNotFound when no visible row has the key and
 // ErrForeignKey when another row still references it.
 func (r *Repository[T, ID]) Delete(ctx context.Context, db DB, id ID) error {
+	if db == nil {
+		return r.nilDB("delete")
+	}
 	key := r.keyArgs(id)
 	tag, err := db.Exec(ctx, r.sqlDelete, key...)
 	if err != nil {
@@ -464,11 +488,15 @@ func (r *Repository[T, ID]) Delete(ctx context.Context, db DB, id ID) error {
 // update without being checked (last writer wins); a soft-deleted row is
 // revived. Generated, readonly and version columns are filled back into v.
 // It returns an error wrapping ErrInvalidColumn for an unknown conflict
-// column, ErrInvalid for a nil v or when no conflict column is named and
+// column, ErrInvalid for a nil v, a conflict column named twice, or when
+// no conflict column is named and
 // the primary key is generated, ErrDuplicate, ErrForeignKey or ErrCheck
 // when a constraint rejects the row, and ErrNotNull or ErrInvalidValue when
 // a value does not fit its column.
 func (r *Repository[T, ID]) Upsert(ctx context.Context, db DB, v *T, conflict ...string) error {
+	if db == nil {
+		return r.nilDB("upsert into")
+	}
 	if v == nil {
 		return fmt.Errorf("%w: upsert into %s: nil value", ErrInvalid, r.t.name)
 	}
@@ -508,6 +536,9 @@ func (r *Repository[T, ID]) upsertSQL(conflict []string) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		if slices.Contains(target, c) {
+			return "", fmt.Errorf("%w: upsert into %s: conflict column %q named twice", ErrInvalid, r.t.name, name)
+		}
 		target = append(target, c)
 	}
 	key := strings.Join(conflict, "\x00")
@@ -537,6 +568,11 @@ func (r *Repository[T, ID]) upsertSQL(conflict []string) (string, error) {
 	s := r.insertSQL(" ON CONFLICT (" + quotedList(target, "") + ") DO UPDATE SET " + strings.Join(set, ", "))
 	r.upserts.Store(key, s)
 	return s, nil
+}
+
+// nilDB is the error of a method called with a nil DB: nothing ran.
+func (r *Repository[T, ID]) nilDB(op string) error {
+	return fmt.Errorf("%w: pgrepo: %s %s: nil DB", ErrInvalid, op, r.t.name)
 }
 
 // keyArgs returns the bind parameters of the key id: id itself for a

@@ -11,11 +11,15 @@ import (
 )
 
 // TxOptions configures InTx. Its zero value runs the function at most 5
-// times at the server's default isolation level, read-write.
+// times at the server's default isolation level, read-write. Zero fields
+// take the default their comment names; a negative count or delay, an
+// unknown IsoLevel or a BaseDelay above MaxDelay is an error (ErrInvalid).
 type TxOptions struct {
-	// IsoLevel is the isolation level. Default (""): the server's default,
-	// normally read committed. Serialization failures, which InTx retries,
-	// happen at pgx.RepeatableRead and pgx.Serializable.
+	// IsoLevel is the isolation level: pgx.Serializable,
+	// pgx.RepeatableRead, pgx.ReadCommitted or pgx.ReadUncommitted.
+	// Default (""): the server's default, normally read committed.
+	// Serialization failures, which InTx retries, happen at
+	// pgx.RepeatableRead and pgx.Serializable.
 	IsoLevel pgx.TxIsoLevel
 	// ReadOnly starts the transaction READ ONLY. Default false.
 	ReadOnly bool
@@ -28,7 +32,8 @@ type TxOptions struct {
 	// that bound (full jitter), so that the retrying transactions spread
 	// out. Default (0): 10ms.
 	BaseDelay time.Duration
-	// MaxDelay caps the wait bound. Default (0): 1s.
+	// MaxDelay caps the wait bound; it must not be below BaseDelay.
+	// Default (0): 1s, or BaseDelay when that is longer.
 	MaxDelay time.Duration
 }
 
@@ -43,21 +48,24 @@ type TxOptions struct {
 // repository's (ErrDuplicate, ErrForeignKey, ErrCheck for deferred
 // constraints); the last *pgconn.PgError stays reachable with errors.As.
 // InTx returns ctx's error when ctx ends while it waits, and ErrInvalid
-// for a nil db or fn.
+// (before beginning anything) for a nil db or fn or invalid opts.
 func InTx(ctx context.Context, db TxBeginner, opts TxOptions, fn func(pgx.Tx) error) error {
 	if db == nil || fn == nil {
 		return fmt.Errorf("%w: pgrepo.InTx: nil db or fn", ErrInvalid)
 	}
+	if err := opts.validate(); err != nil {
+		return err
+	}
 	attempts := opts.MaxAttempts
-	if attempts <= 0 {
+	if attempts == 0 {
 		attempts = 5
 	}
 	base, maxDelay := opts.BaseDelay, opts.MaxDelay
-	if base <= 0 {
+	if base == 0 {
 		base = 10 * time.Millisecond
 	}
-	if maxDelay <= 0 {
-		maxDelay = time.Second
+	if maxDelay == 0 {
+		maxDelay = max(time.Second, base)
 	}
 	access := pgx.ReadWrite
 	if opts.ReadOnly {
@@ -116,5 +124,24 @@ func runTx(ctx context.Context, db TxBeginner, opts pgx.TxOptions, fn func(pgx.T
 		return translate("pgrepo: commit", err)
 	}
 	committed = true
+	return nil
+}
+
+// validate rejects options that have no meaning, which would otherwise
+// pass for a default or fail at the server after a connection was taken.
+func (o TxOptions) validate() error {
+	switch o.IsoLevel {
+	case "", pgx.Serializable, pgx.RepeatableRead, pgx.ReadCommitted, pgx.ReadUncommitted:
+	default:
+		return fmt.Errorf("%w: pgrepo.InTx: unknown IsoLevel %q: nothing ran", ErrInvalid, o.IsoLevel)
+	}
+	switch {
+	case o.MaxAttempts < 0:
+		return fmt.Errorf("%w: pgrepo.InTx: negative MaxAttempts %d (0 means 5, 1 no retries): nothing ran", ErrInvalid, o.MaxAttempts)
+	case o.BaseDelay < 0 || o.MaxDelay < 0:
+		return fmt.Errorf("%w: pgrepo.InTx: negative BaseDelay %s or MaxDelay %s (0 means the default): nothing ran", ErrInvalid, o.BaseDelay, o.MaxDelay)
+	case o.MaxDelay > 0 && o.BaseDelay > o.MaxDelay:
+		return fmt.Errorf("%w: pgrepo.InTx: BaseDelay %s above MaxDelay %s: nothing ran", ErrInvalid, o.BaseDelay, o.MaxDelay)
+	}
 	return nil
 }
