@@ -145,7 +145,11 @@ func translateParams(what string, err error, params []string) error {
 	case codeCheckViolation:
 		sentinel = ErrCheck
 	case codeNotNullViolation:
-		return fmt.Errorf("%s: %w: column %q (nothing written): %w", what, ErrNotNull, pgErr.ColumnName, err)
+		col := "a column PostgreSQL does not name" // a NOT NULL domain, for one
+		if pgErr.ColumnName != "" {
+			col = strconv.Quote(pgErr.ColumnName)
+		}
+		return fmt.Errorf("%s: %w: column %s (nothing written): %w", what, ErrNotNull, col, err)
 	case codeQueryCanceled:
 		// pgx ends a COPY whose row it cannot encode with CopyFail, which
 		// PostgreSQL answers with 57014 quoting pgx's message.

@@ -131,3 +131,26 @@ func TestRepository_ValueErrorsWrapErrInvalidAndNameTheColumn(t *testing.T) {
 		})
 	}
 }
+
+func TestRepository_NotNullDomainReturnsErrNotNullWithoutAColumn(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	_, err := f.pool.Exec(ctx, `CREATE DOMAIN required_text AS text NOT NULL;
+		CREATE TABLE labels (id bigserial PRIMARY KEY, name required_text)`)
+	require.NoError(t, err)
+	type label struct {
+		ID   int64   `db:"id,pk,generated"`
+		Name *string `db:"name"`
+	}
+	labels, err := pgrepo.New[label, int64]("labels")
+	require.NoError(t, err)
+
+	err = labels.Insert(ctx, f.pool, &label{})
+
+	assert.ErrorIs(t, err, pgrepo.ErrNotNull)
+	assert.ErrorIs(t, err, pgrepo.ErrInvalid)
+	assert.ErrorContains(t, err, "a column PostgreSQL does not name")
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	assert.Equal(t, "23502", pgErr.Code)
+}
