@@ -15,7 +15,7 @@ import (
 type Cache[T any] struct {
 	client redis.UniversalClient
 	opts   Options
-	// mget: the client sends MGET and multi-key DEL to one server (a plain
+	// mget: the client sends MGET and (no longer) multi-key commands to one server (a plain
 	// or Sentinel client), not to shards (Cluster, Ring).
 	mget bool
 	// detach: Options.Timeout is set and the client does not apply context
@@ -184,7 +184,7 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 	switch e.kind {
 	case kindTombstone:
 		return zero, tombstoneErr(key)
-	case kindLease:
+	case kindLease, kindMarker:
 		return zero, ErrMiss
 	}
 	return c.decode(key, e.payload)
@@ -247,9 +247,12 @@ func checkCall(ctx context.Context, keys ...string) error {
 }
 
 // Delete removes keys from the cache: values, tombstones and loaders'
-// leases alike, so it is also Invalidate. It returns ErrRedis errors, and an
-// error wrapping ErrInvalid, deleting nothing, when a key is empty or the
-// context nil. No keys is a no-op.
+// leases alike, so it is also Invalidate. Each key is left holding an
+// invalidation marker for 2×Options.LeaseTTL, which every read treats as a
+// miss and which makes the write of any load that saw the key before the
+// Delete fail (see the package documentation). It returns ErrRedis errors,
+// and an error wrapping ErrInvalid, deleting nothing, when a key is empty or
+// the context nil. No keys is a no-op.
 func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 	if err := checkCall(ctx, keys...); err != nil {
 		return err
@@ -265,25 +268,29 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 		c.flights.forget(rks[i])
 		c.flights.forget(rks[i] + refreshFlight)
 	}
+	ttl := c.markerTTL()
 	err := c.run(ctx, func(ctx context.Context) error {
-		if c.mget {
-			return c.client.Del(ctx, rks...).Err()
-		}
-		// Cluster and Ring refuse multi-key commands across slots; a
-		// pipeline is split per node and is still one round trip each.
+		// One pipeline (one round trip per node on Cluster and Ring): SET
+		// takes one key, so no slot rules.
 		_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, rk := range rks {
-				p.Del(ctx, rk)
+				p.Set(ctx, rk, newMarker(), ttl)
 			}
 			return nil
 		})
 		return err
 	})
 	if err != nil {
-		return redisErr("DEL", keys[0], err)
+		return redisErr("SET marker", keys[0], err)
 	}
 	return nil
 }
+
+// markerTTL is the lifetime of an invalidation marker: a load that saw the
+// key before the marker was set writes within LeaseTTL of its GET or not
+// at all, so twice that leaves a LeaseTTL of margin for the write to reach
+// Redis.
+func (c *Cache[T]) markerTTL() time.Duration { return 2 * c.opts.LeaseTTL }
 
 // Invalidate removes keys from the cache after the records they cache
 // changed in the database (call it after the database write commits). It

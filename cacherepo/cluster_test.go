@@ -103,9 +103,12 @@ func TestCluster_SetGetDelete_KeysOnEveryMaster(t *testing.T) {
 	for _, k := range keys {
 		_, err := c.Get(ctx, k)
 		assert.ErrorIs(t, err, cacherepo.ErrMiss, k)
-		n, err := client.Exists(ctx, prefix+k).Result()
+		raw, err := client.Get(ctx, prefix+k).Bytes()
 		require.NoError(t, err)
-		assert.Zero(t, n, "key %s is gone from its master", k)
+		assert.Equal(t, byte('i'), raw[0], "key %s holds only an invalidation marker on its master", k)
+		pttl, err := client.PTTL(ctx, prefix+k).Result()
+		require.NoError(t, err)
+		assert.LessOrEqual(t, pttl, 2*10*time.Second, "the marker lives 2×LeaseTTL")
 	}
 }
 

@@ -19,7 +19,7 @@
 // without ContextTimeoutEnabled, a Redis command that timed out ends within
 // the client's own bounds. It takes any
 // redis.UniversalClient; a *redis.Client (single node or Sentinel) gets MGET
-// and multi-key DEL, Cluster and Ring clients get pipelines, which go-redis
+// and pipelined writes, Cluster and Ring clients get pipelines, which go-redis
 // splits per node.
 //
 // # Entries
@@ -35,14 +35,17 @@
 //
 // On a miss GetOrLoad collapses the callers of the process into one flight,
 // run on the goroutine of the caller that starts it (the others wait, each
-// until its own context ends). That flight runs a Lua script that
+// until its own context ends). Without Options.Lock the flight calls the
+// loader at once and writes the result with a Lua script that sets the value
+// only if the key still holds exactly what the GET saw (nothing, an
+// invalidation marker or a lease): GET, load, write, two round trips as in
+// hand-written cache-aside. With Options.Lock it first runs a script that
 // either finds the key filled meanwhile or stores a lease, a random 64-bit
-// token, in the key for Options.LeaseTTL (a lease already there is shared).
-// Only then does it call the loader, and it writes the result with a second
-// script that sets the value only if the key still holds that exact lease.
-// With Options.Lock, a process that finds another process's lease polls for
-// its value for up to Options.LockWait, then loads itself rather than fail.
-// A load that fails releases its lease (compare-and-delete).
+// token, in the key for Options.LeaseTTL (a lease already there is shared),
+// calls the loader, and writes only if the key still holds that lease; a
+// process that finds another process's lease polls for its value for up to
+// Options.LockWait, then loads itself rather than fail. A load that fails
+// releases its lease (compare-and-delete).
 //
 // # Loader panics
 //
@@ -58,24 +61,31 @@
 //
 // # The stale-set guarantee
 //
-// Delete and Invalidate (the same operation) DEL the key, lease included.
-// Hence: once Invalidate(ctx, k) has returned nil, no load of k whose lease
-// was taken before the DEL ran, and so no loader that read the database
-// before Invalidate was called, writes its value to k. An early refresh
-// writes only if the key still holds the exact entry it refreshes, so it is
-// refused in the same way. The check compares tokens, never clocks: an
-// expired or evicted lease makes the write refused (the value is simply not
-// cached), never stale. Limits:
+// Delete and Invalidate (the same operation) replace whatever the key holds
+// (value, tombstone, lease) with an invalidation marker, a fresh random
+// token that lives for 2×Options.LeaseTTL and that every read treats as a
+// miss. Hence: once Invalidate(ctx, k) has returned nil, no load of k whose
+// GET (with Lock, whose lease) ran before the marker was set, and so no
+// loader that read the database before Invalidate was called, writes its
+// value to k: its write expects what it saw and finds the marker (or a later
+// entry). A load without Lock writes only if it ended within LeaseTTL of its
+// GET, so the marker outlives every write it must refuse; with Lock the
+// lease's expiry does the same. An early refresh writes only if the key
+// still holds the exact entry it refreshes, so it is refused in the same
+// way. Limits:
 //
 //   - Invalidate must run after the database write commits; a load that
 //     starts between an early Invalidate and the commit reads the old row
 //     and may cache it.
 //   - If Invalidate returns an error, nothing is guaranteed: retry it.
-//   - Redis replication is asynchronous: a DEL acknowledged by a primary
+//   - Redis replication is asynchronous: a marker acknowledged by a primary
 //     that fails over before replicating it is lost, and with it the
 //     guarantee for that key.
 //   - Set and SetMany write unconditionally: a caller that sets an old
 //     value writes it.
+//   - Without Lock the bound on a load's write is a clock: the guarantee
+//     holds unless Redis executes the write more than LeaseTTL after the
+//     process sent it.
 //   - A loader started before Invalidate still returns its (older) value to
 //     its own caller and to the callers of its process that joined its
 //     flight; Invalidate makes later callers of the same process start a new

@@ -17,12 +17,17 @@ import (
 //	'x' expiry(8) delta(4) payload       a value with early-refresh data:
 //	                                     expiry in Unix ms, last load in ms
 //	't'                                  a tombstone (record not found)
-//	'l' token(16 hex digits)             a lease: a loader is at work
+//	'l' token(16 hex digits)             a lease: a loader is at work (Lock)
+//	'i' token(16 hex digits)             an invalidation marker: what Delete
+//	                                     and Invalidate leave for a while, so
+//	                                     that a load that saw the key before
+//	                                     them finds it changed
 const (
 	kindValue     = 'v'
 	kindRefresh   = 'x'
 	kindTombstone = 't'
 	kindLease     = 'l'
+	kindMarker    = 'i'
 
 	refreshHeader = 1 + 8 + 4
 )
@@ -54,7 +59,7 @@ func parseEntry(b []byte) (entry, error) {
 			expiry:  int64(binary.BigEndian.Uint64(b[1:9])),
 			delta:   binary.BigEndian.Uint32(b[9:13]),
 		}, nil
-	case kindTombstone, kindLease:
+	case kindTombstone, kindLease, kindMarker:
 		return entry{kind: b[0]}, nil
 	}
 	return entry{}, errBadEntry
@@ -94,9 +99,16 @@ var tombstoneEntry = []byte{kindTombstone}
 
 // newLease returns a lease entry with a fresh random token. Tokens need to
 // be unique, not secret: 64 random bits.
-func newLease() string {
+func newLease() string { return newToken(kindLease) }
+
+// newMarker returns an invalidation marker with a fresh random token: two
+// Invalidates of one key leave different markers, so a load that saw the
+// first is refused after the second.
+func newMarker() string { return newToken(kindMarker) }
+
+func newToken(kind byte) string {
 	var b [1 + 16]byte
-	b[0] = kindLease
+	b[0] = kind
 	var n [8]byte
 	binary.BigEndian.PutUint64(n[:], rand.Uint64())
 	hex.Encode(b[1:], n[:])

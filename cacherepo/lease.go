@@ -8,26 +8,38 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// A miss is filled under a lease: a random token stored in the key itself
-// (entry kind 'l') before the loader runs. The value is written only if the
-// key still holds exactly that lease, atomically, in casScript; Delete and
-// Invalidate remove the key, lease included, so a load that began before
-// them can never be written after them. One key, so no Cluster slot rules.
+// A miss is filled with the entry its GET saw as the expectation: the
+// loaded value is written only if the key still holds exactly that (nothing,
+// an invalidation marker, another loader's lease or an entry it could not
+// decode), atomically, in casScript. Delete and Invalidate replace whatever
+// the key holds with an invalidation marker of their own (a fresh random
+// token) that lives for markerTTL, so a load that saw the key before them
+// can never be written after them, whether or not the key held anything;
+// a load that took longer than LeaseTTL is not written at all, so it never
+// outlives the marker. That costs no round trip before the loader runs:
+// GET, load, write, as hand-written cache-aside does.
+//
+// With Options.Lock, other processes must see that a load is under way
+// before it starts, so the miss first stores a lease (a token of kind 'l')
+// in the key (acquireScript), loads, and writes over that lease: one round
+// trip more. One key per script either way, so no Cluster slot rules.
 
 // acquireScript returns the key's current entry, or, when it has none (or
-// holds exactly ARGV[3], an entry the caller could not decode), stores the
-// lease ARGV[1] for ARGV[2] ms and returns nil.
+// holds an invalidation marker, or exactly ARGV[3], an entry the caller
+// could not decode), stores the lease ARGV[1] for ARGV[2] ms and returns
+// nil.
 var acquireScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
-if v and v ~= ARGV[3] then return v end
+if v and v ~= ARGV[3] and string.sub(v, 1, 1) ~= 'i' then return v end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false`)
 
 // casScript writes ARGV[2] for ARGV[3] ms if the key holds exactly ARGV[1]
-// (the loader's lease, or the value an early refresh replaces); returns 1 if
-// it wrote, 0 if not.
+// (the entry the load saw, the loader's lease, or the value an early
+// refresh replaces; "" for no entry at all: entries are never empty);
+// returns 1 if it wrote, 0 if not.
 var casScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
@@ -109,9 +121,10 @@ func (c *Cache[T]) waitForLoad(ctx context.Context, key, rk string, l lease) (le
 
 		b, err := c.get(ctx, rk)
 		switch {
-		case errors.Is(err, redis.Nil):
+		case errors.Is(err, redis.Nil), err == nil && len(b) > 0 && b[0] == kindMarker:
 			// The other load failed and released its lease, or the key was
-			// invalidated: take a lease again (maybe ours this time).
+			// invalidated (its write will be refused): take a lease again
+			// (maybe ours this time).
 			nl, err := c.acquire(ctx, rk, nil)
 			if err != nil {
 				c.event(ctx, EventRedisError, key, err, 0)

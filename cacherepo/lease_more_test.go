@@ -3,6 +3,7 @@ package cacherepo_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -227,4 +228,40 @@ func TestCache_AllKeysStayUnderNamespace(t *testing.T) {
 	require.NoError(t, iter.Err())
 	assert.ElementsMatch(t, []string{prefix + "ns:a", prefix + "ns:b", prefix + "ns:c", prefix + "ns:d", prefix + "ns:e"}, keys,
 		"one Redis key per cache key: no companion keys")
+}
+
+func TestCache_Invalidate_LoadOutlivingTheMarkerIsStillRefused(t *testing.T) {
+	t.Parallel()
+	for _, lock := range []bool{false, true} {
+		t.Run(fmt.Sprintf("Lock=%v", lock), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			const leaseTTL = 50 * time.Millisecond
+			c, client, prefix := newCache[string](t, cacherepo.Options{Lock: lock, LeaseTTL: leaseTTL})
+			read, release := make(chan struct{}), make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_, err := c.GetOrLoad(ctx, "k", func(context.Context) (string, error) {
+					close(read)
+					<-release
+					return "old", nil
+				})
+				assert.NoError(t, err)
+			}()
+			<-read
+			require.NoError(t, c.Invalidate(ctx, "k"))
+			eventually(t, "the invalidation marker to expire", func() bool {
+				n, err := client.Exists(ctx, prefix+"k").Result()
+				require.NoError(t, err)
+				return n == 0
+			})
+			close(release)
+			<-done
+
+			_, err := c.Get(ctx, "k")
+			assert.ErrorIs(t, err, cacherepo.ErrMiss, "the old value is not written once the marker is gone")
+			assert.Equal(t, uint64(1), c.Stats().StaleWritesRefused)
+		})
+	}
 }

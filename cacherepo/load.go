@@ -56,16 +56,17 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 		return zero, c.badLoad(ctx, key, load == nil)
 	}
 	rk := c.key(key)
+	start := time.Now() // a load that ends more than LeaseTTL after this is not written
 	b, err := c.get(ctx, rk)
 	switch {
 	case errors.Is(err, redis.Nil):
 		c.event(ctx, EventMiss, key, nil, 0)
-		return c.loadShared(ctx, key, rk, nil, false, load)
+		return c.loadShared(ctx, key, rk, miss{start: start}, load)
 	case err != nil:
 		if err := c.redisFailed(ctx, "GET", key, err); err != nil {
 			return zero, err
 		}
-		return c.loadShared(ctx, key, rk, nil, true, load)
+		return c.loadShared(ctx, key, rk, miss{start: start, noCache: true}, load)
 	}
 
 	e, err := parseEntry(b)
@@ -83,9 +84,9 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 		case kindTombstone:
 			c.event(ctx, EventTombstoneHit, key, nil, 0)
 			return zero, tombstoneErr(key)
-		case kindLease:
+		case kindLease, kindMarker:
 			c.event(ctx, EventMiss, key, nil, 0)
-			return c.loadShared(ctx, key, rk, nil, false, load)
+			return c.loadShared(ctx, key, rk, miss{seen: b, start: start}, load)
 		}
 	} else {
 		err = codecErr("decoding", key, err)
@@ -93,7 +94,15 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 	// An entry this Cache cannot read (another codec, a changed type):
 	// load and replace it, rather than serve loads until it expires.
 	c.event(ctx, EventCodecError, key, err, 0)
-	return c.loadShared(ctx, key, rk, b, false, load)
+	return c.loadShared(ctx, key, rk, miss{seen: b, start: start, undecodable: true}, load)
+}
+
+// miss is what a GetOrLoad that missed saw.
+type miss struct {
+	seen        []byte    // the entry its GET returned, nil for none: what the load's write must find
+	start       time.Time // before the GET
+	undecodable bool      // seen is an entry this Cache could not decode, to replace
+	noCache     bool      // Redis failed: load only, cache nothing
 }
 
 // badLoad is the error of a GetOrLoad call with a bad argument.
@@ -108,12 +117,12 @@ func (c *Cache[T]) badLoad(ctx context.Context, key string, nilLoad bool) error 
 // key at the same time, on the goroutine of the caller that starts it and
 // with its context; the callers that join it stop waiting when their own
 // context is done.
-func (c *Cache[T]) loadShared(ctx context.Context, key, rk string, replace []byte, noCache bool, load func(context.Context) (T, error)) (T, error) {
+func (c *Cache[T]) loadShared(ctx context.Context, key, rk string, m miss, load func(context.Context) (T, error)) (T, error) {
 	var zero T
 	for attempt := 0; ; attempt++ {
 		fc, leader := c.flights.join(rk)
 		if leader {
-			f, err := c.lead(ctx, key, rk, fc, replace, noCache, load)
+			f, err := c.lead(ctx, key, rk, fc, m, load)
 			if err != nil {
 				return zero, err
 			}
@@ -141,7 +150,7 @@ func (c *Cache[T]) loadShared(ctx context.Context, key, rk string, replace []byt
 // callers that joined it, also when the loader panics or calls
 // runtime.Goexit: then they get a *PanicError, the lease is released, and
 // the panic goes on up the leader's stack with its original value.
-func (c *Cache[T]) lead(ctx context.Context, key, rk string, fc *flightCall[T], replace []byte, noCache bool, load func(context.Context) (T, error)) (*flight[T], error) {
+func (c *Cache[T]) lead(ctx context.Context, key, rk string, fc *flightCall[T], m miss, load func(context.Context) (T, error)) (*flight[T], error) {
 	var held lease // the lease fill owns while the loader runs
 	normal := false
 	defer func() {
@@ -163,7 +172,7 @@ func (c *Cache[T]) lead(ctx context.Context, key, rk string, fc *flightCall[T], 
 			panic(p) // the same value, from within the panic: the stack still shows the loader
 		}
 	}()
-	f, err := c.fill(ctx, key, rk, replace, noCache, load, &held)
+	f, err := c.fill(ctx, key, rk, m, load, &held)
 	normal = true
 	c.flights.finish(rk, fc, f, err)
 	return f, err
@@ -182,12 +191,21 @@ func (c *Cache[T]) joined(key string, f *flight[T]) T {
 	return f.v
 }
 
-// fill loads key under a lease and caches the result, or, with noCache
-// (Redis failed), only loads it. It sets *held to the lease it owns before
-// it calls the loader, for lead to release if the loader panics.
-func (c *Cache[T]) fill(ctx context.Context, key, rk string, replace []byte, noCache bool, load func(context.Context) (T, error), held *lease) (*flight[T], error) {
-	if noCache {
+// fill loads key and caches the result, or, with m.noCache (Redis
+// failed), only loads it. Without Lock the write expects the entry the GET
+// saw (two round trips in all); with Lock the load runs under a lease
+// taken first. It sets *held to the lease it owns before it calls the
+// loader, for lead to release if the loader panics.
+func (c *Cache[T]) fill(ctx context.Context, key, rk string, m miss, load func(context.Context) (T, error), held *lease) (*flight[T], error) {
+	if m.noCache {
 		return c.loadOnly(ctx, key, load)
+	}
+	if !c.opts.Lock {
+		return c.fillAfterGet(ctx, key, rk, m, load)
+	}
+	var replace []byte
+	if m.undecodable {
+		replace = m.seen
 	}
 	l, err := c.acquire(ctx, rk, replace)
 	if err != nil {
@@ -196,7 +214,7 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, replace []byte, noC
 		}
 		return c.loadOnly(ctx, key, load)
 	}
-	if l.cached == nil && !l.own && c.opts.Lock {
+	if l.cached == nil && !l.own {
 		if l, err = c.waitForLoad(ctx, key, rk, l); err != nil {
 			return nil, err
 		}
@@ -208,16 +226,8 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, replace []byte, noC
 
 	*held = l
 	v, d, notFound, err := c.runLoader(ctx, key, load)
-	var entry []byte
-	var ttl time.Duration
-	switch {
-	case notFound:
-		entry, ttl = tombstoneEntry, jitter(c.opts.NotFoundTTL, c.opts.Jitter)
-	case err == nil:
-		ttl = c.ttl(0)
-		entry, err = c.valueEntry(key, v, ttl, d)
-	}
-	if err != nil && entry == nil {
+	entry, ttl, err := c.loaded(key, v, d, notFound, err)
+	if entry == nil {
 		if l.own {
 			// Let waiting processes load at once instead of waiting out LockWait.
 			if rerr := c.release(context.WithoutCancel(ctx), rk, l.token); rerr != nil {
@@ -231,6 +241,45 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, replace []byte, noC
 		return nil, err // not found, now cached as a tombstone
 	}
 	return &flight[T]{v: v, entry: entry}, nil
+}
+
+// fillAfterGet loads key and writes the result only if the key still holds
+// what the GET saw (m.seen) and the load ended within LeaseTTL of that GET,
+// so that the invalidation marker of any Delete or Invalidate after the GET
+// is still there to refuse it.
+func (c *Cache[T]) fillAfterGet(ctx context.Context, key, rk string, m miss, load func(context.Context) (T, error)) (*flight[T], error) {
+	v, d, notFound, err := c.runLoader(ctx, key, load)
+	entry, ttl, err := c.loaded(key, v, d, notFound, err)
+	if entry == nil {
+		return nil, err
+	}
+	if time.Since(m.start) >= c.opts.LeaseTTL {
+		c.event(ctx, EventStaleWriteRefused, key, nil, 0)
+	} else {
+		c.write(ctx, key, rk, string(m.seen), entry, ttl)
+	}
+	if err != nil {
+		return nil, err // not found, now cached as a tombstone
+	}
+	return &flight[T]{v: v, entry: entry}, nil
+}
+
+// loaded turns a loader's outcome into the entry to cache and its TTL: a
+// value, a tombstone (err is then the not-found error), or nil with the
+// error to return when nothing is to be cached.
+func (c *Cache[T]) loaded(key string, v T, d time.Duration, notFound bool, err error) ([]byte, time.Duration, error) {
+	switch {
+	case notFound:
+		return tombstoneEntry, jitter(c.opts.NotFoundTTL, c.opts.Jitter), err
+	case err != nil:
+		return nil, 0, err
+	}
+	ttl := c.ttl(0)
+	entry, err := c.valueEntry(key, v, ttl, d)
+	if err != nil {
+		return nil, 0, err
+	}
+	return entry, ttl, nil
 }
 
 // redisFailed handles a Redis read of GetOrLoad or GetManyOrLoad that

@@ -11,9 +11,10 @@ import (
 // GetManyOrLoad returns the values of keys: the cached ones from one MGET
 // (a pipeline of GETs on Cluster and Ring), the others from one call of load
 // with the missing keys only. The loaded values are cached in one pipelined
-// write, each under the lease taken for it in one pipelined round trip
-// before load runs, so an Invalidate during the load is honoured as in
-// GetOrLoad. Keys that load leaves out of its map do not exist: they get
+// write, each only if its key still holds what the read saw (with
+// Options.Lock, the lease taken for it in one pipelined round trip before
+// load runs), so an Invalidate during the load is honoured as in GetOrLoad:
+// two round trips, three with Lock. Keys that load leaves out of its map do not exist: they get
 // tombstones and are absent from the result, as are tombstoned keys. If
 // load returns an error for which Options.IsNotFound is true, every missing
 // key is treated as not found.
@@ -67,6 +68,7 @@ type batchLeases struct {
 
 func (c *Cache[T]) getManyOrLoad(ctx context.Context, keys []string, load func(ctx context.Context, missing []string) (map[string]T, error), held *batchLeases) (map[string]T, error) {
 	out := make(map[string]T, len(keys))
+	readAt := time.Now() // loads that end more than LeaseTTL after this are not written
 	entries, err := c.getMany(ctx, keys)
 	redisDown := err != nil
 	if redisDown {
@@ -77,13 +79,13 @@ func (c *Cache[T]) getManyOrLoad(ctx context.Context, keys []string, load func(c
 	}
 
 	var missing []string
-	var replace map[string][]byte // undecodable entries, to overwrite
-	seen := make(map[string]bool, len(keys))
+	var replace map[string][]byte              // undecodable entries, to overwrite
+	seen := make(map[string][]byte, len(keys)) // what the read saw of each key
 	for i, k := range keys {
-		if seen[k] {
+		if _, dup := seen[k]; dup {
 			continue
 		}
-		seen[k] = true
+		seen[k] = entries[i]
 		switch hit, err := c.take(ctx, k, entries[i], out); {
 		case err != nil:
 			c.event(ctx, EventCodecError, k, err, 0)
@@ -104,7 +106,14 @@ func (c *Cache[T]) getManyOrLoad(ctx context.Context, keys []string, load func(c
 	}
 
 	var leases map[string]lease
-	if !redisDown {
+	switch {
+	case !redisDown && !c.opts.Lock:
+		// The writes expect what the read saw: no round trip before the load.
+		leases = make(map[string]lease, len(missing))
+		for _, k := range missing {
+			leases[k] = lease{token: string(seen[k])}
+		}
+	case !redisDown:
 		leases, err = c.acquireMany(ctx, missing, replace)
 		if err != nil {
 			if err := c.redisFailed(ctx, "EVALSHA acquire", missing[0], err); err != nil {
@@ -143,6 +152,18 @@ func (c *Cache[T]) getManyOrLoad(ctx context.Context, keys []string, load func(c
 		return nil, err
 	}
 
+	if !c.opts.Lock && time.Since(readAt) >= c.opts.LeaseTTL {
+		// An invalidation marker set after the read may be gone: write nothing.
+		for _, k := range toLoad {
+			if v, ok := loaded[k]; ok {
+				out[k] = v
+			}
+			if _, leased := leases[k]; leased {
+				c.event(ctx, EventStaleWriteRefused, k, nil, 0)
+			}
+		}
+		return out, nil
+	}
 	writes := make([]casWrite, 0, len(toLoad))
 	var encErr error
 	var unencodable []string
@@ -192,7 +213,7 @@ func (c *Cache[T]) take(ctx context.Context, key string, b []byte, out map[strin
 	case kindTombstone:
 		c.event(ctx, EventTombstoneHit, key, nil, 0)
 		return true, nil
-	case kindLease:
+	case kindLease, kindMarker:
 		return false, nil
 	}
 	v, err := c.decode(key, e.payload)

@@ -78,10 +78,11 @@ type Options struct {
 	// Default: 1 second; negative is invalid.
 	LockWait time.Duration
 
-	// LeaseTTL is the lifetime of the lease a loader takes on a miss (the
-	// token that lets its write be refused after an Invalidate, and the
-	// lock of Lock). A load that takes longer does not get cached.
-	// Default: 10 seconds; negative or under 1ms is invalid.
+	// LeaseTTL bounds a load: a load that ends more than LeaseTTL after its
+	// GET (with Lock, after taking its lease, which lives that long) is not
+	// cached. The invalidation marker Delete and Invalidate leave lives
+	// 2×LeaseTTL, so it outlasts every load it must refuse. Default: 10
+	// seconds; negative or under 1ms is invalid.
 	LeaseTTL time.Duration
 
 	// EarlyRefresh is the β of probabilistic early recomputation (XFetch):

@@ -1,0 +1,115 @@
+package cacherepo_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/polystore/polystore/cacherepo"
+	"github.com/polystore/polystore/internal/servicetest"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// roundTrips is a go-redis hook that counts what the client sends: one per
+// command, one per pipeline (go-redis sends a pipeline in one write per
+// node, and a Cluster client splits it per node below this hook).
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+func TestCache_RoundTrips_MissIsTwoLikeRawHitIsOne(t *testing.T) {
+	t.Parallel()
+	type client interface {
+		redis.UniversalClient
+		AddHook(redis.Hook)
+	}
+	clients := []struct {
+		name string
+		new  func(t *testing.T) (client, string)
+	}{
+		{"single node", func(t *testing.T) (client, string) { return servicetest.Redis(t) }},
+		{"cluster", func(t *testing.T) (client, string) { return servicetest.RedisCluster(t) }},
+	}
+	tests := []struct {
+		name string
+		opts cacherepo.Options
+		// op runs once on key "warm" (so that the scripts are cached on its
+		// node) and once, counted, on key; then want round trips.
+		op   func(ctx context.Context, c *cacherepo.Cache[string], key string) error
+		want int64
+	}{
+		{"GetOrLoad miss: GET, write", cacherepo.Options{}, func(ctx context.Context, c *cacherepo.Cache[string], key string) error {
+			_, err := c.GetOrLoad(ctx, key, func(context.Context) (string, error) { return "v", nil })
+			return err
+		}, 2},
+		{"GetOrLoad miss of a record that does not exist: GET, tombstone", cacherepo.Options{}, func(ctx context.Context, c *cacherepo.Cache[string], key string) error {
+			_, err := c.GetOrLoad(ctx, key, func(context.Context) (string, error) { return "", cacherepo.ErrNotFound })
+			if errors.Is(err, cacherepo.ErrNotFound) {
+				return nil
+			}
+			return err
+		}, 2},
+		{"GetOrLoad miss with Lock: GET, lease, write", cacherepo.Options{Lock: true}, func(ctx context.Context, c *cacherepo.Cache[string], key string) error {
+			_, err := c.GetOrLoad(ctx, key, func(context.Context) (string, error) { return "v", nil })
+			return err
+		}, 3},
+		{"GetManyOrLoad miss: read, pipelined write", cacherepo.Options{}, func(ctx context.Context, c *cacherepo.Cache[string], key string) error {
+			_, err := c.GetManyOrLoad(ctx, []string{key, key + "b"}, func(_ context.Context, missing []string) (map[string]string, error) {
+				out := map[string]string{}
+				for _, k := range missing {
+					out[k] = "v"
+				}
+				return out, nil
+			})
+			return err
+		}, 2},
+	}
+	for _, cl := range clients {
+		for _, tt := range tests {
+			t.Run(cl.name+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				client, prefix := cl.new(t)
+				var rt roundTrips
+				client.AddHook(&rt)
+				tt.opts.Namespace = prefix
+				c, err := cacherepo.New[string](client, tt.opts)
+				require.NoError(t, err)
+				// Keys of one slot (hash tag), so that the warm-up caches the
+				// scripts on the node of the counted calls (a first EVALSHA
+				// on a node costs a NOSCRIPT round trip more).
+				key := "{k}"
+				require.NoError(t, tt.op(ctx, c, "{k}warm"))
+
+				count := func(what string, want int64) {
+					t.Helper()
+					rt.n.Store(0)
+					require.NoError(t, tt.op(ctx, c, key))
+					assert.Equal(t, want, rt.n.Load(), "round trips of %s", what)
+				}
+				count("a miss of a key never cached", tt.want)
+				count("a hit", 1)
+				require.NoError(t, c.Invalidate(ctx, key, key+"b"))
+				count("a miss after Invalidate", tt.want)
+				assert.Zero(t, c.Stats().RedisErrors)
+			})
+		}
+	}
+}
