@@ -16,9 +16,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/polystore/polystore/examples/server/internal/mongostore"
@@ -26,59 +28,53 @@ import (
 	"github.com/polystore/polystore/internal/servicetest"
 )
 
-// registration is one POST /users of the restart test and its answer.
-type registration struct {
-	username string
-	status   int
-	userID   string // from a 201's user or a 202's operation
-	convID   string // a 201's welcome conversation
-	location string
-	body     string
+// cutEnv is a server on stores of its own whose PostgreSQL connections a
+// test can cut, and recover from.
+type cutEnv struct {
+	url   string
+	dbURL string
+	redis redis.UniversalClient
+	mongo *mongo.Database
+	opts  server.Options
 }
 
-// TestServer_PostgresConnectionsCut_EveryAnswerTellsTheTruthAfterRecovery
-// registers users from 4 clients while another connection keeps
-// terminating the server pool's PostgreSQL backends (in the test's own
-// database only: pg_terminate_backend, never a server restart). Then a
-// second instance runs recovery until no saga is left unfinished, and the
-// stores themselves are checked against every answer:
-//
-//   - 201: the user row and its welcome conversation exist;
-//   - 202: the operation it names ends succeeded (user and conversation) or
-//     compensated (neither), never missing from the log;
-//   - 503: when it says nothing was changed, the user does not exist;
-//   - no answer but 201, 202 and 503 (every username is new: no 409);
-//   - no user without a conversation, no conversation without a user.
-func TestServer_PostgresConnectionsCut_EveryAnswerTellsTheTruthAfterRecovery(t *testing.T) {
-	t.Parallel()
-	const clients, perClient = 4, 20
+// newCutEnv starts a server (A) on a fresh database, Redis prefix and
+// MongoDB database, with a short saga lease so that recovery can take
+// over what it leaves, and no recovery loop of its own.
+func newCutEnv(t *testing.T) *cutEnv {
+	t.Helper()
 	ctx := t.Context()
-
-	dbURL := servicetest.PostgresURL(t)
-	cfg, err := pgxpool.ParseConfig(dbURL)
+	c := &cutEnv{dbURL: servicetest.PostgresURL(t), mongo: servicetest.Mongo(t)}
+	var prefix string
+	c.redis, prefix = servicetest.Redis(t)
+	cfg, err := pgxpool.ParseConfig(c.dbURL)
 	require.NoError(t, err)
 	cfg.MaxConns = 8
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	rdb, prefix := servicetest.Redis(t)
-	mdb := servicetest.Mongo(t)
-	stores := server.Stores{Postgres: pool, Redis: rdb, Mongo: mdb}
-	opts := server.Options{
+	c.opts = server.Options{
 		RedisPrefix: prefix, RateLimit: -1, BcryptCost: bcrypt.MinCost,
 		SagaLease: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 	}
-	a, err := server.New(ctx, stores, opts)
+	a, err := server.New(ctx, server.Stores{Postgres: pool, Redis: c.redis, Mongo: c.mongo}, c.opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = a.Close() })
 	hs := httptest.NewServer(a.Handler())
 	t.Cleanup(hs.Close)
+	c.url = hs.URL
+	return c
+}
 
-	// The killer: its own connection to the test's database, terminating
-	// every other backend there (the server pool's) until the clients end.
-	killer, err := pgx.Connect(ctx, dbURL)
+// cutWhile runs work while its own connection to the test's database
+// terminates every other backend there (the server pool's) every 15 ms,
+// and returns how many it terminated; it fails the test if none.
+func (c *cutEnv) cutWhile(t *testing.T, work func()) int64 {
+	t.Helper()
+	ctx := t.Context()
+	killer, err := pgx.Connect(ctx, c.dbURL)
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = killer.Close(context.Background()) })
+	defer func() { _ = killer.Close(context.Background()) }()
 	var dbName string
 	require.NoError(t, killer.QueryRow(ctx, "SELECT current_database()").Scan(&dbName))
 	done := make(chan struct{})
@@ -107,34 +103,28 @@ func TestServer_PostgresConnectionsCut_EveryAnswerTellsTheTruthAfterRecovery(t *
 			terminated.Add(int64(len(n)))
 		}
 	}()
-
-	client := &http.Client{Timeout: time.Minute}
-	results := make([][]registration, clients)
-	var wg sync.WaitGroup
-	for c := range clients {
-		wg.Go(func() {
-			for i := range perClient {
-				name := fmt.Sprintf("u%d_%d", c, i)
-				results[c] = append(results[c], register(t, client, hs.URL, name))
-			}
-		})
-	}
-	wg.Wait()
+	work()
 	close(done)
 	require.NoError(t, <-killed)
 	require.Positive(t, terminated.Load(), "the test cut connections")
+	return terminated.Load()
+}
 
-	// Recovery, by another instance on a fresh pool, until no saga is left
-	// unfinished; A's leases expire after SagaLease.
-	pool2, err := pgxpool.New(ctx, dbURL)
+// recoverAll runs recovery from a second instance (B) on a fresh pool
+// until no saga is left unfinished, and returns that pool and B's URL
+// (A's pool may still hold connections the test cut).
+func (c *cutEnv) recoverAll(t *testing.T) (*pgxpool.Pool, string) {
+	t.Helper()
+	ctx := t.Context()
+	pool, err := pgxpool.New(ctx, c.dbURL)
 	require.NoError(t, err)
-	t.Cleanup(pool2.Close)
-	b, err := server.New(ctx, server.Stores{Postgres: pool2, Redis: rdb, Mongo: mdb}, opts)
+	t.Cleanup(pool.Close)
+	b, err := server.New(ctx, server.Stores{Postgres: pool, Redis: c.redis, Mongo: c.mongo}, c.opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close() })
 	unfinished := func() int {
 		var n int
-		require.NoError(t, pool2.QueryRow(ctx, "SELECT count(*) FROM coord_saga WHERE status IN ('running', 'compensating')").Scan(&n))
+		require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM coord_saga WHERE status IN ('running', 'compensating')").Scan(&n))
 		return n
 	}
 	deadline := time.Now().Add(time.Minute)
@@ -142,8 +132,61 @@ func TestServer_PostgresConnectionsCut_EveryAnswerTellsTheTruthAfterRecovery(t *
 		require.True(t, time.Now().Before(deadline), "recovery did not finish every saga in time")
 		_, err := b.Recover(ctx)
 		require.NoError(t, err)
-		time.Sleep(50 * time.Millisecond) // for the leases to expire; bounded by the deadline
+		time.Sleep(50 * time.Millisecond) // for A's leases to expire; bounded by the deadline
 	}
+	var failed int
+	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM coord_saga WHERE status = 'failed'").Scan(&failed))
+	assert.Zero(t, failed, "no saga left for an operator")
+	hs := httptest.NewServer(b.Handler())
+	t.Cleanup(hs.Close)
+	return pool, hs.URL
+}
+
+// registration is one POST /users of the restart test and its answer.
+type registration struct {
+	username string
+	status   int
+	userID   string // from a 201's user or a 202's operation
+	convID   string // a 201's welcome conversation
+	location string
+	body     string
+}
+
+// TestServer_PostgresConnectionsCut_EveryAnswerTellsTheTruthAfterRecovery
+// registers users from 4 clients while another connection keeps
+// terminating the server pool's PostgreSQL backends (in the test's own
+// database only: pg_terminate_backend, never a server restart). Then a
+// second instance runs recovery until no saga is left unfinished, and the
+// stores themselves are checked against every answer:
+//
+//   - 201: the user row and its welcome conversation exist;
+//   - 202: the operation it names ends succeeded (user and conversation) or
+//     compensated (neither), never missing from the log;
+//   - 503: when it says nothing was changed, the user does not exist;
+//   - no answer but 201, 202 and 503 (every username is new: no 409);
+//   - no user without a conversation, no conversation without a user.
+func TestServer_PostgresConnectionsCut_EveryAnswerTellsTheTruthAfterRecovery(t *testing.T) {
+	t.Parallel()
+	const clients, perClient = 4, 20
+	ctx := t.Context()
+	c := newCutEnv(t)
+
+	client := &http.Client{Timeout: time.Minute}
+	results := make([][]registration, clients)
+	terminated := c.cutWhile(t, func() {
+		var wg sync.WaitGroup
+		for n := range clients {
+			wg.Go(func() {
+				for i := range perClient {
+					name := fmt.Sprintf("u%d_%d", n, i)
+					results[n] = append(results[n], register(t, client, c.url, name))
+				}
+			})
+		}
+		wg.Wait()
+	})
+	pool2, _ := c.recoverAll(t)
+	mdb := c.mongo
 
 	// What the stores hold.
 	users := map[string]string{} // id -> username
@@ -215,10 +258,7 @@ func TestServer_PostgresConnectionsCut_EveryAnswerTellsTheTruthAfterRecovery(t *
 	for uid := range convs {
 		assert.Contains(t, users, uid, "conversation of user %s without a user row", uid)
 	}
-	var failed int
-	require.NoError(t, pool2.QueryRow(ctx, "SELECT count(*) FROM coord_saga WHERE status = 'failed'").Scan(&failed))
-	assert.Zero(t, failed, "no saga left for an operator")
-	t.Logf("answers %v, backends terminated %d, users %d", counts, terminated.Load(), len(users))
+	t.Logf("answers %v, backends terminated %d, users %d", counts, terminated, len(users))
 }
 
 // register sends one registration and records its answer.
@@ -247,4 +287,142 @@ func register(t *testing.T, client *http.Client, url, name string) registration 
 		}
 	}
 	return r
+}
+
+// change is one PATCH or DELETE of the restart test and its answer.
+type change struct {
+	userID, method string
+	status         int
+	location, body string
+}
+
+// TestServer_PostgresConnectionsCut_UpdatesAndDeletionsTellTheTruth sends
+// a PATCH (If-Match "1") or a DELETE for each of 40 users, from 4
+// clients, while the server pool's PostgreSQL backends are terminated,
+// then recovers as above and checks every answer against PostgreSQL,
+// MongoDB and, through the cache, GET /users/{id}:
+//
+//   - PATCH 200: the row has the change; 202: the change is there if the
+//     operation succeeded, not if it was compensated; a 503 saying nothing
+//     was changed: the row is untouched; never a 412, since each user gets
+//     one PATCH with its current version;
+//   - DELETE 204: neither row nor conversation; 202: both gone if the
+//     operation succeeded, both there if compensated; a 503 saying nothing
+//     was changed: both there;
+//   - GET /users/{id} then agrees with the row: no cached profile outlives
+//     a change or a deletion.
+func TestServer_PostgresConnectionsCut_UpdatesAndDeletionsTellTheTruth(t *testing.T) {
+	t.Parallel()
+	const clients, perClient = 4, 10
+	ctx := t.Context()
+	c := newCutEnv(t)
+	client := &http.Client{Timeout: time.Minute}
+
+	ids := make([]string, clients*perClient)
+	for i := range ids {
+		r := register(t, client, c.url, fmt.Sprintf("user%d", i))
+		require.Equal(t, http.StatusCreated, r.status, r.body)
+		ids[i] = r.userID
+		res, err := client.Get(c.url + "/users/" + r.userID) // cached, so that a stale profile would show
+		require.NoError(t, err)
+		require.NoError(t, res.Body.Close())
+		require.Equal(t, http.StatusOK, res.StatusCode)
+	}
+
+	results := make([]change, len(ids))
+	terminated := c.cutWhile(t, func() {
+		var wg sync.WaitGroup
+		for n := range clients {
+			wg.Go(func() {
+				for i := n * perClient; i < (n+1)*perClient; i++ {
+					ch := change{userID: ids[i], method: "PATCH"}
+					var body io.Reader = strings.NewReader(`{"level":"C2"}`)
+					if i%2 == 1 {
+						ch.method, body = "DELETE", nil
+					}
+					req, err := http.NewRequestWithContext(ctx, ch.method, c.url+"/users/"+ids[i], body)
+					if !assert.NoError(t, err) {
+						return
+					}
+					req.Header.Set("Content-Type", "application/json")
+					req.Header.Set("If-Match", `"1"`)
+					res, err := client.Do(req)
+					if !assert.NoError(t, err) {
+						return
+					}
+					raw, err := io.ReadAll(res.Body)
+					assert.NoError(t, err)
+					assert.NoError(t, res.Body.Close())
+					ch.status, ch.location, ch.body = res.StatusCode, res.Header.Get("Location"), string(raw)
+					results[i] = ch
+				}
+			})
+		}
+		wg.Wait()
+	})
+	pool2, urlB := c.recoverAll(t)
+
+	counts := map[string]int{}
+	for _, ch := range results {
+		counts[fmt.Sprintf("%s %d", ch.method, ch.status)]++
+		var version int64
+		var level string
+		err := pool2.QueryRow(ctx, "SELECT version, level FROM users WHERE id = $1", ch.userID).Scan(&version, &level)
+		exists := err == nil
+		if !exists {
+			require.ErrorIs(t, err, pgx.ErrNoRows)
+		}
+		n, err := c.mongo.Collection(mongostore.CollectionName).CountDocuments(ctx, bson.D{{Key: "user_id", Value: ch.userID}})
+		require.NoError(t, err)
+		changed := exists && version == 2 && level == "C2"
+		untouched := exists && version == 1 && level != "C2"
+
+		var outcome string // of a 202's operation
+		if ch.status == http.StatusAccepted {
+			prefix := "/operations/update-user/"
+			if ch.method == "DELETE" {
+				prefix = "/operations/delete-user/"
+			}
+			require.True(t, strings.HasPrefix(ch.location, prefix+ch.userID+"/"), "202's Location: %q", ch.location)
+			require.NoError(t, pool2.QueryRow(ctx, "SELECT status FROM coord_saga WHERE id = $1",
+				strings.TrimPrefix(ch.location, "/operations/")).Scan(&outcome), "the 202's operation is in the log")
+		}
+		nothingChanged := ch.status == http.StatusServiceUnavailable && strings.Contains(ch.body, "nothing was changed")
+
+		switch {
+		case ch.method == "PATCH" && (ch.status == http.StatusOK || outcome == "succeeded"):
+			assert.True(t, changed, "PATCH %d (%s) on %s: the change is in the row (version %d, level %s)", ch.status, outcome, ch.userID, version, level)
+		case ch.method == "PATCH" && (outcome == "compensated" || nothingChanged):
+			assert.True(t, untouched, "PATCH %d (%s) on %s: the row is untouched (version %d, level %s)", ch.status, outcome, ch.userID, version, level)
+		case ch.method == "DELETE" && (ch.status == http.StatusNoContent || outcome == "succeeded"):
+			assert.False(t, exists, "DELETE %d (%s) on %s: no row", ch.status, outcome, ch.userID)
+			assert.Zero(t, n, "DELETE %d (%s) on %s: no conversation", ch.status, outcome, ch.userID)
+		case ch.method == "DELETE" && (outcome == "compensated" || nothingChanged):
+			assert.True(t, exists, "DELETE %d (%s) on %s: the row is there", ch.status, outcome, ch.userID)
+		case ch.status == http.StatusServiceUnavailable:
+			// The outcome is unknown to the client: the global checks below hold.
+		default:
+			assert.Fail(t, "an answer other than 2xx or 503", "%s %s: %d (%s) %s", ch.method, ch.userID, ch.status, outcome, ch.body)
+		}
+		if exists {
+			assert.EqualValues(t, 1, n, "user %s has its welcome conversation", ch.userID)
+			assert.True(t, changed || untouched, "user %s is at version 1 or has the change: version %d, level %s", ch.userID, version, level)
+		} else {
+			assert.Zero(t, n, "no conversation of deleted user %s", ch.userID)
+		}
+
+		// Through the cache, on B (A's pool may hold cut connections).
+		res, err := client.Get(urlB + "/users/" + ch.userID)
+		require.NoError(t, err)
+		var profile struct{ Version int64 }
+		assert.NoError(t, json.NewDecoder(res.Body).Decode(&profile))
+		require.NoError(t, res.Body.Close())
+		if exists {
+			assert.Equal(t, http.StatusOK, res.StatusCode, "GET %s", ch.userID)
+			assert.Equal(t, version, profile.Version, "GET %s: the cached profile is the row's", ch.userID)
+		} else {
+			assert.Equal(t, http.StatusNotFound, res.StatusCode, "GET %s: deleted, and no cached profile says otherwise", ch.userID)
+		}
+	}
+	t.Logf("answers %v, backends terminated %d", counts, terminated)
 }
