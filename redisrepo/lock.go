@@ -160,7 +160,9 @@ func (l *Locker) try(ctx context.Context, name string, ttl time.Duration) (*Lock
 // RetryMax, never past the holder's remaining TTL) until it gets the lock
 // or ctx ends. Without a deadline on ctx it waits as long as it takes. It
 // returns an error wrapping both ErrLocked and ctx's error when ctx ends
-// first (nothing changed), ErrInvalid for an empty name or a ttl under 1ms,
+// first: between attempts nothing changed; during one (the error then also
+// wraps ErrRedis) that attempt may have taken the lock, which then expires
+// after ttl. It returns ErrInvalid for an empty name or a ttl under 1ms,
 // ErrRedis if Redis fails (the lock may have been taken; it then expires
 // after ttl).
 func (l *Locker) Lock(ctx context.Context, name string, ttl time.Duration) (*Lock, error) {
@@ -171,6 +173,12 @@ func (l *Locker) Lock(ctx context.Context, name string, ttl time.Duration) (*Loc
 	var timer *time.Timer
 	for {
 		lk, left, err := l.try(ctx, name, ttl)
+		if err != nil && !errors.Is(err, ErrLocked) && ctx.Err() != nil {
+			// The context ended during an attempt: to the caller that is
+			// a wait that ran out, but the attempt may have taken the lock.
+			return nil, fmt.Errorf("%w: lock %q, the context ended during an attempt, which may have taken the lock (it then expires after its TTL): %w",
+				ErrLocked, name, err)
+		}
 		if !errors.Is(err, ErrLocked) {
 			return lk, err
 		}

@@ -180,3 +180,14 @@ func TestLocker_BadArguments_ReturnErrInvalid(t *testing.T) {
 		assert.ErrorIs(t, err, redisrepo.ErrInvalid, name)
 	}
 }
+
+func TestLocker_Lock_ContextEndingDuringAnAttemptIsErrLocked(t *testing.T) {
+	eachRedis(t, func(t *testing.T, client redis.UniversalClient, prefix string) {
+		l := newLocker(t, client, prefix)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // ends before the first attempt's reply can arrive
+		_, err := l.Lock(ctx, "job", time.Minute)
+		assert.ErrorIs(t, err, redisrepo.ErrLocked)
+		assert.ErrorIs(t, err, context.Canceled)
+	})
+}
