@@ -3,6 +3,7 @@ package cacherepo
 import (
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 )
 
 // group collapses the concurrent loads of one key in one process into one
@@ -15,6 +16,25 @@ import (
 type group[T any] struct {
 	mu sync.Mutex
 	m  map[string]*flightCall[T]
+	// ended counts the flights that finished, per shard of keys: a caller
+	// reads its key's count before its Redis read and again when it finds
+	// no flight to join; a change means a flight of the key (or of another
+	// key of the shard) may have written after that read, so the read is
+	// repeated before loading rather than load the key a second time.
+	ended [256]atomic.Uint32
+}
+
+// epoch is the count of finished flights of key's shard.
+func (g *group[T]) epoch(key string) uint32 { return g.ended[shard(key)].Load() }
+
+// shard is FNV-1a of key, folded to a byte.
+func shard(key string) uint8 {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return uint8(h ^ h>>8 ^ h>>16 ^ h>>24)
 }
 
 // flightCall is one flight; f and err are set before done is closed.
@@ -43,6 +63,7 @@ func (g *group[T]) join(key string) (fc *flightCall[T], leader bool) {
 // finish hands the flight's outcome to the callers that joined it; callers
 // that come after start a flight of their own.
 func (g *group[T]) finish(key string, fc *flightCall[T], f *flight[T], err error) {
+	g.ended[shard(key)].Add(1)
 	g.mu.Lock()
 	if g.m[key] == fc {
 		delete(g.m, key)

@@ -57,16 +57,17 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 	}
 	rk := c.key(key)
 	start := time.Now() // a load that ends more than LeaseTTL after this is not written
+	epoch := c.flights.epoch(rk)
 	b, err := c.get(ctx, rk)
 	switch {
 	case errors.Is(err, redis.Nil):
 		c.event(ctx, EventMiss, key, nil, 0)
-		return c.loadShared(ctx, key, rk, miss{start: start}, load)
+		return c.loadShared(ctx, key, rk, miss{start: start, epoch: epoch}, load)
 	case err != nil:
 		if err := c.redisFailed(ctx, "GET", key, err); err != nil {
 			return zero, err
 		}
-		return c.loadShared(ctx, key, rk, miss{start: start, noCache: true}, load)
+		return c.loadShared(ctx, key, rk, miss{start: start, epoch: epoch, noCache: true}, load)
 	}
 
 	e, err := parseEntry(b)
@@ -86,7 +87,7 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 			return zero, tombstoneErr(key)
 		case kindLease, kindMarker:
 			c.event(ctx, EventMiss, key, nil, 0)
-			return c.loadShared(ctx, key, rk, miss{seen: b, start: start}, load)
+			return c.loadShared(ctx, key, rk, miss{seen: b, start: start, epoch: epoch}, load)
 		}
 	} else {
 		err = codecErr("decoding", key, err)
@@ -94,13 +95,14 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 	// An entry this Cache cannot read (another codec, a changed type):
 	// load and replace it, rather than serve loads until it expires.
 	c.event(ctx, EventCodecError, key, err, 0)
-	return c.loadShared(ctx, key, rk, miss{seen: b, start: start, undecodable: true}, load)
+	return c.loadShared(ctx, key, rk, miss{seen: b, start: start, epoch: epoch, undecodable: true}, load)
 }
 
 // miss is what a GetOrLoad that missed saw.
 type miss struct {
 	seen        []byte    // the entry its GET returned, nil for none: what the load's write must find
 	start       time.Time // before the GET
+	epoch       uint32    // c.flights.epoch before the GET
 	undecodable bool      // seen is an entry this Cache could not decode, to replace
 	noCache     bool      // Redis failed: load only, cache nothing
 }
@@ -248,6 +250,27 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, m miss, load func(c
 // so that the invalidation marker of any Delete or Invalidate after the GET
 // is still there to refuse it.
 func (c *Cache[T]) fillAfterGet(ctx context.Context, key, rk string, m miss, load func(context.Context) (T, error)) (*flight[T], error) {
+	if c.flights.epoch(rk) != m.epoch {
+		// A flight of this key may have written since the GET (the
+		// caller missed it by a hair): read again rather than load twice.
+		b, err := c.get(ctx, rk)
+		switch {
+		case errors.Is(err, redis.Nil):
+			m.seen = nil
+		case err != nil:
+			if err := c.redisFailed(ctx, "GET", key, err); err != nil {
+				return nil, err
+			}
+			return c.loadOnly(ctx, key, load)
+		default:
+			if len(b) > 0 && (b[0] == kindValue || b[0] == kindRefresh || b[0] == kindTombstone) {
+				if f, err := c.fromEntry(ctx, key, b); err == nil || errors.Is(err, ErrNotFound) {
+					return f, err
+				}
+			}
+			m.seen = b // a marker, a lease, or an entry to replace
+		}
+	}
 	v, d, notFound, err := c.runLoader(ctx, key, load)
 	entry, ttl, err := c.loaded(key, v, d, notFound, err)
 	if entry == nil {
