@@ -59,7 +59,9 @@
 // Delete takes two round trips (the session, then its index entry; a
 // failure between them leaves only such a stale entry). RevokeAll ends, in
 // rounds of up to 256 sessions per script, every session created before it
-// was called; a session created while it runs may survive it.
+// was called; a session created while it runs may survive it. It takes only
+// deadlines up to the latest in the index when it starts, so it ends even
+// while the subject keeps creating sessions.
 //
 // # Leaderboards
 //

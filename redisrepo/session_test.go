@@ -332,3 +332,42 @@ func TestSessionStore_Create_DropsIndexEntriesPastTheirDeadline(t *testing.T) {
 		assert.Positive(t, pttl(t, client, index), "the index expires with its last session")
 	})
 }
+
+func TestSessionStore_RevokeAll_WhileSessionsAreCreatedEndsEveryEarlierOne(t *testing.T) {
+	eachRedis(t, func(t *testing.T, client redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		s := newSessions(t, client, prefix, redisrepo.SessionOptions{})
+		var before []string
+		for range 50 {
+			token, err := s.Create(ctx, "u", profile{})
+			require.NoError(t, err)
+			before = append(before, token)
+		}
+		stop := make(chan struct{})
+		created := make(chan int)
+		go func() {
+			n := 0
+			defer func() { created <- n }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, err := s.Create(ctx, "u", profile{})
+				if !assert.NoError(t, err) {
+					return
+				}
+				n++
+			}
+		}()
+		_, err := s.RevokeAll(ctx, "u")
+		require.NoError(t, err)
+		close(stop)
+		t.Logf("%d sessions created while RevokeAll ran", <-created)
+		for _, token := range before {
+			_, err := s.Get(ctx, token)
+			assert.ErrorIs(t, err, redisrepo.ErrNotFound, "a session created before RevokeAll")
+		}
+	})
+}
