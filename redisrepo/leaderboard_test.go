@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -338,5 +339,26 @@ func TestLeaderboard_Window_KeyGoneAfterWindowAndRetention(t *testing.T) {
 			return err == nil && n == 0
 		}, 5*time.Second, 20*time.Millisecond)
 		assert.Equal(t, int64(-2), pttl(t, client, w.Key()), "the key is gone")
+	})
+}
+
+func TestLeaderboard_Incr_ConcurrentIncrementsEndExact(t *testing.T) {
+	eachRedis(t, func(t *testing.T, client redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		b := newBoard[string](t, client, prefix, redisrepo.LeaderboardOptions{Window: redisrepo.Weekly}).At(time.Now())
+		var wg sync.WaitGroup
+		for i := range 200 {
+			wg.Go(func() {
+				_, err := b.Incr(ctx, fmt.Sprintf("u%d", i%4), 1.5)
+				assert.NoError(t, err)
+			})
+		}
+		wg.Wait()
+		top, err := b.Top(ctx, 10)
+		require.NoError(t, err)
+		require.Len(t, top, 4)
+		for _, e := range top {
+			assert.Equal(t, 75.0, e.Score, e.Member)
+		}
 	})
 }
