@@ -212,7 +212,7 @@ func (e *execution[S]) insert(ctx context.Context, data []byte) error {
 		// No statement was sent.
 		return fmt.Errorf("%w: saga %q: writing its record: %w", ErrNotStarted, e.id, err)
 	}
-	err = conn.QueryRow(ctx, insertSQL, e.id, e.def.name, data, e.token, e.c.leaseMillis()).Scan(&e.created, &e.updated)
+	err = conn.QueryRow(ctx, insertSQL, e.insertArgs(data)...).Scan(&e.created, &e.updated)
 	conn.Release()
 	switch {
 	case err == nil:
@@ -232,6 +232,12 @@ func (e *execution[S]) insert(ctx context.Context, data []byte) error {
 		return errExists
 	}
 	return nil
+}
+
+// insertArgs are the parameters of insertSQL for the state data.
+func (e *execution[S]) insertArgs(data []byte) []any {
+	return append([]any{e.id, e.def.name, data, e.token, e.c.leaseMillis()},
+		e.eventArgs([]event{{kind: EventCreated}, {kind: EventStarted}})...)
 }
 
 // The bounds of settleInsert: tries, each with its own timeout, and the
@@ -273,7 +279,7 @@ func (e *execution[S]) settleOnce(ctx context.Context, data []byte) (bool, error
 		return false, err
 	}
 	defer conn.Close(ctx)
-	err = conn.QueryRow(ctx, insertSQL, e.id, e.def.name, data, e.token, e.c.leaseMillis()).Scan(&e.created, &e.updated)
+	err = conn.QueryRow(ctx, insertSQL, e.insertArgs(data)...).Scan(&e.created, &e.updated)
 	if err == nil {
 		return true, nil
 	}

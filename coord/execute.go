@@ -82,7 +82,7 @@ func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 			e.cause = fmt.Sprintf("compensating step %q: %v (after %s)", st.Name, err, e.cause)
 			e.causeErr = fmt.Errorf("compensating step %q: %w", st.Name, err)
 			e.status = StatusFailed
-			err = e.write(ctx, false)
+			err = e.write(ctx, false, event{EventCompensationFailed, e.step, e.attempts, err.Error()})
 		case st.Kind == Retriable:
 			// Never compensated: leave it to recovery, after a backoff.
 			wait := st.Retry.withDefaults().wait(e.attempts)
@@ -114,7 +114,9 @@ func (e *execution[S]) abandon(ctx context.Context, err error, delay time.Durati
 		// Best effort: recovery would take the saga when the lease ends anyway.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		var updated time.Time
-		if e.c.pool.QueryRow(wctx, releaseSQL, e.id, e.token, delay.Milliseconds(), e.attempts, e.cause).Scan(&updated) == nil {
+		args := append([]any{e.id, e.token, delay.Milliseconds(), e.attempts, e.cause},
+			e.eventArgs([]event{{EventReleased, e.step, e.attempts, err.Error()}})...)
+		if e.c.pool.QueryRow(wctx, releaseSQL, args...).Scan(&updated) == nil {
 			e.updated = updated
 		}
 		cancel()
@@ -128,6 +130,7 @@ func (e *execution[S]) abandon(ctx context.Context, err error, delay time.Durati
 // startCompensation turns a saga whose step failed with err to compensation.
 func (e *execution[S]) startCompensation(ctx context.Context, err error) error {
 	st := &e.def.steps[e.step]
+	failed := event{EventFailed, e.step, e.attempts, err.Error()}
 	e.causeErr = fmt.Errorf("step %q: %w", st.Name, err)
 	e.cause = e.causeErr.Error()
 	e.attempts = 0
@@ -138,7 +141,7 @@ func (e *execution[S]) startCompensation(ctx context.Context, err error) error {
 		e.step--
 	}
 	e.skipUncompensated()
-	if err := e.write(ctx, false); err != nil {
+	if err := e.write(ctx, false, failed); err != nil {
 		return err
 	}
 	if e.crash(stageAfterFailLog, e.step) {
@@ -216,7 +219,11 @@ func (e *execution[S]) retryOrGiveUp(ctx context.Context, pol RetryPolicy, attem
 	if attempt >= pol.Attempts || !pol.retryable(err) {
 		return err
 	}
-	if err := e.write(ctx, false); err != nil {
+	kind := EventTryFailed
+	if e.status == StatusCompensating {
+		kind = EventCompensationTryFailed
+	}
+	if err := e.write(ctx, false, event{kind, e.step, attempt, e.cause}); err != nil {
 		return err
 	}
 	t := time.NewTimer(pol.wait(attempt))
@@ -260,12 +267,18 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 		return errCrashed
 	}
 	status, at, attempts, cause, updated := e.status, e.step, e.attempts, e.cause, e.updated
+	var evs []event
 	if op == opAction {
 		e.advance()
+		evs = append(evs, event{EventSucceeded, at, attempts + 1, ""})
+		if e.status == StatusRunning {
+			evs = append(evs, event{EventStarted, e.step, 0, ""})
+		}
 	} else {
 		e.retreat()
+		evs = append(evs, event{EventCompensated, at, attempts + 1, ""})
 	}
-	w, err := e.writeStmt(op == opAction)
+	w, err := e.writeStmt(op == opAction, evs...)
 	if err == nil {
 		err = record(w)
 	}
@@ -275,8 +288,9 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 	return err
 }
 
-// writeStmt is the log write of the saga's current position.
-func (e *execution[S]) writeStmt(withState bool) (stmt, error) {
+// writeStmt is the log write of the saga's current position, appending evs
+// to its history.
+func (e *execution[S]) writeStmt(withState bool, evs ...event) (stmt, error) {
 	var state any
 	if withState {
 		data, err := json.Marshal(e.state)
@@ -285,12 +299,14 @@ func (e *execution[S]) writeStmt(withState bool) (stmt, error) {
 		}
 		state = data
 	}
-	return stmt{writeSQL, []any{e.id, e.token, e.status, e.step, state, e.attempts, e.cause, e.c.leaseMillis()}, []any{new(int64), &e.updated}}, nil
+	args := append([]any{e.id, e.token, e.status, e.step, state, e.attempts, e.cause, e.c.leaseMillis()}, e.eventArgs(evs)...)
+	return stmt{writeSQL, args, []any{new(int64), &e.updated}}, nil
 }
 
-// write records the saga's current position in the log.
-func (e *execution[S]) write(ctx context.Context, withState bool) error {
-	s, err := e.writeStmt(withState)
+// write records the saga's current position in the log, and evs in its
+// history.
+func (e *execution[S]) write(ctx context.Context, withState bool, evs ...event) error {
+	s, err := e.writeStmt(withState, evs...)
 	if err != nil {
 		return err
 	}

@@ -11,15 +11,21 @@ import (
 // The log's statements. Every write of a running saga names the lease owner
 // it expects, and divides by the number of rows it updated: a coordinator
 // that lost the lease gets a division by zero (see logError) instead of a
-// write, which also aborts the step's transaction with it.
-const (
+// write, which also aborts the step's transaction with it. The writes
+// append their history events in the same statement (historyFrom), so the
+// history costs no round trip. (Variables, not constants, because
+// historyFrom builds a part of them.)
+var (
 	// insertSQL writes a new saga's record, before any step runs; no row
 	// comes back when the id exists (a concurrent insert of the same id waits
 	// for the first to commit or roll back).
-	insertSQL = `insert into coord_saga (id, name, status, step, state, lease_owner, lease_expires)
-values ($1, $2, 'running', 0, $3, $4, now() + $5 * interval '1 millisecond')
-on conflict (id) do nothing
-returning created_at, updated_at`
+	insertSQL = `with i as (
+	insert into coord_saga (id, name, status, step, state, lease_owner, lease_expires)
+	values ($1, $2, 'running', 0, $3, $4, now() + $5 * interval '1 millisecond')
+	on conflict (id) do nothing
+	returning created_at, updated_at
+), h as (` + historyFrom("i", 4, 6) + `)
+select created_at, updated_at from i`
 
 	// ownerSQL reads who holds the saga $1, when its insert's outcome was
 	// unknown.
@@ -32,7 +38,8 @@ returning created_at, updated_at`
 		lease_expires = now() + $8 * interval '1 millisecond', updated_at = now()
 	where id = $1 and lease_owner = $2
 	returning updated_at
-) select 1 / count(*), max(updated_at) from u`
+), h as (` + historyFrom("u", 2, 9) + `)
+select 1 / count(*), max(updated_at) from u`
 
 	// leaseSQL renews the lease ($3 milliseconds from now).
 	leaseSQL = `with u as (
@@ -43,37 +50,62 @@ returning created_at, updated_at`
 
 	// releaseSQL gives the saga up to recovery after $3 milliseconds,
 	// recording the attempts ($4) and error ($5) of its current step.
-	releaseSQL = `update coord_saga set lease_expires = now() + $3 * interval '1 millisecond', attempts = $4, last_error = $5, updated_at = now()
-where id = $1 and lease_owner = $2
-returning updated_at`
+	releaseSQL = `with u as (
+	update coord_saga set lease_expires = now() + $3 * interval '1 millisecond', attempts = $4, last_error = $5, updated_at = now()
+	where id = $1 and lease_owner = $2
+	returning updated_at
+), h as (` + historyFrom("u", 2, 6) + `)
+select updated_at from u`
 
 	// claimSQL takes one unfinished saga whose lease expired, of the
 	// definitions $3, not in $4, for the new owner $1.
-	claimSQL = `update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now()
-from (
-	select id from coord_saga
-	where status in ('running', 'compensating') and lease_expires < now() and name = any($3) and not (id = any($4))
-	order by lease_expires
-	limit 1
-	for update skip locked
-) t
-where s.id = t.id
-returning ` + recordColumns
+	claimSQL = `with s as (
+	update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now()
+	from (
+		select id from coord_saga
+		where status in ('running', 'compensating') and lease_expires < now() and name = any($3) and not (id = any($4))
+		order by lease_expires
+		limit 1
+		for update skip locked
+	) t
+	where s.id = t.id
+	returning s.*
+), h as (` + recoveredInsert + `)
+select ` + recordColumns + ` from s`
 
 	// claimIDSQL takes the saga $3 if its lease expired.
-	claimIDSQL = `update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now()
-from (
-	select id from coord_saga
-	where id = $3 and status in ('running', 'compensating') and lease_expires < now()
-	for update skip locked
-) t
-where s.id = t.id
-returning ` + recordColumns
+	claimIDSQL = `with s as (
+	update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now()
+	from (
+		select id from coord_saga
+		where id = $3 and status in ('running', 'compensating') and lease_expires < now()
+		for update skip locked
+	) t
+	where s.id = t.id
+	returning s.*
+), h as (` + recoveredInsert + `)
+select ` + recordColumns + ` from s`
 
 	recordColumns = `s.id, s.name, s.status, s.step, s.state, s.attempts, s.last_error, s.created_at, s.updated_at, s.lease_expires < now()`
 
 	selectSQL = `select ` + recordColumns + ` from coord_saga s`
+
+	// recoveredInsert records, in a claim's statement, that the run $1 took
+	// over the sagas of s.
+	recoveredInsert = `insert into coord_history (saga_id, event, step, actor) select id, '` + string(EventRecovered) + `', step, $1 from s`
 )
+
+// historyFrom is the part of a log write's statement that appends its events
+// to coord_history: from the rows of the CTE from (one when the write took
+// effect, none otherwise), for the saga $1 by the actor $actor (the run's
+// lease token), the events in 5 arrays from parameter $first on (see
+// eventArgs), in their order.
+func historyFrom(from string, actor, first int) string {
+	return fmt.Sprintf(`insert into coord_history (saga_id, event, step, step_name, attempt, error, actor)
+	select $1, e.event, e.step, e.step_name, e.attempt, e.error, $%d
+	from %s, unnest($%d::text[], $%d::int[], $%d::text[], $%d::int[], $%d::text[]) with ordinality as e(event, step, step_name, attempt, error, n)
+	order by e.n`, actor, from, first, first+1, first+2, first+3, first+4)
+}
 
 // record is a row of coord_saga.
 type record struct {

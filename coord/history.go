@@ -1,0 +1,122 @@
+package coord
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// EventKind names an event of a saga's history.
+type EventKind string
+
+// The events of a saga's history (see Coordinator.History). Each is written
+// by the same statement as the log write it belongs to, so the history says
+// exactly what the log did.
+const (
+	// EventCreated: Run inserted the saga's record.
+	EventCreated EventKind = "created"
+	// EventStarted: the step is the next one to run; its code runs after
+	// this event (first try; later tries follow EventTryFailed).
+	EventStarted EventKind = "started"
+	// EventSucceeded: the step's action took effect and the log moved past it.
+	EventSucceeded EventKind = "succeeded"
+	// EventTryFailed: a try of the step's action failed (Error); another
+	// try follows.
+	EventTryFailed EventKind = "try-failed"
+	// EventFailed: the step's action failed for good (its last try's Error);
+	// the saga compensates from here.
+	EventFailed EventKind = "failed"
+	// EventCompensationTryFailed: a try of the step's compensation failed;
+	// another try follows.
+	EventCompensationTryFailed EventKind = "compensation-try-failed"
+	// EventCompensated: the step's compensation took effect.
+	EventCompensated EventKind = "compensated"
+	// EventCompensationFailed: the step's compensation failed for good; the
+	// saga is failed and waits for a person.
+	EventCompensationFailed EventKind = "compensation-failed"
+	// EventReleased: the run stopped without finishing the saga (its
+	// context ended, a retriable step waits for its backoff) and left it to
+	// recovery; Error says why.
+	EventReleased EventKind = "released"
+	// EventRecovered: another run (Actor) took the saga over after its lease
+	// expired (Recover, or a Run of the same id).
+	EventRecovered EventKind = "recovered"
+)
+
+// Event is one entry of a saga's history.
+type Event struct {
+	Seq      int64 // orders the events (across sagas too)
+	SagaID   string
+	At       time.Time // when the statement wrote it (database clock)
+	Kind     EventKind
+	Step     int    // the step's index
+	StepName string // the step's name ("" past the ends)
+	Attempt  int    // the try, for step events (1 for the first)
+	Error    string // the try's error, for failures
+	// Actor is who wrote the event: the run's lease token (Options.Owner
+	// followed by "/" and a random suffix) for the coordinator's events.
+	Actor  string
+	Reason string // why, for an operator's action
+}
+
+// event is an event a log write appends to the history.
+type event struct {
+	kind    EventKind
+	step    int
+	attempt int
+	err     string
+}
+
+// eventArgs are the 5 array parameters of historyFrom for evs.
+func (e *execution[S]) eventArgs(evs []event) []any {
+	kinds := make([]string, len(evs))
+	steps := make([]int32, len(evs))
+	names := make([]string, len(evs))
+	attempts := make([]int32, len(evs))
+	errs := make([]string, len(evs))
+	for i, ev := range evs {
+		kinds[i], steps[i], names[i], attempts[i], errs[i] = string(ev.kind), int32(ev.step), e.def.stepName(ev.step), int32(ev.attempt), ev.err
+	}
+	return []any{kinds, steps, names, attempts, errs}
+}
+
+const historySQL = `select seq, saga_id, at, event, step, step_name, attempt, error, actor, reason
+from coord_history where saga_id = $1 order by seq`
+
+// History returns the timeline of the saga id: every event of its history,
+// oldest first. It returns an error wrapping ErrNotFound when no saga has
+// that id, ErrInvalid for an id Run would refuse; other errors wrap the
+// driver's. A saga logged before coord had a history (migration 002) has
+// only the events since.
+func (c *Coordinator) History(ctx context.Context, id string) ([]Event, error) {
+	if err := checkText("saga id", id); err != nil {
+		return nil, err
+	}
+	rec, err := c.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := c.pool.Query(ctx, historySQL, id)
+	if err != nil {
+		return nil, fmt.Errorf("coord: reading the history of saga %q: %w", id, err)
+	}
+	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Event, error) {
+		var ev Event
+		err := row.Scan(&ev.Seq, &ev.SagaID, &ev.At, &ev.Kind, &ev.Step, &ev.StepName, &ev.Attempt, &ev.Error, &ev.Actor, &ev.Reason)
+		return ev, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("coord: reading the history of saga %q: %w", id, err)
+	}
+	c.mu.Lock()
+	d := c.sagas[rec.Name]
+	c.mu.Unlock()
+	for i := range evs {
+		if evs[i].StepName == "" && d != nil {
+			evs[i].StepName = d.stepName(evs[i].Step)
+		}
+	}
+	return evs, nil
+}
