@@ -20,8 +20,5 @@ func (Uncached) Profile(ctx context.Context, _ uuid.UUID, load func(context.Cont
 	return load(ctx)
 }
 
-// SetProfile does nothing.
-func (Uncached) SetProfile(context.Context, *chat.User) error { return nil }
-
 // Invalidate does nothing.
 func (Uncached) Invalidate(context.Context, uuid.UUID) error { return nil }

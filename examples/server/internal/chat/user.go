@@ -63,7 +63,7 @@ type Registration struct {
 // UserService is what the API offers on users.
 type UserService interface {
 	// Register validates nu, creates the user and their welcome
-	// conversation, and fills the profile cache. CodeInvalid, CodeConflict,
+	// conversation, and drops any cached "not found" of its id. CodeInvalid, CodeConflict,
 	// CodeUnavailable (nothing was done, or the outcome is unknown), or a
 	// *Pending error when the registration is logged for recovery to finish.
 	Register(ctx context.Context, nu NewUser) (*Registration, error)
@@ -100,8 +100,6 @@ type ProfileCache interface {
 	// Profile returns the cached profile of id, or calls load on a miss and
 	// caches its result, a CodeNotFound error included, for a short time.
 	Profile(ctx context.Context, id uuid.UUID, load func(context.Context) (*User, error)) (*User, error)
-	// SetProfile caches u.
-	SetProfile(ctx context.Context, u *User) error
 	// Invalidate drops the cached profile of id, so that the next Profile
 	// loads it again.
 	Invalidate(ctx context.Context, id uuid.UUID) error

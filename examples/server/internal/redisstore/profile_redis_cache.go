@@ -83,11 +83,6 @@ func (c *ProfileCache) Profile(ctx context.Context, id uuid.UUID, load func(cont
 	return nil, err
 }
 
-// SetProfile caches u.
-func (c *ProfileCache) SetProfile(ctx context.Context, u *chat.User) error {
-	return c.cache.Set(ctx, u.ID.String(), *u, 0)
-}
-
 // Invalidate drops the cached profile of id (and any tombstone), so that
 // a load that began before it cannot write an older profile back.
 func (c *ProfileCache) Invalidate(ctx context.Context, id uuid.UUID) error {

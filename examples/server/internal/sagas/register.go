@@ -40,7 +40,8 @@ const registerPivot = 1
 
 // registerDefinition: insert the user (PostgreSQL, in the step's own
 // transaction: exactly once), create the welcome conversation (MongoDB,
-// the pivot), then fill the profile cache (Redis, retried until done).
+// the pivot), then drop any cached profile of the id (Redis, retried until
+// done).
 func (s *Sagas) registerDefinition() *coord.Definition[registration] {
 	return coord.Define(RegisterUserSaga,
 		coord.Step[registration]{
@@ -87,19 +88,14 @@ func (s *Sagas) registerDefinition() *coord.Definition[registration] {
 			Timeout: stepTimeout,
 		},
 		coord.Step[registration]{
-			Name: "fill-profile-cache",
+			Name: "clear-profile-cache",
 			Kind: coord.Retriable,
+			// Invalidate, not fill: a 404 cached while the user did not
+			// exist yet must go, and a profile read here and written
+			// after an update's own invalidation would stay stale for the
+			// cache's TTL. The first read loads the row as it is then.
 			Action: func(ctx context.Context, r *registration) error {
-				// Read the row again: after a crash this may run much later,
-				// after an update the state does not know of.
-				u, err := s.users.FindUser(ctx, r.UserID)
-				if chat.ErrorCode(err) == chat.CodeNotFound {
-					return nil // deleted since: nothing to cache
-				}
-				if err != nil {
-					return err
-				}
-				return s.cache.SetProfile(ctx, u)
+				return s.cache.Invalidate(ctx, r.UserID)
 			},
 			Retry:   afterPivotRetry,
 			Timeout: stepTimeout,
@@ -123,7 +119,7 @@ func (s *Sagas) Register(ctx context.Context, u *chat.User) (*chat.User, string,
 	id := RegisterUserSaga + "/" + u.ID.String()
 	info, err := s.register.Run(ctx, id, &r)
 	// Past the pivot the user and their conversation exist: done for the
-	// caller, with the cache filled by recovery if not now.
+	// caller, with a stale cached 404 dropped by recovery if not now.
 	if err := s.outcome(RegisterUserSaga, id, u.ID, info, err, registerPivot, true); err != nil {
 		return nil, "", err
 	}

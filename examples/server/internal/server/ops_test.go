@@ -1,9 +1,12 @@
 package server_test
 
 import (
+	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/polystore/polystore/examples/server/internal/chat"
 	"github.com/polystore/polystore/examples/server/internal/pgstore"
+	"github.com/polystore/polystore/examples/server/internal/redisstore"
 	"github.com/polystore/polystore/examples/server/internal/server"
 	"github.com/polystore/polystore/internal/servicetest"
 )
@@ -111,6 +115,7 @@ func TestServer_GetMetrics_ExposesCachePoolAndSagaCounters(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	id, _ := e.register("ada")
+	e.do("GET", "/users/"+id, "") // a miss: the registration caches nothing
 	e.do("GET", "/users/"+id, "")
 
 	res := e.do("GET", "/metrics", "")
@@ -148,7 +153,7 @@ func TestServer_UnknownRouteAndMethod_ReturnJSONErrors(t *testing.T) {
 	assert.Equal(t, "method_not_allowed", res.JSON["code"])
 }
 
-func TestServer_Recovery_FillsTheCacheOfARegistrationMadeWhileRedisWasDown(t *testing.T) {
+func TestServer_Recovery_DropsANotFoundCachedBeforeARegistrationMadeWhileRedisWasDown(t *testing.T) {
 	t.Parallel()
 	short := func(o *server.Options, _ *server.Stores) {
 		o.SagaLease = 300 * time.Millisecond
@@ -163,8 +168,17 @@ func TestServer_Recovery_FillsTheCacheOfARegistrationMadeWhileRedisWasDown(t *te
 	t.Cleanup(func() { _ = down.redis.Close() })
 	id, _ := down.register("ada")
 
-	// Instance B, on the same PostgreSQL and a working Redis, recovers it.
+	// Instance B's Redis holds a "not found" of the id, as a read that came
+	// before the row existed leaves it.
 	rdb, prefix := servicetest.Redis(t)
+	profiles, err := redisstore.NewProfileCache(rdb, prefix, redisstore.ProfileCacheOptions{})
+	require.NoError(t, err)
+	_, err = profiles.Profile(t.Context(), uuid.MustParse(id), func(context.Context) (*chat.User, error) {
+		return nil, chat.Errorf(chat.CodeNotFound, "user not found")
+	})
+	require.Equal(t, chat.CodeNotFound, chat.ErrorCode(err))
+
+	// Instance B, on the same PostgreSQL and a working Redis, recovers it.
 	b, err := server.New(t.Context(), server.Stores{Postgres: down.pool, Redis: rdb, Mongo: down.mongo}, server.Options{
 		RedisPrefix: prefix, RateLimit: -1, SagaLease: 300 * time.Millisecond, RecoverEvery: 50 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler),
@@ -186,7 +200,15 @@ func TestServer_Recovery_FillsTheCacheOfARegistrationMadeWhileRedisWasDown(t *te
 		time.Sleep(20 * time.Millisecond) // polling, with a deadline
 	}
 	assert.Equal(t, "succeeded", status())
-	assert.Contains(t, rdb.Get(t.Context(), prefix+"profile:"+id).Val(), `"username":"ada"`)
+	hs := httptest.NewServer(b.Handler())
+	t.Cleanup(hs.Close)
+	res, err := http.Get(hs.URL + "/users/" + id)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, res.StatusCode, "the cached 404 outlived the registration: %s", body)
+	assert.Contains(t, string(body), `"username":"ada"`)
 }
 
 // hungRedis accepts connections and never answers, as a Redis that is
