@@ -23,20 +23,34 @@ import (
 //	compensating ──► compensated
 //	   │
 //	   ▼
-//	failed
+//	failed ──(Resolve)──► resolved
+//
+// and running or compensating ──► dead after too many recoveries without
+// progress (Options.DeadLetterAfter). Retry takes a failed saga back to
+// compensating, a dead one back to where it was.
 type Status string
 
-// The statuses of a saga. Succeeded, compensated and failed are final.
+// The statuses of a saga. Succeeded, compensated and resolved are finished
+// for good; failed and dead wait for an operator (Retry, Resolve); running
+// and compensating are driven by a run or by recovery.
 const (
 	StatusRunning      Status = "running"
 	StatusCompensating Status = "compensating"
 	StatusSucceeded    Status = "succeeded"
 	StatusCompensated  Status = "compensated"
 	StatusFailed       Status = "failed"
+	// StatusResolved: an operator resolved a failed (or dead) saga by hand
+	// (compensated outside the system): see Coordinator.Resolve.
+	StatusResolved Status = "resolved"
+	// StatusDead: recovery took the saga over more than
+	// Options.DeadLetterAfter times without its log moving; it is left alone
+	// until an operator retries or resolves it.
+	StatusDead Status = "dead"
 )
 
+// final reports whether no run drives a saga in this status.
 func (s Status) final() bool {
-	return s == StatusSucceeded || s == StatusCompensated || s == StatusFailed
+	return s == StatusSucceeded || s == StatusCompensated || s == StatusFailed || s == StatusResolved || s == StatusDead
 }
 
 // Info is a saga's record in the log.
@@ -74,6 +88,7 @@ type Coordinator struct {
 type driver interface {
 	resume(ctx context.Context, rec record, token string) (Info, error)
 	stepName(i int) string
+	cancelBefore() int
 }
 
 // New returns a coordinator whose log lives in the database of pool, after
@@ -404,6 +419,10 @@ func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, st
 	if err := json.Unmarshal(rec.state, state); err != nil {
 		return Info{}, fmt.Errorf("%w: saga %q: decoding its state: %w", ErrInvalid, rec.ID, err)
 	}
+	if rec.Status.final() { // dead-lettered by the claim
+		info := h.c.info(rec)
+		return info, outcome(info, nil)
+	}
 	if rec.Step < 0 || rec.Step >= len(h.def.steps) || (rec.Status != StatusRunning && rec.Status != StatusCompensating) {
 		// The definition changed under a saga in progress.
 		return Info{}, fmt.Errorf("%w: saga %q is %s at step %d, which the %d steps of %q do not have",
@@ -412,8 +431,12 @@ func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, st
 	e := h.newExecution(rec.ID, token, state, rec.Status, rec.Step)
 	e.created, e.updated = rec.CreatedAt, rec.UpdatedAt
 	e.attempts, e.cause = rec.Attempts, rec.Error // the step's tries go on where the log left them
+	e.cancel = rec.cancel
 	return e.drive(ctx)
 }
+
+// cancelBefore implements driver.
+func (h *Handle[S]) cancelBefore() int { return h.def.cancelBefore() }
 
 // stepName implements driver.
 func (h *Handle[S]) stepName(i int) string { return h.def.stepName(i) }
@@ -490,6 +513,10 @@ func outcome(info Info, cause error) error {
 		return fmt.Errorf("%w: saga %q: %w", ErrCompensated, info.ID, cause)
 	case StatusFailed:
 		return fmt.Errorf("%w: saga %q: %w", ErrFailed, info.ID, cause)
+	case StatusResolved:
+		return fmt.Errorf("%w: saga %q", ErrResolved, info.ID)
+	case StatusDead:
+		return fmt.Errorf("%w: saga %q: %w", ErrDead, info.ID, cause)
 	}
 	return fmt.Errorf("%w: saga %q is %s", ErrIncomplete, info.ID, info.Status)
 }

@@ -65,6 +65,30 @@ var (
 	// Hooks.StepFailed (StepEvent.Stack), not to the log.
 	ErrStepPanic = errors.New("coord: step panicked")
 
+	// ErrResolved reports a saga an operator resolved by hand
+	// (Coordinator.Resolve): it neither succeeded nor was compensated by
+	// coord.
+	ErrResolved = errors.New("coord: saga resolved by an operator")
+
+	// ErrDead reports a saga that recovery took over more than
+	// Options.DeadLetterAfter times without progress: it is left dead for
+	// an operator (Coordinator.Retry or Resolve).
+	ErrDead = errors.New("coord: saga dead-lettered")
+
+	// ErrWrongStatus reports an operator action (Retry, Resolve, Cancel)
+	// refused because the saga is not in a status it applies to; nothing
+	// took effect. The error names the status.
+	ErrWrongStatus = errors.New("coord: the saga's status does not allow this action")
+
+	// ErrPastPivot reports a Cancel refused because the saga has reached
+	// its pivot (or, without one, its last step): it can only go forward.
+	// Nothing took effect. It comes with ErrWrongStatus.
+	ErrPastPivot = errors.New("coord: the saga has reached its pivot and cannot be cancelled")
+
+	// ErrCancelled is the cause a cancelled saga was compensated for: Run's
+	// ErrCompensated wraps it.
+	ErrCancelled = errors.New("coord: saga cancelled by an operator")
+
 	// ErrClosed reports a call on a closed Coordinator.
 	ErrClosed = errors.New("coord: coordinator closed")
 )

@@ -47,6 +47,7 @@ type execution[S any] struct {
 	causeErr error  // the same error, when this run saw it
 
 	created, updated time.Time // the record's timestamps, as the database set them
+	cancel           bool      // Cancel asked the saga to stop, as the last log write read
 }
 
 func (h *Handle[S]) newExecution(id, token string, state *S, status Status, step int) *execution[S] {
@@ -68,6 +69,14 @@ func (e *execution[S]) info() Info {
 // drive runs the saga from its position until it is final or the run stops.
 func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 	for !e.status.final() {
+		// Cancel is accepted only before the step ahead of the pivot is done,
+		// so at this boundary the pivot has not started.
+		if e.cancel && e.status == StatusRunning && e.step <= e.def.cancelBefore() {
+			if err := e.cancelNow(ctx); err != nil {
+				return e.abandon(ctx, err, 0)
+			}
+			continue
+		}
 		comp := e.status == StatusCompensating
 		err := e.runStep(ctx, comp)
 		if err == nil {
@@ -148,6 +157,28 @@ func (e *execution[S]) startCompensation(ctx context.Context, err error) error {
 		return errCrashed
 	}
 	return nil
+}
+
+// cancelNow turns a running saga that Cancel asked to stop, at a step
+// boundary before its pivot, to compensation of what it did. The current
+// step's action is compensated only if a try of it ran (an Action may have
+// taken effect before it failed).
+func (e *execution[S]) cancelNow(ctx context.Context) error {
+	st := &e.def.steps[e.step]
+	ev := event{EventCancelled, e.step, e.attempts, ""}
+	e.causeErr = ErrCancelled
+	e.cause = ErrCancelled.Error()
+	if !(e.attempts > 0 && st.Action != nil && st.hasCompensation()) {
+		e.step--
+	}
+	e.attempts = 0
+	e.status = StatusCompensating
+	if e.step >= 0 {
+		e.skipUncompensated()
+	} else {
+		e.step, e.status = -1, StatusCompensated
+	}
+	return e.write(ctx, false, ev)
 }
 
 // skipUncompensated moves a compensating saga down past the steps that have
@@ -300,7 +331,7 @@ func (e *execution[S]) writeStmt(withState bool, evs ...event) (stmt, error) {
 		state = data
 	}
 	args := append([]any{e.id, e.token, e.status, e.step, state, e.attempts, e.cause, e.c.leaseMillis()}, e.eventArgs(evs)...)
-	return stmt{writeSQL, args, []any{new(int64), &e.updated}}, nil
+	return stmt{writeSQL, args, []any{new(int64), &e.updated, &e.cancel}}, nil
 }
 
 // write records the saga's current position in the log, and evs in its

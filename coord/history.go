@@ -43,6 +43,21 @@ const (
 	// EventRecovered: another run (Actor) took the saga over after its lease
 	// expired (Recover, or a Run of the same id).
 	EventRecovered EventKind = "recovered"
+	// EventDeadLettered: recovery found the saga taken over too often
+	// without progress and turned it dead (Reason says how often).
+	EventDeadLettered EventKind = "dead-lettered"
+	// EventRetried: an operator (Actor, Reason) retried a failed or dead
+	// saga (Coordinator.Retry).
+	EventRetried EventKind = "retried"
+	// EventResolved: an operator (Actor, Reason) resolved a failed or dead
+	// saga by hand (Coordinator.Resolve).
+	EventResolved EventKind = "resolved"
+	// EventCancelRequested: an operator (Actor, Reason) asked a running
+	// saga to stop (Coordinator.Cancel).
+	EventCancelRequested EventKind = "cancel-requested"
+	// EventCancelled: the run saw the cancel request at a step boundary
+	// and turned the saga to compensation.
+	EventCancelled EventKind = "cancelled"
 )
 
 // Event is one entry of a saga's history.

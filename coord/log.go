@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -32,14 +33,15 @@ select created_at, updated_at from i`
 	ownerSQL = `select lease_owner, created_at, updated_at from coord_saga where id = $1`
 
 	// writeSQL records progress: $3 status, $4 step, $5 state (null keeps
-	// it), $6 attempts, $7 error, $8 lease in milliseconds.
+	// it), $6 attempts, $7 error, $8 lease in milliseconds. It returns
+	// whether Cancel asked the saga to stop.
 	writeSQL = `with u as (
 	update coord_saga set status = $3, step = $4, state = coalesce($5, state), attempts = $6, last_error = $7,
-		lease_expires = now() + $8 * interval '1 millisecond', updated_at = now()
+		lease_expires = now() + $8 * interval '1 millisecond', updated_at = now(), recoveries = 0
 	where id = $1 and lease_owner = $2
-	returning updated_at
+	returning updated_at, cancel_requested
 ), h as (` + historyFrom("u", 2, 9) + `)
-select 1 / count(*), max(updated_at) from u`
+select 1 / count(*), max(updated_at), coalesce(bool_or(cancel_requested), false) from u`
 
 	// leaseSQL renews the lease ($3 milliseconds from now).
 	leaseSQL = `with u as (
@@ -51,16 +53,18 @@ select 1 / count(*), max(updated_at) from u`
 	// releaseSQL gives the saga up to recovery after $3 milliseconds,
 	// recording the attempts ($4) and error ($5) of its current step.
 	releaseSQL = `with u as (
-	update coord_saga set lease_expires = now() + $3 * interval '1 millisecond', attempts = $4, last_error = $5, updated_at = now()
+	update coord_saga set lease_expires = now() + $3 * interval '1 millisecond', attempts = $4, last_error = $5, updated_at = now(), recoveries = 0
 	where id = $1 and lease_owner = $2
 	returning updated_at
 ), h as (` + historyFrom("u", 2, 6) + `)
 select updated_at from u`
 
 	// claimSQL takes one unfinished saga whose lease expired, of the
-	// definitions $3, not in $4, for the new owner $1.
+	// definitions $3, not in $4, for the new owner $1; or dead-letters it
+	// (deadLetterSet).
 	claimSQL = `with s as (
-	update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now()
+	update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now(),
+		` + strings.ReplaceAll(deadLetterSet, "$DL", "$5") + `
 	from (
 		select id from coord_saga
 		where status in ('running', 'compensating') and lease_expires < now() and name = any($3) and not (id = any($4))
@@ -73,9 +77,11 @@ select updated_at from u`
 ), h as (` + recoveredInsert + `)
 select ` + recordColumns + ` from s`
 
-	// claimIDSQL takes the saga $3 if its lease expired.
+	// claimIDSQL takes the saga $3 if its lease expired (or dead-letters
+	// it, see deadLetterSet).
 	claimIDSQL = `with s as (
-	update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now()
+	update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now(),
+		` + strings.ReplaceAll(deadLetterSet, "$DL", "$4") + `
 	from (
 		select id from coord_saga
 		where id = $3 and status in ('running', 'compensating') and lease_expires < now()
@@ -86,13 +92,24 @@ select ` + recordColumns + ` from s`
 ), h as (` + recoveredInsert + `)
 select ` + recordColumns + ` from s`
 
-	recordColumns = `s.id, s.name, s.status, s.step, s.state, s.attempts, s.last_error, s.created_at, s.updated_at, s.lease_expires < now()`
+	recordColumns = `s.id, s.name, s.status, s.step, s.state, s.attempts, s.last_error, s.created_at, s.updated_at, s.lease_expires < now(), s.cancel_requested`
+
+	// deadLetterSet, in a claim's SET, counts the takeover and turns a saga
+	// taken over more than $dl (named by the parameter placeholder "$DL")
+	// times since its last log write into a dead one instead (never when
+	// $dl is 0).
+	deadLetterSet = `recoveries = s.recoveries + 1,
+		status = case when $DL > 0 and s.recoveries >= $DL then 'dead' else s.status end,
+		dead_status = case when $DL > 0 and s.recoveries >= $DL then s.status else s.dead_status end`
 
 	selectSQL = `select ` + recordColumns + ` from coord_saga s`
 
 	// recoveredInsert records, in a claim's statement, that the run $1 took
 	// over the sagas of s.
-	recoveredInsert = `insert into coord_history (saga_id, event, step, actor) select id, '` + string(EventRecovered) + `', step, $1 from s`
+	recoveredInsert = `insert into coord_history (saga_id, event, step, actor, reason)
+	select id, case when status = 'dead' then '` + string(EventDeadLettered) + `' else '` + string(EventRecovered) + `' end, step, $1,
+		case when status = 'dead' then (recoveries - 1) || ' takeovers without progress' else '' end
+	from s`
 )
 
 // historyFrom is the part of a log write's statement that appends its events
@@ -112,18 +129,19 @@ type record struct {
 	Info
 	state   []byte
 	expired bool
+	cancel  bool // Cancel asked it to stop
 }
 
 func scanRecord(row pgx.CollectableRow) (record, error) {
 	var r record
-	err := row.Scan(&r.ID, &r.Name, &r.Status, &r.Step, &r.state, &r.Attempts, &r.Error, &r.CreatedAt, &r.UpdatedAt, &r.expired)
+	err := row.Scan(&r.ID, &r.Name, &r.Status, &r.Step, &r.state, &r.Attempts, &r.Error, &r.CreatedAt, &r.UpdatedAt, &r.expired, &r.cancel)
 	return r, err
 }
 
 // claimID takes the saga id for token if its lease expired; ok is false when
 // it has not or another coordinator took it first.
 func (c *Coordinator) claimID(ctx context.Context, id, token string) (record, bool, error) {
-	rows, err := c.pool.Query(ctx, claimIDSQL, token, c.leaseMillis(), id)
+	rows, err := c.pool.Query(ctx, claimIDSQL, token, c.leaseMillis(), id, c.opts.DeadLetterAfter)
 	if err != nil {
 		return record{}, false, fmt.Errorf("coord: claiming saga %q: %w", id, err)
 	}

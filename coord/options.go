@@ -38,6 +38,15 @@ type Options struct {
 	// Default: none.
 	Hooks Hooks
 
+	// DeadLetterAfter is how many times in a row recovery may take a saga
+	// over without the saga's log moving (a step that crashes its process
+	// every time, a coordinator killed each time it runs it): the takeover
+	// after that turns the saga dead instead (StatusDead), which recovery
+	// leaves alone and an operator retries or resolves. Any log write (a
+	// step done, a failed try recorded, a run giving the saga back) starts
+	// the count again. Negative is invalid. Default (0): 10.
+	DeadLetterAfter int
+
 	// crashAt, when it returns true, makes the coordinator abandon the run at
 	// that point as a process that died there would. Tests only.
 	crashAt func(crashPoint) bool
@@ -54,6 +63,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("%w: Options.LeaseDuration %v is under 1ms, the log's unit", ErrInvalid, o.LeaseDuration)
 	case o.RecoverEvery < 0:
 		return fmt.Errorf("%w: negative Options.RecoverEvery %v", ErrInvalid, o.RecoverEvery)
+	case o.DeadLetterAfter < 0:
+		return fmt.Errorf("%w: negative Options.DeadLetterAfter %d", ErrInvalid, o.DeadLetterAfter)
 	}
 	return nil
 }
@@ -71,6 +82,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.RecoverEvery <= 0 {
 		o.RecoverEvery = 10 * time.Second
+	}
+	if o.DeadLetterAfter <= 0 {
+		o.DeadLetterAfter = 10
 	}
 	return o
 }

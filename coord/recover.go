@@ -18,6 +18,10 @@ import (
 // compensating saga goes on compensating. It takes only sagas whose
 // definition is registered with c, and each at most once per call.
 //
+// A saga taken over more than Options.DeadLetterAfter times in a row without
+// progress is turned dead instead of being driven again (it counts as taken
+// over).
+//
 // It returns how many sagas it took over. Their outcomes go to the hooks
 // and the log (Get, Failed), not to its error, which reports a failure to
 // read the log, ctx ending, or sagas it could not drive at all (a state
@@ -37,7 +41,7 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 			return len(seen), errors.Join(append(errs, err)...)
 		}
 		token := c.newToken()
-		rows, err := c.pool.Query(ctx, claimSQL, token, c.leaseMillis(), names, seen)
+		rows, err := c.pool.Query(ctx, claimSQL, token, c.leaseMillis(), names, seen, c.opts.DeadLetterAfter)
 		if err != nil {
 			return len(seen), fmt.Errorf("coord: recover: %w", err)
 		}
@@ -49,6 +53,9 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 			return len(seen), errors.Join(append(errs, fmt.Errorf("coord: recover: %w", err))...)
 		}
 		seen = append(seen, rec.ID)
+		if rec.Status == StatusDead {
+			continue // the claim dead-lettered it
+		}
 
 		c.mu.Lock()
 		d := c.sagas[rec.Name]

@@ -107,6 +107,18 @@ func Define[S any](name string, steps ...Step[S]) *Definition[S] {
 // Name returns the definition's name.
 func (d *Definition[S]) Name() string { return d.name }
 
+// cancelBefore is the first step a saga cannot be cancelled at: its pivot,
+// or without one its last step (once that one runs, the saga may have
+// succeeded).
+func (d *Definition[S]) cancelBefore() int {
+	for i, st := range d.steps {
+		if st.Kind == Pivot {
+			return i
+		}
+	}
+	return len(d.steps) - 1
+}
+
 // stepName returns the name of step i, or "" past the ends.
 func (d *Definition[S]) stepName(i int) string {
 	if i < 0 || i >= len(d.steps) {
