@@ -160,7 +160,7 @@ func TestRepository_CompositeKey_KeysetPagesBreakTiesOnEveryKeyColumn(t *testing
 	require.NoError(t, err)
 	require.Equal(t, int64(len(vs)), n)
 
-	for name, order := range map[string][]pgrepo.Order{
+	for name, ordering := range map[string][]pgrepo.Order{
 		"default (tenant_id, order_no)": nil,
 		"qty":                           {pgrepo.Asc("qty")},
 		"qty descending":                {pgrepo.Desc("qty")},
@@ -168,12 +168,12 @@ func TestRepository_CompositeKey_KeysetPagesBreakTiesOnEveryKeyColumn(t *testing
 		"order_no only":                 {pgrepo.Asc("order_no")},
 	} {
 		t.Run(name, func(t *testing.T) {
-			whole, err := orders.List(ctx, f.pool, pgrepo.Query{OrderBy: order})
+			whole, err := orders.List(ctx, f.pool, pgrepo.Query{OrderBy: ordering})
 			require.NoError(t, err)
 			require.Len(t, whole.Items, len(vs))
 
 			var paged []orderKey
-			q := pgrepo.Query{OrderBy: order, Limit: 4}
+			q := pgrepo.Query{OrderBy: ordering, Limit: 4}
 			for pages := 0; ; pages++ {
 				require.Less(t, pages, 100)
 				page, err := orders.List(ctx, f.pool, q)

@@ -149,6 +149,70 @@ func ExampleRepository_Patch() {
 	fmt.Println(u.Name, u.Version)
 }
 
+// PatchVersion changes only what the client sent, and only if nobody
+// changed the row since the client read it (an HTTP PATCH with If-Match).
+func ExampleRepository_PatchVersion() {
+	ctx := context.Background()
+	pool, err := pgrepo.Open(ctx, os.Getenv("POSTGRES_URL"), pgrepo.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	users, err := pgrepo.New[User, int64]("users")
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	u, err := users.PatchVersion(ctx, pool, 42, 3, map[string]any{"name": "Grace"})
+	switch {
+	case errors.Is(err, pgrepo.ErrConflict):
+		log.Fatal("changed since version 3: read it again") // 412 Precondition Failed
+	case errors.Is(err, pgrepo.ErrNotFound):
+		log.Fatal("no user 42") // 404
+	case errors.Is(err, pgrepo.ErrInvalid):
+		log.Fatal(err) // 400: an unknown column, NULL for a NOT NULL one, "x" for an integer
+	case err != nil:
+		log.Fatal(err)
+	}
+	fmt.Println(u.Name, u.Version) // Grace 4
+}
+
+// OrderLine has a composite primary key (order_id, line_no).
+type OrderLine struct {
+	OrderID int64  `db:"order_id,pk"`
+	LineNo  int32  `db:"line_no,pk"`
+	Item    string `db:"item"`
+}
+
+// OrderLineKey is OrderLine's ID: its fields are the key columns, in the
+// order of OrderLine's pk fields.
+type OrderLineKey struct {
+	OrderID int64
+	LineNo  int32
+}
+
+func ExampleNew_compositeKey() {
+	ctx := context.Background()
+	pool, err := pgrepo.Open(ctx, os.Getenv("POSTGRES_URL"), pgrepo.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	lines, err := pgrepo.New[OrderLine, OrderLineKey]("order_lines")
+	if err != nil {
+		log.Fatal(err) // also when OrderLineKey does not match the key
+	}
+
+	if err := lines.Insert(ctx, pool, &OrderLine{OrderID: 7, LineNo: 1, Item: "tea"}); err != nil {
+		log.Fatal(err)
+	}
+	l, err := lines.Get(ctx, pool, OrderLineKey{OrderID: 7, LineNo: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(l.Item)
+}
+
 func ExampleInTx() {
 	ctx := context.Background()
 	pool, err := pgrepo.Open(ctx, os.Getenv("POSTGRES_URL"), pgrepo.Config{})
