@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -23,7 +25,14 @@ type Cache[T any] struct {
 	// own that the caller stops waiting for at the deadline.
 	detach   bool
 	flights  group[T]
-	counters counters
+	counters *counters // apart, so that the hub can count without holding the Cache
+	// channel is the pub/sub channel of the namespace, on which every write
+	// is announced as id+" "+Redis key.
+	channel string
+	id      string
+	near    *nearTier // nil without Options.Near
+	hub     *hub      // nil without Options.Near and Options.Lock
+	closed  sync.Once
 }
 
 // New returns a Cache of T values over client: a *redis.Client (single node
@@ -44,7 +53,55 @@ func New[T any](client redis.UniversalClient, opts Options) (*Cache[T], error) {
 		return nil, err
 	}
 	_, single := client.(*redis.Client)
-	return &Cache[T]{client: client, opts: opts, mget: single, detach: opts.Timeout > 0 && !deadlines}, nil
+	c := &Cache[T]{client: client, opts: opts, mget: single, detach: opts.Timeout > 0 && !deadlines,
+		counters: new(counters), channel: "cacherepo:" + opts.Namespace, id: newToken('s')[1:]}
+	if opts.Near != nil {
+		if c.near, err = newNearTier(*opts.Near); err != nil {
+			return nil, fmt.Errorf("%w: Near: %v", ErrInvalidOptions, err)
+		}
+	}
+	if opts.Near != nil || opts.Lock {
+		n, onEvent := c.counters, opts.OnEvent
+		c.hub = newHub(client, c.channel, c.id, c.near, func() {
+			n[EventSubscriptionLost].Add(1)
+			if onEvent != nil {
+				onEvent(context.Background(), Event{Kind: EventSubscriptionLost})
+			}
+		})
+		// A Cache dropped without Close stops its subscription when it is
+		// garbage collected (the hub holds no reference to it).
+		runtime.AddCleanup(c, func(h *hub) { h.close() }, c.hub)
+	}
+	return c, nil
+}
+
+// Close stops the subscription of a Cache with Options.Near or
+// Options.Lock (its goroutine and pub/sub connection); after it the near
+// tier is bypassed and Lock waiters poll. It does not close the client. It
+// is safe to call more than once, and a no-op for other caches; it always
+// returns nil.
+func (c *Cache[T]) Close() error {
+	c.closed.Do(func() {
+		if c.hub != nil {
+			c.hub.close()
+			if c.near != nil {
+				c.near.setHealthy(false)
+			}
+		}
+	})
+	return nil
+}
+
+// message announces a change of the Redis key rk on c.channel.
+func (c *Cache[T]) message(rk string) string { return c.id + " " + rk }
+
+// nearEpoch is the near tier's epoch of rk, read before reading it from
+// Redis (0 without the tier).
+func (c *Cache[T]) nearEpoch(rk string) uint64 {
+	if c.near == nil {
+		return 0
+	}
+	return c.near.epoch(rk)
 }
 
 // honoursDeadlines reports whether client applies context deadlines to
@@ -170,12 +227,19 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 	if err := checkCall(ctx, key); err != nil {
 		return zero, err
 	}
-	b, err := c.get(ctx, c.key(key))
-	switch {
-	case errors.Is(err, redis.Nil):
-		return zero, ErrMiss
-	case err != nil:
-		return zero, redisErr("GET", key, err)
+	rk := c.key(key)
+	b, fromNear := c.nearGet(rk)
+	if !fromNear {
+		epoch := c.nearEpoch(rk)
+		var err error
+		b, err = c.get(ctx, rk)
+		switch {
+		case errors.Is(err, redis.Nil):
+			return zero, ErrMiss
+		case err != nil:
+			return zero, redisErr("GET", key, err)
+		}
+		c.nearPut(rk, b, epoch)
 	}
 	e, err := parseEntry(b)
 	if err != nil {
@@ -209,10 +273,46 @@ func (c *Cache[T]) Set(ctx context.Context, key string, value T, ttl time.Durati
 		return err
 	}
 	rk := c.key(key)
-	if err := c.run(ctx, func(ctx context.Context) error { return c.client.Set(ctx, rk, b, ttl).Err() }); err != nil {
+	epoch := c.nearEpoch(rk)
+	err = c.run(ctx, func(ctx context.Context) error {
+		_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, rk, b, ttl)
+			p.Publish(ctx, c.channel, c.message(rk))
+			return nil
+		})
+		return err
+	})
+	if c.near != nil {
+		if err != nil {
+			b = nil // it may or may not have been written
+		}
+		c.near.wrote(rk, b, epoch)
+	}
+	if err != nil {
 		return redisErr("SET", key, err)
 	}
 	return nil
+}
+
+// nearGet returns rk's entry from the near tier, if there is one and it
+// holds it.
+func (c *Cache[T]) nearGet(rk string) ([]byte, bool) {
+	if c.near == nil {
+		return nil, false
+	}
+	return c.near.get(rk)
+}
+
+// nearPut stores entry b of rk, read from Redis after epoch was read, in
+// the near tier: values and tombstones only.
+func (c *Cache[T]) nearPut(rk string, b []byte, epoch uint64) {
+	if c.near == nil || len(b) == 0 {
+		return
+	}
+	switch b[0] {
+	case kindValue, kindRefresh, kindTombstone:
+		c.near.put(rk, b, epoch)
+	}
 }
 
 // ttl returns the jittered lifetime of a value: ttl, or Options.TTL for 0.
@@ -275,11 +375,17 @@ func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
 		_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, rk := range rks {
 				p.Set(ctx, rk, newMarker(), ttl)
+				p.Publish(ctx, c.channel, c.message(rk))
 			}
 			return nil
 		})
 		return err
 	})
+	if c.near != nil {
+		for _, rk := range rks {
+			c.near.drop(rk) // before Delete returns: the caller's next read must not see it
+		}
+	}
 	if err != nil {
 		return redisErr("SET marker", keys[0], err)
 	}
@@ -435,11 +541,17 @@ func (c *Cache[T]) SetMany(ctx context.Context, items map[string]T, ttl time.Dur
 		_, err := c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, w := range writes {
 				p.Set(ctx, w.rk, w.entry, w.ttl)
+				p.Publish(ctx, c.channel, c.message(w.rk))
 			}
 			return nil
 		})
 		return err
 	})
+	if c.near != nil {
+		for _, w := range writes {
+			c.near.drop(w.rk)
+		}
+	}
 	if err != nil {
 		return redisErr("SET", anyKey, err)
 	}

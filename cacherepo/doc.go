@@ -13,7 +13,10 @@
 //	// after a database write commits:
 //	err = users.Invalidate(ctx, id)
 //
-// A Cache holds no goroutines and needs no Close. Work outlives a call only
+// A Cache holds no goroutines and needs no Close, unless Options.Near or
+// Options.Lock is set: then it runs one goroutine on a pub/sub connection
+// of its own, which Close stops (see the README for the near tier and its
+// consistency model). Work outlives a call only
 // when the caller stops waiting for it: an early refresh whose caller's
 // context ended finishes its load, and, with Options.Timeout on a client
 // without ContextTimeoutEnabled, a Redis command that timed out ends within
@@ -43,8 +46,10 @@
 // either finds the key filled meanwhile or stores a lease, a random 64-bit
 // token, in the key for Options.LeaseTTL (a lease already there is shared),
 // calls the loader, and writes only if the key still holds that lease; a
-// process that finds another process's lease polls for its value for up to
-// Options.LockWait, then loads itself rather than fail. A load that fails
+// process that finds another process's lease waits for its value for up to
+// Options.LockWait (woken by that process's message on the namespace's
+// pub/sub channel, polling only as a fallback), then loads itself rather
+// than fail. A load that fails
 // releases its lease (compare-and-delete).
 //
 // # Loader panics

@@ -38,18 +38,30 @@ return false`)
 // (the entry the load saw, the loader's lease, or the value an early
 // refresh replaces; "" for no entry at all: entries are never empty);
 // returns 1 if it wrote, 0 if not.
+// It then publishes ARGV[5] on the channel ARGV[4], so that the other
+// instances drop the key from their near tier and Lock waiters wake.
 var casScript = redis.NewScript(`
 if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
   return 1
 end
 return 0`)
 
 // releaseScript deletes the key if it still holds the lease ARGV[1], so that
 // processes waiting on a failed load stop waiting.
+// It publishes ARGV[3] on the channel ARGV[2] when it deleted, to wake them.
 var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
 return 0`)
+
+// fallbackPoll is how often a Lock waiter looks at the key while the
+// subscription that should tell it is healthy.
+const fallbackPoll = 200 * time.Millisecond
 
 // lease is the outcome of acquire.
 type lease struct {
@@ -86,7 +98,7 @@ func acquired(tok, reply string, err error) (lease, error) {
 // wrote.
 func (c *Cache[T]) cas(ctx context.Context, rk, expect string, entry []byte, ttl time.Duration) (bool, error) {
 	return call(c, ctx, func(ctx context.Context) (bool, error) {
-		n, err := casScript.Run(ctx, c.client, []string{rk}, expect, entry, ttl.Milliseconds()).Int()
+		n, err := casScript.Run(ctx, c.client, []string{rk}, expect, entry, ttl.Milliseconds(), c.channel, c.message(rk)).Int()
 		return n == 1, err
 	})
 }
@@ -94,30 +106,57 @@ func (c *Cache[T]) cas(ctx context.Context, rk, expect string, entry []byte, ttl
 // release deletes rk if it still holds the lease token.
 func (c *Cache[T]) release(ctx context.Context, rk, token string) error {
 	return c.run(ctx, func(ctx context.Context) error {
-		return releaseScript.Run(ctx, c.client, []string{rk}, token).Err()
+		return releaseScript.Run(ctx, c.client, []string{rk}, token, c.channel, c.message(rk)).Err()
 	})
 }
 
-// waitForLoad polls rk while another process holds its lease l (Lock). It
+// waitForLoad waits while another process holds rk's lease l (Lock). It
 // returns the entry that process cached, or, when LockWait runs out or Redis
 // fails, cached == nil and the lease to load under: the same one, a new one
 // of ours if the other load failed and released it, or a newer one if the
 // key was invalidated meanwhile.
+//
+// It looks at the key when the namespace's channel says the key changed
+// (the other process's write or release publishes it), and polls only as a
+// fallback: every fallbackPoll while the subscription is healthy, in case a
+// message is lost, or 5ms doubling to 50ms while it is not.
 func (c *Cache[T]) waitForLoad(ctx context.Context, key, rk string, l lease) (lease, error) {
 	c.event(ctx, EventLockWait, key, nil, 0)
 	deadline := time.Now().Add(c.opts.LockWait)
+	var wake <-chan struct{}
+	look := false // look at once: a message sent before wait was registered is missed
+	if c.hub != nil {
+		ch, cancel := c.hub.wait(rk)
+		defer cancel()
+		wake, look = ch, true
+	}
 	delay := 5 * time.Millisecond
 	for {
+		if err := ctx.Err(); err != nil {
+			return l, err
+		}
 		left := time.Until(deadline)
 		if left <= 0 {
 			return l, nil
 		}
-		select {
-		case <-ctx.Done():
-			return l, ctx.Err()
-		case <-time.After(min(delay, left)):
+		if !look {
+			wait := min(delay, left)
+			if c.hub != nil && c.hub.healthy.Load() {
+				wait = min(fallbackPoll, left)
+			} else {
+				delay = min(2*delay, 50*time.Millisecond)
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return l, ctx.Err()
+			case <-wake:
+			case <-t.C:
+			}
+			t.Stop()
 		}
-		delay = min(2*delay, 50*time.Millisecond)
+		look = false
 
 		b, err := c.get(ctx, rk)
 		switch {

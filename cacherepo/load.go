@@ -56,18 +56,27 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 		return zero, c.badLoad(ctx, key, load == nil)
 	}
 	rk := c.key(key)
-	start := time.Now() // a load that ends more than LeaseTTL after this is not written
-	epoch := c.flights.epoch(rk)
+	if b, ok := c.nearGet(rk); ok {
+		if v, ok, err := c.nearHit(ctx, key, rk, b, load); ok {
+			return v, err
+		}
+	}
+	m := miss{
+		start:     time.Now(), // a load that ends more than LeaseTTL after this is not written
+		epoch:     c.flights.epoch(rk),
+		nearEpoch: c.nearEpoch(rk),
+	}
 	b, err := c.get(ctx, rk)
 	switch {
 	case errors.Is(err, redis.Nil):
 		c.event(ctx, EventMiss, key, nil, 0)
-		return c.loadShared(ctx, key, rk, miss{start: start, epoch: epoch}, load)
+		return c.loadShared(ctx, key, rk, m, load)
 	case err != nil:
 		if err := c.redisFailed(ctx, "GET", key, err); err != nil {
 			return zero, err
 		}
-		return c.loadShared(ctx, key, rk, miss{start: start, epoch: epoch, noCache: true}, load)
+		m.noCache = true
+		return c.loadShared(ctx, key, rk, m, load)
 	}
 
 	e, err := parseEntry(b)
@@ -79,15 +88,18 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 				if e.expiry != 0 && e.shouldRefresh(time.Now(), c.opts.EarlyRefresh) {
 					return c.refresh(ctx, key, rk, b, v, load)
 				}
+				c.nearPut(rk, b, m.nearEpoch)
 				c.event(ctx, EventHit, key, nil, 0)
 				return v, nil
 			}
 		case kindTombstone:
+			c.nearPut(rk, b, m.nearEpoch)
 			c.event(ctx, EventTombstoneHit, key, nil, 0)
 			return zero, tombstoneErr(key)
 		case kindLease, kindMarker:
 			c.event(ctx, EventMiss, key, nil, 0)
-			return c.loadShared(ctx, key, rk, miss{seen: b, start: start, epoch: epoch}, load)
+			m.seen = b
+			return c.loadShared(ctx, key, rk, m, load)
 		}
 	} else {
 		err = codecErr("decoding", key, err)
@@ -95,7 +107,32 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 	// An entry this Cache cannot read (another codec, a changed type):
 	// load and replace it, rather than serve loads until it expires.
 	c.event(ctx, EventCodecError, key, err, 0)
-	return c.loadShared(ctx, key, rk, miss{seen: b, start: start, epoch: epoch, undecodable: true}, load)
+	m.seen, m.undecodable = b, true
+	return c.loadShared(ctx, key, rk, m, load)
+}
+
+// nearHit serves entry b of the near tier; ok is false when it cannot (the
+// entry does not decode: it is dropped and Redis is read).
+func (c *Cache[T]) nearHit(ctx context.Context, key, rk string, b []byte, load func(context.Context) (T, error)) (v T, ok bool, err error) {
+	e, err := parseEntry(b)
+	if err == nil {
+		switch e.kind {
+		case kindTombstone:
+			c.event(ctx, EventTombstoneHit, key, nil, 0)
+			return v, true, tombstoneErr(key)
+		case kindValue:
+			if v, err = c.decode(key, e.payload); err == nil {
+				if e.expiry != 0 && e.shouldRefresh(time.Now(), c.opts.EarlyRefresh) {
+					v, err = c.refresh(ctx, key, rk, b, v, load)
+					return v, true, err
+				}
+				c.event(ctx, EventNearHit, key, nil, 0)
+				return v, true, nil
+			}
+		}
+	}
+	c.near.drop(rk)
+	return v, false, nil
 }
 
 // miss is what a GetOrLoad that missed saw.
@@ -103,6 +140,7 @@ type miss struct {
 	seen        []byte    // the entry its GET returned, nil for none: what the load's write must find
 	start       time.Time // before the GET
 	epoch       uint32    // c.flights.epoch before the GET
+	nearEpoch   uint64    // c.nearEpoch before the GET
 	undecodable bool      // seen is an entry this Cache could not decode, to replace
 	noCache     bool      // Redis failed: load only, cache nothing
 }
@@ -238,7 +276,9 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, m miss, load func(c
 		}
 		return nil, err
 	}
-	c.write(ctx, key, rk, l.token, entry, ttl)
+	if c.write(ctx, key, rk, l.token, entry, ttl) && c.near != nil {
+		c.near.wrote(rk, entry, m.nearEpoch)
+	}
 	if err != nil {
 		return nil, err // not found, now cached as a tombstone
 	}
@@ -278,8 +318,8 @@ func (c *Cache[T]) fillAfterGet(ctx context.Context, key, rk string, m miss, loa
 	}
 	if time.Since(m.start) >= c.opts.LeaseTTL {
 		c.event(ctx, EventStaleWriteRefused, key, nil, 0)
-	} else {
-		c.write(ctx, key, rk, string(m.seen), entry, ttl)
+	} else if c.write(ctx, key, rk, string(m.seen), entry, ttl) && c.near != nil {
+		c.near.wrote(rk, entry, m.nearEpoch)
 	}
 	if err != nil {
 		return nil, err // not found, now cached as a tombstone
@@ -319,9 +359,10 @@ func (c *Cache[T]) redisFailed(ctx context.Context, op, key string, err error) e
 	return nil
 }
 
-// write stores entry if rk still holds expect, counting a refusal. The
-// value is loaded by then: it is written even if the caller has gone.
-func (c *Cache[T]) write(ctx context.Context, key, rk, expect string, entry []byte, ttl time.Duration) {
+// write stores entry if rk still holds expect, counting a refusal, and
+// reports whether it wrote. The value is loaded by then: it is written even
+// if the caller has gone.
+func (c *Cache[T]) write(ctx context.Context, key, rk, expect string, entry []byte, ttl time.Duration) bool {
 	ok, err := c.cas(context.WithoutCancel(ctx), rk, expect, entry, ttl)
 	switch {
 	case err != nil:
@@ -329,6 +370,11 @@ func (c *Cache[T]) write(ctx context.Context, key, rk, expect string, entry []by
 	case !ok:
 		c.event(ctx, EventStaleWriteRefused, key, nil, 0)
 	}
+	if err != nil && c.near != nil {
+		// Maybe replaced: the old entry must not be served from here.
+		c.near.drop(rk)
+	}
+	return ok && err == nil
 }
 
 // loadOnly serves from load without Redis.
@@ -445,7 +491,9 @@ func (c *Cache[T]) leadRefresh(ctx context.Context, key, rk, fk string, fc *flig
 func (c *Cache[T]) reload(ctx context.Context, key, rk string, old []byte, load func(context.Context) (T, error)) (*flight[T], error) {
 	v, d, notFound, err := c.runLoader(ctx, key, load)
 	if notFound {
-		c.write(ctx, key, rk, string(old), tombstoneEntry, jitter(c.opts.NotFoundTTL, c.opts.Jitter))
+		if c.write(ctx, key, rk, string(old), tombstoneEntry, jitter(c.opts.NotFoundTTL, c.opts.Jitter)) && c.near != nil {
+			c.near.drop(rk)
+		}
 		return nil, notFoundResult{err}
 	}
 	if err != nil {
@@ -456,6 +504,8 @@ func (c *Cache[T]) reload(ctx context.Context, key, rk string, old []byte, load 
 	if err != nil {
 		return nil, err
 	}
-	c.write(ctx, key, rk, string(old), entry, ttl)
+	if c.write(ctx, key, rk, string(old), entry, ttl) && c.near != nil {
+		c.near.drop(rk) // the next read stores the new entry
+	}
 	return &flight[T]{v: v, entry: entry}, nil
 }

@@ -513,7 +513,7 @@ func (c *Cache[T]) writeMany(ctx context.Context, writes []casWrite) {
 	}
 	calls := make([]scriptCall, len(writes))
 	for i, w := range writes {
-		calls[i] = scriptCall{key: w.rk, args: []any{w.expect, w.entry, w.ttl.Milliseconds()}}
+		calls[i] = scriptCall{key: w.rk, args: []any{w.expect, w.entry, w.ttl.Milliseconds(), c.channel, c.message(w.rk)}}
 	}
 	// The values are loaded: write them even if the caller has gone.
 	cmds, err := c.runScripts(context.WithoutCancel(ctx), casScript, calls)
@@ -529,6 +529,11 @@ func (c *Cache[T]) writeMany(ctx context.Context, writes []casWrite) {
 		case n != 1:
 			c.event(ctx, EventStaleWriteRefused, writes[i].key, nil, 0)
 		}
+		if c.near != nil {
+			// The other instances drop it on the script's message; this
+			// one reads it again (GetManyOrLoad does not use the tier).
+			c.near.drop(writes[i].rk)
+		}
 	}
 }
 
@@ -537,7 +542,7 @@ func (c *Cache[T]) releaseMany(ctx context.Context, keys []string, leases map[st
 	var calls []scriptCall
 	for _, k := range keys {
 		if l := leases[k]; l.own {
-			calls = append(calls, scriptCall{key: c.key(k), args: []any{l.token}})
+			calls = append(calls, scriptCall{key: c.key(k), args: []any{l.token, c.channel, c.message(c.key(k))}})
 		}
 	}
 	if len(calls) == 0 {

@@ -67,8 +67,10 @@ type Options struct {
 	Strict bool
 
 	// Lock makes a process that misses a key while another process holds
-	// its lease wait for that process's value (polling for up to LockWait)
-	// instead of loading it too. Default: false (processes share the lease
+	// its lease wait for that process's value (for up to LockWait, woken by
+	// the other process's message on the namespace's channel, polling only
+	// as a fallback) instead of loading it too. A Cache with Lock runs one
+	// subscription goroutine: call Close when done with it. Default: false (processes share the lease
 	// for the stale-set check but each load; within one process concurrent
 	// misses are always collapsed into one load).
 	Lock bool
@@ -93,6 +95,17 @@ type Options struct {
 	// with it carry 12 more bytes (their expiry and load time). Default: 0
 	// (off); negative, NaN and infinities are invalid.
 	EarlyRefresh float64
+
+	// Near, when set, puts an in-process tier in front of Redis: a hit
+	// there costs no round trip (EventNearHit). Every instance of the
+	// namespace announces the keys it changes (Set, SetMany, Delete,
+	// Invalidate and every load it caches) on the Redis pub/sub channel
+	// "cacherepo:"+Namespace, and an instance with the tier drops those keys
+	// when the message arrives; while its subscription is down it flushes
+	// the tier and reads Redis. Each caller decodes its own copy from the
+	// stored bytes. A Cache with Near (or Lock) runs one goroutine and one
+	// pub/sub connection: call Close when done with it. Default: nil (off).
+	Near *NearOptions
 
 	// OnEvent, when set, is called synchronously for every counted event
 	// (see EventKind), for metrics, logs and tracing. It must be fast and
@@ -153,6 +166,16 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if math.IsNaN(o.EarlyRefresh) || math.IsInf(o.EarlyRefresh, 0) || o.EarlyRefresh < 0 {
 		return bad("EarlyRefresh %v is not a finite non-negative number", o.EarlyRefresh)
+	}
+	if n := o.Near; n != nil {
+		switch {
+		case n.MaxEntries < 0 || n.MaxBytes < 0:
+			return bad("Near.MaxEntries %d or Near.MaxBytes %d is negative", n.MaxEntries, n.MaxBytes)
+		case n.MaxEntries > 0 && n.MaxBytes > 0:
+			return bad("Near.MaxEntries and Near.MaxBytes are both set; choose one bound")
+		case n.TTL < 0 || (n.TTL > 0 && n.TTL < time.Millisecond):
+			return bad("Near.TTL %s is negative or under 1ms", n.TTL)
+		}
 	}
 	if o.TTL == 0 {
 		o.TTL = defaultTTL

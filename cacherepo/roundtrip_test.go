@@ -3,6 +3,8 @@ package cacherepo_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -16,20 +18,57 @@ import (
 // roundTrips is a go-redis hook that counts what the client sends: one per
 // command, one per pipeline (go-redis sends a pipeline in one write per
 // node, and a Cluster client splits it per node below this hook).
-type roundTrips struct{ n atomic.Int64 }
+type roundTrips struct {
+	n    atomic.Int64
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (r *roundTrips) record(name string) {
+	r.n.Add(1)
+	r.mu.Lock()
+	r.cmds = append(r.cmds, name)
+	r.mu.Unlock()
+}
+
+func (r *roundTrips) reset() {
+	r.mu.Lock()
+	r.n.Store(0)
+	r.cmds = nil
+	r.mu.Unlock()
+}
+
+// count returns how many commands named name were sent.
+func (r *roundTrips) count(name string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.cmds {
+		if c == name {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *roundTrips) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fmt.Sprint(r.cmds)
+}
 
 func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		r.n.Add(1)
+		r.record(cmd.Name())
 		return next(ctx, cmd)
 	}
 }
 
 func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		r.n.Add(1)
+		r.record("pipeline")
 		return next(ctx, cmds)
 	}
 }
@@ -100,7 +139,7 @@ func TestCache_RoundTrips_MissIsTwoLikeRawHitIsOne(t *testing.T) {
 
 				count := func(what string, want int64) {
 					t.Helper()
-					rt.n.Store(0)
+					rt.reset()
 					require.NoError(t, tt.op(ctx, c, key))
 					assert.Equal(t, want, rt.n.Load(), "round trips of %s", what)
 				}

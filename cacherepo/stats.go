@@ -43,6 +43,13 @@ const (
 	// and GetManyOrLoad the panic then went on up the caller's stack; in an
 	// early refresh it was recovered and the cached value served.
 	EventLoaderPanic
+	// EventNearHit: a value (or tombstone) was served from the near tier
+	// (Options.Near), without Redis. Counted apart from EventHit.
+	EventNearHit
+	// EventSubscriptionLost: the pub/sub subscription that keeps the near
+	// tier coherent (and wakes Lock waiters) dropped or stopped answering;
+	// the near tier was flushed and is bypassed until it is back.
+	EventSubscriptionLost
 )
 
 var eventNames = [...]string{
@@ -50,7 +57,7 @@ var eventNames = [...]string{
 	EventTombstoneHit: "tombstone_hit", EventLockWait: "lock_wait",
 	EventStaleWriteRefused: "stale_write_refused", EventRedisError: "redis_error",
 	EventCodecError: "codec_error", EventEarlyRefresh: "early_refresh",
-	EventLoaderPanic: "loader_panic",
+	EventLoaderPanic: "loader_panic", EventNearHit: "near_hit", EventSubscriptionLost: "subscription_lost",
 }
 
 // String returns the event's snake_case name ("hit", "stale_write_refused"),
@@ -90,12 +97,14 @@ type Stats struct {
 	CodecErrors        uint64
 	EarlyRefreshes     uint64
 	LoaderPanics       uint64
+	NearHits           uint64
+	SubscriptionLosses uint64
 }
 
 // Stats returns a snapshot of the Cache's counters. Each counter is read
 // atomically; the snapshot as a whole is not.
 func (c *Cache[T]) Stats() Stats {
-	n := &c.counters
+	n := c.counters
 	return Stats{
 		Hits:               n[EventHit].Load(),
 		Misses:             n[EventMiss].Load(),
@@ -108,6 +117,8 @@ func (c *Cache[T]) Stats() Stats {
 		CodecErrors:        n[EventCodecError].Load(),
 		EarlyRefreshes:     n[EventEarlyRefresh].Load(),
 		LoaderPanics:       n[EventLoaderPanic].Load(),
+		NearHits:           n[EventNearHit].Load(),
+		SubscriptionLosses: n[EventSubscriptionLost].Load(),
 	}
 }
 
