@@ -196,9 +196,12 @@ func (h *Handle[S]) Run(ctx context.Context, id string, state *S) (Info, error) 
 	if c.isClosed() {
 		return Info{}, ErrClosed
 	}
-	data, err := json.Marshal(state)
-	if err != nil {
-		return Info{}, fmt.Errorf("%w: encoding the state of saga %q: %w", ErrInvalid, id, err)
+	data, err := c.encodeState(id, state)
+	switch {
+	case errors.Is(err, ErrInvalid):
+		return Info{}, err
+	case err != nil: // the codec failed: nothing logged
+		return Info{}, fmt.Errorf("%w: %w", ErrNotStarted, err)
 	}
 	e := h.newExecution(id, c.newToken(), state, StatusRunning, 0)
 	// The saga must be in the log before any step's code is called.
@@ -375,8 +378,8 @@ func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error
 			return Info{}, fmt.Errorf("%w: saga %q exists as a %q saga, not %q", ErrInvalid, id, rec.Name, h.def.name)
 		}
 		if rec.Status.final() {
-			if err := json.Unmarshal(rec.state, state); err != nil {
-				return Info{}, fmt.Errorf("%w: saga %q: decoding its state: %w", ErrInvalid, id, err)
+			if err := c.decodeState(id, rec.state, state); err != nil {
+				return Info{}, err
 			}
 			info := c.info(rec)
 			return info, outcome(info, nil)
@@ -416,12 +419,12 @@ func (h *Handle[S]) resume(ctx context.Context, rec record, token string) (Info,
 }
 
 func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, state *S) (Info, error) {
-	if err := json.Unmarshal(rec.state, state); err != nil {
-		return Info{}, fmt.Errorf("%w: saga %q: decoding its state: %w", ErrInvalid, rec.ID, err)
-	}
 	if rec.Status.final() { // dead-lettered by the claim
 		info := h.c.info(rec)
 		return info, outcome(info, nil)
+	}
+	if err := h.c.decodeState(rec.ID, rec.state, state); err != nil {
+		return Info{}, err
 	}
 	if rec.Step < 0 || rec.Step >= len(h.def.steps) || (rec.Status != StatusRunning && rec.Status != StatusCompensating) {
 		// The definition changed under a saga in progress.
@@ -437,6 +440,40 @@ func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, st
 
 // cancelBefore implements driver.
 func (h *Handle[S]) cancelBefore() int { return h.def.cancelBefore() }
+
+// encodeState returns what the log stores for the state v of the saga id:
+// its JSON, through Options.Codec. Its error wraps ErrInvalid when v does
+// not encode to JSON.
+func (c *Coordinator) encodeState(id string, v any) ([]byte, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encoding the state of saga %q: %w", ErrInvalid, id, err)
+	}
+	if c.opts.Codec == nil {
+		return data, nil
+	}
+	data, err = c.opts.Codec.Encode(id, data)
+	if err != nil {
+		return nil, fmt.Errorf("coord: encoding the state of saga %q with Options.Codec: %w", id, err)
+	}
+	return data, nil
+}
+
+// decodeState sets v from the stored state of the saga id. Its error wraps
+// the codec's (ErrUnsealable for a Sealer), or ErrInvalid when the state
+// does not decode into v.
+func (c *Coordinator) decodeState(id string, stored []byte, v any) error {
+	if c.opts.Codec != nil {
+		var err error
+		if stored, err = c.opts.Codec.Decode(id, stored); err != nil {
+			return fmt.Errorf("coord: saga %q: decoding its state with Options.Codec (the saga is left as it is): %w", id, err)
+		}
+	}
+	if err := json.Unmarshal(stored, v); err != nil {
+		return fmt.Errorf("%w: saga %q: decoding its state: %w", ErrInvalid, id, err)
+	}
+	return nil
+}
 
 // stepName implements driver.
 func (h *Handle[S]) stepName(i int) string { return h.def.stepName(i) }

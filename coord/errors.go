@@ -89,6 +89,12 @@ var (
 	// ErrCompensated wraps it.
 	ErrCancelled = errors.New("coord: saga cancelled by an operator")
 
+	// ErrUnsealable reports a logged state that Options.Codec cannot decode:
+	// for a Sealer, sealed with a key its key ring does not have, or that
+	// does not open (wrong key, altered). The saga is left as it is in the
+	// log; add the key and recover (or Retry) it.
+	ErrUnsealable = errors.New("coord: state cannot be unsealed")
+
 	// ErrClosed reports a call on a closed Coordinator.
 	ErrClosed = errors.New("coord: coordinator closed")
 )

@@ -2,7 +2,6 @@ package coord
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -324,9 +323,9 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 func (e *execution[S]) writeStmt(withState bool, evs ...event) (stmt, error) {
 	var state any
 	if withState {
-		data, err := json.Marshal(e.state)
+		data, err := e.c.encodeState(e.id, e.state)
 		if err != nil {
-			return stmt{}, fmt.Errorf("%w: encoding the state of saga %q: %w", ErrInvalid, e.id, err)
+			return stmt{}, err
 		}
 		state = data
 	}

@@ -28,6 +28,10 @@ type Hooks struct {
 	// RecoverFailed is called when a Recover of the loop started by Start
 	// fails; the loop tries again at its next tick.
 	RecoverFailed func(ctx context.Context, err error)
+
+	// PurgeFailed is called when a Purge of the loop started by Start
+	// (Options.Retention) fails; the loop tries again at its next tick.
+	PurgeFailed func(ctx context.Context, err error)
 }
 
 // StepEvent describes a step of a saga for Hooks.
@@ -78,6 +82,9 @@ func SlogHooks(logger *slog.Logger) Hooks {
 		StepCompensated: log(slog.LevelInfo, "coord: step compensated"),
 		RecoverFailed: func(ctx context.Context, err error) {
 			logger.LogAttrs(ctx, slog.LevelError, "coord: recovery failed", slog.String("error", err.Error()))
+		},
+		PurgeFailed: func(ctx context.Context, err error) {
+			logger.LogAttrs(ctx, slog.LevelError, "coord: purge failed", slog.String("error", err.Error()))
 		},
 	}
 }

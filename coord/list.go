@@ -169,3 +169,40 @@ func listQuery(f Filter) (string, []any, int, error) {
 	sql += " order by s.created_at desc, s.id desc limit " + arg(limit+1)
 	return sql, args, limit, nil
 }
+
+// Counts returns how many sagas are in each status (statuses without any
+// are absent). It reads the (status, created_at, id) index only. Its errors
+// wrap the driver's.
+func (c *Coordinator) Counts(ctx context.Context) (map[Status]int64, error) {
+	rows, err := c.pool.Query(ctx, `select status, count(*) from coord_saga group by status`)
+	if err != nil {
+		return nil, fmt.Errorf("coord: counting sagas: %w", err)
+	}
+	counts := map[Status]int64{}
+	var s Status
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&s, &n}, func() error {
+		counts[s] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("coord: counting sagas: %w", err)
+	}
+	return counts, nil
+}
+
+// StoredState returns the state of the saga id as the log stores it: its
+// JSON, or what Options.Codec made of it (a Sealer's sealed form, never
+// the clear state). It is what a console may show. It returns an error
+// wrapping ErrNotFound for an unknown id, ErrInvalid for an id Run would
+// refuse; other errors wrap the driver's.
+func (c *Coordinator) StoredState(ctx context.Context, id string) (json.RawMessage, error) {
+	if err := checkText("saga id", id); err != nil {
+		return nil, err
+	}
+	rec, err := c.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(rec.state), nil
+}

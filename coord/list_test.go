@@ -223,3 +223,11 @@ func walkPlan(n map[string]any, kinds, indexes map[string]bool) {
 		}
 	}
 }
+
+func TestCounts_CountsSagasByStatus(t *testing.T) {
+	c, pool := listCoordinator(t)
+	seed(t, pool, seeded{"a", "x", StatusFailed, base, 0}, seeded{"b", "x", StatusFailed, base, 0}, seeded{"c", "x", StatusSucceeded, base, 0})
+	counts, err := c.Counts(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, map[Status]int64{StatusFailed: 2, StatusSucceeded: 1}, counts)
+}

@@ -47,6 +47,15 @@ type Options struct {
 	// the count again. Negative is invalid. Default (0): 10.
 	DeadLetterAfter int
 
+	// Codec encodes the state before it is logged and decodes it after
+	// (see StateCodec; NewSealer seals it). Default: none, the state's JSON
+	// is stored as it is.
+	Codec StateCodec
+
+	// Retention removes finished sagas in the loop of Start (and
+	// configures Purge). Default: nothing is removed.
+	Retention Retention
+
 	// crashAt, when it returns true, makes the coordinator abandon the run at
 	// that point as a process that died there would. Tests only.
 	crashAt func(crashPoint) bool
@@ -65,6 +74,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("%w: negative Options.RecoverEvery %v", ErrInvalid, o.RecoverEvery)
 	case o.DeadLetterAfter < 0:
 		return fmt.Errorf("%w: negative Options.DeadLetterAfter %d", ErrInvalid, o.DeadLetterAfter)
+	case o.Retention.validate() != nil:
+		return o.Retention.validate()
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 func TestRetryPolicy_WaitDoublesWithJitterUpToMaxBackoff(t *testing.T) {
@@ -68,6 +69,12 @@ func TestInvalidValuesReturnErrInvalid(t *testing.T) {
 	}{
 		{"Options.LeaseDuration negative", func() error { _, err := New(ctx, f.pool, Options{LeaseDuration: -time.Second}); return err }},
 		{"Options.LeaseDuration under 1ms", func() error { _, err := New(ctx, f.pool, Options{LeaseDuration: 500 * time.Microsecond}); return err }},
+		{"Options.Retention.After negative", func() error { _, err := New(ctx, f.pool, Options{Retention: Retention{After: -1}}); return err }},
+		{"Options.Retention.Batch negative", func() error { _, err := New(ctx, f.pool, Options{Retention: Retention{Batch: -1}}); return err }},
+		{"Options.Retention.MongoBarriers nil", func() error {
+			_, err := New(ctx, f.pool, Options{Retention: Retention{MongoBarriers: []*mongo.Database{nil}}})
+			return err
+		}},
 		{"Options.RecoverEvery negative", func() error { _, err := New(ctx, f.pool, Options{RecoverEvery: -1}); return err }},
 		{"Options.DeadLetterAfter negative", func() error { _, err := New(ctx, f.pool, Options{DeadLetterAfter: -1}); return err }},
 		{"Options.Owner not UTF-8", func() error { _, err := New(ctx, f.pool, Options{Owner: "\xff"}); return err }},

@@ -64,7 +64,7 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 		switch {
 		case errors.Is(err, errCrashed):
 			return len(seen), errors.Join(append(errs, err)...)
-		case errors.Is(err, ErrInvalid):
+		case errors.Is(err, ErrInvalid), errors.Is(err, ErrUnsealable):
 			errs = append(errs, fmt.Errorf("coord: recover: %w", err))
 		}
 	}
@@ -72,6 +72,8 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 
 // Start starts a goroutine that calls Recover every Options.RecoverEvery
 // until ctx ends or Close is called; its errors go to Hooks.RecoverFailed.
+// With a positive Options.Retention.After, each round then calls Purge with
+// it; its errors go to Hooks.PurgeFailed.
 // Calling it again does nothing. It returns ErrClosed after Close.
 func (c *Coordinator) Start(ctx context.Context) error {
 	c.mu.Lock()
@@ -92,6 +94,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		for {
 			if _, err := c.Recover(ctx); err != nil && ctx.Err() == nil && c.opts.Hooks.RecoverFailed != nil {
 				c.opts.Hooks.RecoverFailed(ctx, err)
+			}
+			if after := c.opts.Retention.After; after > 0 {
+				if _, err := c.Purge(ctx, after); err != nil && ctx.Err() == nil && c.opts.Hooks.PurgeFailed != nil {
+					c.opts.Hooks.PurgeFailed(ctx, err)
+				}
 			}
 			select {
 			case <-ctx.Done():
