@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -55,6 +56,29 @@ func BenchmarkGetOrLoadHit(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			u, err := c.GetOrLoad(ctx, id, load)
+			if err != nil || u.ID != 42 {
+				b.Fatal(u, err)
+			}
+		}
+	})
+	b.Run("impl=local", func(b *testing.B) {
+		near, err := cacherepo.New[user](client, cacherepo.Options{Namespace: prefix + "near:", Near: &cacherepo.NearOptions{}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer near.Close()
+		if err := near.Set(ctx, id, benchUser, 0); err != nil {
+			b.Fatal(err)
+		}
+		for near.Stats().NearHits == 0 { // until the subscription is up
+			if _, err := near.GetOrLoad(ctx, id, load); err != nil {
+				b.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			u, err := near.GetOrLoad(ctx, id, load)
 			if err != nil || u.ID != 42 {
 				b.Fatal(u, err)
 			}
@@ -154,6 +178,139 @@ func BenchmarkGetOrLoadHitTimeout(b *testing.B) {
 			}
 		})
 	}
+}
+
+// percentiles reports the p50 and p99 of ds as metrics named after what.
+func percentiles(b *testing.B, what string, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	b.ReportMetric(float64(ds[len(ds)/2].Microseconds()), what+"-p50-µs")
+	b.ReportMetric(float64(ds[len(ds)*99/100].Microseconds()), what+"-p99-µs")
+}
+
+// BenchmarkNearInvalidation: the delay from Invalidate on one instance to
+// the key being gone from another instance's near tier (two clients, as two
+// processes), measured from the start of the Invalidate call. Run it with
+// -benchtime 1000x for 1,000 invalidations.
+func BenchmarkNearInvalidation(b *testing.B) {
+	ctx := context.Background()
+	client, prefix := servicetest.Redis(b)
+	opts := cacherepo.Options{Namespace: prefix, Near: &cacherepo.NearOptions{}}
+	c1, err := cacherepo.New[user](client, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c1.Close()
+	o, err := redis.ParseURL(servicetest.RedisURL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	client2 := redis.NewClient(o)
+	defer client2.Close()
+	c2, err := cacherepo.New[user](client2, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c2.Close()
+	load := func(context.Context) (user, error) { return user{}, errors.New("a hit must not load") }
+	var delays, afterReturn []time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		if err := c1.Set(ctx, "k", benchUser, 0); err != nil {
+			b.Fatal(err)
+		}
+		// Until c2 serves k from its near tier (after c1's message dropped
+		// its previous entry and a read stored the new one).
+		for hits := c2.Stats().NearHits; c2.Stats().NearHits < hits+2; {
+			if _, err := c2.GetOrLoad(ctx, "k", load); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := c1.Invalidate(ctx, "k"); err != nil {
+			b.Fatal(err)
+		}
+		returned := time.Now()
+		for {
+			if _, err := c2.Get(ctx, "k"); errors.Is(err, cacherepo.ErrMiss) {
+				break // gone from the near tier: Redis answered with the marker
+			} else if err != nil {
+				b.Fatal(err)
+			}
+			runtime.Gosched()
+		}
+		delays = append(delays, time.Since(start))
+		afterReturn = append(afterReturn, time.Since(returned))
+	}
+	percentiles(b, "gone", delays)
+	percentiles(b, "gone-after-return", afterReturn)
+}
+
+// BenchmarkLockWaiterWakeup: with Lock, a second process waits for the
+// first one's load; the metric is the delay from the loader's return to the
+// waiter's (the loader takes no time of its own here).
+func BenchmarkLockWaiterWakeup(b *testing.B) {
+	ctx := context.Background()
+	client, prefix := servicetest.Redis(b)
+	opts := cacherepo.Options{Namespace: prefix, Lock: true, LockWait: 10 * time.Second}
+	c1, err := cacherepo.New[user](client, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c1.Close()
+	o, err := redis.ParseURL(servicetest.RedisURL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	client2 := redis.NewClient(o)
+	defer client2.Close()
+	c2, err := cacherepo.New[user](client2, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c2.Close()
+	time.Sleep(100 * time.Millisecond) // let both subscribe
+	var delays []time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		key := fmt.Sprintf("wake:%d", i)
+		started, release := make(chan struct{}), make(chan struct{})
+		var released time.Time
+		first := make(chan error, 1)
+		go func() {
+			_, err := c1.GetOrLoad(ctx, key, func(context.Context) (user, error) {
+				close(started)
+				<-release
+				released = time.Now()
+				return benchUser, nil
+			})
+			first <- err
+		}()
+		<-started
+		waits := c2.Stats().LockWaits
+		second := make(chan time.Time, 1)
+		go func() {
+			if _, err := c2.GetOrLoad(ctx, key, func(context.Context) (user, error) { return user{}, errors.New("the waiter loaded") }); err != nil {
+				b.Error(err)
+			}
+			second <- time.Now()
+		}()
+		for c2.Stats().LockWaits == waits {
+			time.Sleep(100 * time.Microsecond)
+		}
+		time.Sleep(time.Millisecond) // into its wait, past its first look
+		close(release)
+		done := <-second
+		if err := <-first; err != nil {
+			b.Fatal(err)
+		}
+		delays = append(delays, done.Sub(released))
+	}
+	percentiles(b, "wake", delays)
 }
 
 // BenchmarkGetMany100: GetMany of 100 keys (one MGET) against 100 sequential
