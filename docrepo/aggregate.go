@@ -169,6 +169,16 @@ func Aggregate[R, T any, ID comparable](ctx context.Context, r *Repository[T, ID
 	if r == nil {
 		return nil, invalidf("aggregate: nil repository")
 	}
+	ctx, c := r.tel.start(ctx, opAggregate)
+	out, err := aggregate[R](ctx, r, p)
+	if err == nil {
+		c.returned(len(out))
+	}
+	c.end(ctx, err)
+	return out, err
+}
+
+func aggregate[R, T any, ID comparable](ctx context.Context, r *Repository[T, ID], p *Pipeline) ([]R, error) {
 	stages, err := p.BSON()
 	if err != nil {
 		return nil, err

@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 )
 
 // Config configures Connect. The zero value means the defaults; a setting
@@ -33,6 +37,19 @@ type Config struct {
 	// MongoDB handshake allows no more (the driver would silently send no
 	// client metadata at all).
 	AppName string
+	// MeterProvider receives the connection pool metrics (see
+	// NewPoolMonitor). Default (nil): the global provider, if the
+	// application has installed one by the time Connect runs; otherwise,
+	// or with metric/noop's provider, no pool monitor is installed, which
+	// spares the driver building an event at every check-out and check-in.
+	MeterProvider metric.MeterProvider
+	// PoolMonitor receives the driver's pool events too, after the pool
+	// metrics have counted them. Default: none.
+	PoolMonitor *event.PoolMonitor
+	// Monitor receives the driver's command events: set it to otelmongo's
+	// monitor for a span per command (see the package documentation,
+	// Observability). Default: none.
+	Monitor *event.CommandMonitor
 }
 
 // maxAppName is the handshake's limit on the application name, in bytes.
@@ -40,7 +57,9 @@ const maxAppName = 128
 
 // Connect opens a client of the deployment at url and pings its primary
 // within ctx, so that a wrong URL or a server that is down fails here and
-// not at the first request. The caller disconnects the client. Errors:
+// not at the first request. It installs the pool metrics monitor (see
+// Config.MeterProvider and NewPoolMonitor) and cfg's command monitor. The
+// caller disconnects the client. Errors:
 // ErrInvalid (a malformed URL or setting; no connection was opened), or the
 // driver's error, wrapped, when the server does not answer (the client is
 // then disconnected).
@@ -71,6 +90,14 @@ func Connect(ctx context.Context, url string, cfg Config) (*mongo.Client, error)
 	if cfg.AppName != "" {
 		opts.SetAppName(cfg.AppName)
 	}
+	if poolMetrics(cfg.MeterProvider) {
+		opts.SetPoolMonitor(NewPoolMonitor(cfg.MeterProvider, cfg.PoolMonitor))
+	} else if cfg.PoolMonitor != nil {
+		opts.SetPoolMonitor(cfg.PoolMonitor)
+	}
+	if cfg.Monitor != nil {
+		opts.SetMonitor(cfg.Monitor)
+	}
 	if opts.AppName != nil && len(*opts.AppName) > maxAppName {
 		return nil, invalidf("connect: app name of %d bytes is above %d", len(*opts.AppName), maxAppName)
 	}
@@ -87,6 +114,19 @@ func Connect(ctx context.Context, url string, cfg Config) (*mongo.Client, error)
 		return nil, fmt.Errorf("docrepo: connect: ping: %w", err)
 	}
 	return client, nil
+}
+
+// poolMetrics reports whether Connect installs a pool monitor recording
+// to mp (nil: the global provider).
+func poolMetrics(mp metric.MeterProvider) bool {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+		if isGlobalPlaceholder(mp, "meterProvider") {
+			return false
+		}
+	}
+	_, noop := mp.(metricnoop.MeterProvider)
+	return !noop
 }
 
 // Health pings client's primary within ctx and returns nil when it answers,

@@ -63,6 +63,13 @@ type IndexSpec struct {
 // (the server lacks the index type: FerretDB 1.24 has neither TTL nor
 // text indexes).
 func (r *Repository[T, ID]) EnsureIndexes(ctx context.Context, specs ...IndexSpec) ([]string, error) {
+	ctx, c := r.tel.start(ctx, opEnsureIndexes)
+	names, err := r.ensureIndexes(ctx, specs)
+	c.end(ctx, err)
+	return names, err
+}
+
+func (r *Repository[T, ID]) ensureIndexes(ctx context.Context, specs []IndexSpec) ([]string, error) {
 	names := make([]string, 0, len(specs))
 	for i, s := range specs {
 		model, err := s.model()

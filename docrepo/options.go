@@ -3,6 +3,9 @@ package docrepo
 import (
 	"math"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configures a Repository. The zero value means the defaults; New
@@ -22,6 +25,16 @@ type Options struct {
 	// client input cannot ask for the whole collection. Default (zero):
 	// 1000. Negative or above 2^31-1: ErrInvalid from New.
 	MaxPageSize int
+	// TracerProvider starts a span for each repository call (see the
+	// package documentation, Observability). Default (nil): the global
+	// provider, otel.GetTracerProvider(), which costs nothing until the
+	// application installs one. trace/noop's provider turns spans off.
+	TracerProvider trace.TracerProvider
+	// MeterProvider records the duration of each repository call in the
+	// db.client.operation.duration histogram. Default (nil): the global
+	// provider, otel.GetMeterProvider(), which records nothing until the
+	// application installs one.
+	MeterProvider metric.MeterProvider
 }
 
 // check returns an error wrapping ErrInvalid for a setting that cannot be

@@ -47,6 +47,16 @@ type Page[T any] struct {
 // that belongs to another SortBy or direction, a bad filter or field name,
 // a bad page size, or a document that lacks the sort field.
 func (r *Repository[T, ID]) Page(ctx context.Context, req PageRequest) (Page[T], error) {
+	ctx, c := r.tel.start(ctx, opPage)
+	page, err := r.page(ctx, req)
+	if err == nil {
+		c.returned(len(page.Items))
+	}
+	c.end(ctx, err)
+	return page, err
+}
+
+func (r *Repository[T, ID]) page(ctx context.Context, req PageRequest) (Page[T], error) {
 	var page Page[T]
 	limit, err := r.opts.pageSize(req.Limit)
 	if err != nil {
@@ -213,6 +223,16 @@ type OffsetResult[T any] struct {
 // documents are inserted between requests; prefer Page for long or live
 // lists. Errors: ErrInvalid (bad page number, size, filter or field).
 func (r *Repository[T, ID]) OffsetPage(ctx context.Context, req OffsetRequest) (OffsetResult[T], error) {
+	ctx, c := r.tel.start(ctx, opOffsetPage)
+	res, err := r.offsetPage(ctx, req)
+	if err == nil {
+		c.returned(len(res.Items))
+	}
+	c.end(ctx, err)
+	return res, err
+}
+
+func (r *Repository[T, ID]) offsetPage(ctx context.Context, req OffsetRequest) (OffsetResult[T], error) {
 	var res OffsetResult[T]
 	per, err := r.opts.pageSize(req.PerPage)
 	if err != nil {
@@ -235,11 +255,11 @@ func (r *Repository[T, ID]) OffsetPage(ctx context.Context, req OffsetRequest) (
 	if !hasID {
 		sort = append(sort[:len(sort):len(sort)], Asc("_id"))
 	}
-	items, err := r.Find(ctx, Query{Filter: req.Filter, Sort: sort, Skip: int64(pageNo-1) * int64(per), Limit: int64(per)})
+	items, err := r.find(ctx, Query{Filter: req.Filter, Sort: sort, Skip: int64(pageNo-1) * int64(per), Limit: int64(per)})
 	if err != nil {
 		return res, err
 	}
-	total, err := r.Count(ctx, req.Filter)
+	total, err := r.count(ctx, req.Filter)
 	if err != nil {
 		return res, err
 	}

@@ -37,6 +37,7 @@ type Repository[T any, ID comparable] struct {
 	coll *mongo.Collection
 	m    mapping
 	opts Options
+	tel  *telemetry
 }
 
 // New returns a repository of the documents of type T in coll. It returns
@@ -54,7 +55,7 @@ func New[T any, ID comparable](coll *mongo.Collection, opts Options) (*Repositor
 	if err != nil {
 		return nil, err
 	}
-	return &Repository[T, ID]{coll: coll, m: m, opts: opts}, nil
+	return &Repository[T, ID]{coll: coll, m: m, opts: opts, tel: newTelemetry(coll, opts)}, nil
 }
 
 // Collection returns the underlying collection, for what the repository
@@ -68,6 +69,18 @@ func (r *Repository[T, ID]) Collection() *mongo.Collection { return r.coll }
 // ErrDuplicate (the id or a unique index is taken), ErrInvalidID (a zero id
 // of a type other than ObjectID), ErrInvalid (nil doc, negative version).
 func (r *Repository[T, ID]) Insert(ctx context.Context, doc *T) error {
+	ctx, c := r.tel.start(ctx, opInsert)
+	err := r.insert(ctx, doc)
+	if err == nil {
+		c.affected(1)
+	}
+	c.end(ctx, err)
+	return err
+}
+
+// insert does the work of Insert, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) insert(ctx context.Context, doc *T) error {
 	if doc == nil {
 		return invalidf("insert: nil document")
 	}
@@ -91,6 +104,23 @@ func (r *Repository[T, ID]) Insert(ctx context.Context, doc *T) error {
 // known which documents were inserted; their generated ids are then left
 // set, so that the caller can look them up. An empty docs is a no-op.
 func (r *Repository[T, ID]) InsertMany(ctx context.Context, docs []T) error {
+	ctx, c := r.tel.start(ctx, opInsertMany)
+	c.batch(len(docs))
+	err := r.insertMany(ctx, docs)
+	var ie *InsertManyError
+	switch {
+	case err == nil:
+		c.affected(int64(len(docs)))
+	case errors.As(err, &ie):
+		c.affected(int64(ie.Inserted))
+	}
+	c.end(ctx, err)
+	return err
+}
+
+// insertMany does the work of InsertMany, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) insertMany(ctx context.Context, docs []T) error {
 	if len(docs) == 0 {
 		return nil
 	}
@@ -131,6 +161,16 @@ func (r *Repository[T, ID]) InsertMany(ctx context.Context, docs []T) error {
 
 // Get returns the document with the given id. Errors: ErrNotFound.
 func (r *Repository[T, ID]) Get(ctx context.Context, id ID) (T, error) {
+	ctx, c := r.tel.start(ctx, opGet)
+	doc, err := r.get(ctx, id)
+	c.returnedOne(err)
+	c.end(ctx, err)
+	return doc, err
+}
+
+// get does the work of Get, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) get(ctx context.Context, id ID) (T, error) {
 	var doc T
 	err := r.coll.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc)
 	if err != nil {
@@ -143,12 +183,22 @@ func (r *Repository[T, ID]) Get(ctx context.Context, id ID) (T, error) {
 // but a negative one is still ErrInvalid). Errors: ErrNotFound when none
 // does, ErrInvalid for a bad query.
 func (r *Repository[T, ID]) FindOne(ctx context.Context, q Query) (T, error) {
+	ctx, c := r.tel.start(ctx, opFindOne)
+	doc, err := r.findOne(ctx, q)
+	c.returnedOne(err)
+	c.end(ctx, err)
+	return doc, err
+}
+
+// findOne does the work of FindOne, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) findOne(ctx context.Context, q Query) (T, error) {
 	if q.Limit < 0 {
 		var zero T
 		return zero, invalidf("find one: negative limit %d", q.Limit)
 	}
 	q.Limit = 1
-	docs, err := r.Find(ctx, q)
+	docs, err := r.find(ctx, q)
 	if err == nil && len(docs) == 0 {
 		err = translate("find one", mongo.ErrNoDocuments)
 	}
@@ -162,6 +212,18 @@ func (r *Repository[T, ID]) FindOne(ctx context.Context, q Query) (T, error) {
 // Find returns the documents that q selects, in q's order; none is an empty
 // slice, not an error. Errors: ErrInvalid for a bad query.
 func (r *Repository[T, ID]) Find(ctx context.Context, q Query) ([]T, error) {
+	ctx, c := r.tel.start(ctx, opFind)
+	docs, err := r.find(ctx, q)
+	if err == nil {
+		c.returned(len(docs))
+	}
+	c.end(ctx, err)
+	return docs, err
+}
+
+// find does the work of Find, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) find(ctx context.Context, q Query) ([]T, error) {
 	filter, opts, err := q.findOptions()
 	if err != nil {
 		return nil, err
@@ -179,6 +241,15 @@ func (r *Repository[T, ID]) Find(ctx context.Context, q Query) ([]T, error) {
 
 // Count returns how many documents f matches. Errors: ErrInvalid.
 func (r *Repository[T, ID]) Count(ctx context.Context, f Filter) (int64, error) {
+	ctx, c := r.tel.start(ctx, opCount)
+	n, err := r.count(ctx, f)
+	c.end(ctx, err)
+	return n, err
+}
+
+// count does the work of Count, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) count(ctx context.Context, f Filter) (int64, error) {
 	filter, err := f.BSON()
 	if err != nil {
 		return 0, err
@@ -189,6 +260,15 @@ func (r *Repository[T, ID]) Count(ctx context.Context, f Filter) (int64, error) 
 
 // Exists reports whether f matches at least one document. Errors: ErrInvalid.
 func (r *Repository[T, ID]) Exists(ctx context.Context, f Filter) (bool, error) {
+	ctx, c := r.tel.start(ctx, opExists)
+	ok, err := r.exists(ctx, f)
+	c.end(ctx, err)
+	return ok, err
+}
+
+// exists does the work of Exists, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) exists(ctx context.Context, f Filter) (bool, error) {
 	filter, err := f.BSON()
 	if err != nil {
 		return false, err
@@ -211,6 +291,18 @@ func (r *Repository[T, ID]) Exists(ctx context.Context, f Filter) (bool, error) 
 // differs: re-read and retry, or use Modify), ErrNotFound (no document with
 // that id), ErrDuplicate, ErrInvalid (nil doc).
 func (r *Repository[T, ID]) Replace(ctx context.Context, doc *T) error {
+	ctx, c := r.tel.start(ctx, opReplace)
+	err := r.replace(ctx, doc)
+	if err == nil {
+		c.affected(1)
+	}
+	c.end(ctx, err)
+	return err
+}
+
+// replace does the work of Replace, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) replace(ctx context.Context, doc *T) error {
 	if doc == nil {
 		return invalidf("replace: nil document")
 	}
@@ -260,14 +352,27 @@ func (r *Repository[T, ID]) Replace(ctx context.Context, doc *T) error {
 // before anything is read). Errors: ErrNotFound, ErrDuplicate, ErrInvalid,
 // and ctx's error.
 func (r *Repository[T, ID]) Modify(ctx context.Context, id ID, fn func(doc *T) error) error {
+	ctx, c := r.tel.start(ctx, opModify)
+	err := r.modify(ctx, id, fn, c.retry)
+	if err == nil {
+		c.affected(1)
+	}
+	c.end(ctx, err)
+	return err
+}
+
+// modify does the work of Modify, reading and replacing untraced: the
+// conflicts it retries on become retry events of Modify's span, reported
+// through retry.
+func (r *Repository[T, ID]) modify(ctx context.Context, id ID, fn func(doc *T) error, retry func(attempt int, err error)) error {
 	if fn == nil {
 		return invalidf("modify %v: nil fn", id)
 	}
 	if r.m.version.index == nil {
 		return invalidf("modify: %v has no version field, so concurrent writes could be lost", reflect.TypeFor[T]())
 	}
-	for {
-		doc, err := r.Get(ctx, id)
+	for attempt := 1; ; attempt++ {
+		doc, err := r.get(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -277,13 +382,14 @@ func (r *Repository[T, ID]) Modify(ctx context.Context, id ID, fn func(doc *T) e
 		if reflect.ValueOf(&doc).Elem().FieldByIndex(r.m.id).Interface() != any(id) {
 			return invalidf("modify %v: fn changed the id", id)
 		}
-		err = r.Replace(ctx, &doc)
+		err = r.replace(ctx, &doc)
 		if !errors.Is(err, ErrConflict) {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("docrepo: modify %v: %w", id, err)
 		}
+		retry(attempt+1, err)
 	}
 }
 
@@ -294,6 +400,18 @@ func (r *Repository[T, ID]) Modify(ctx context.Context, id ID, fn func(doc *T) e
 // is not an array or a number as the operator needs, such as a null
 // written by another program; nothing was written), ErrDuplicate.
 func (r *Repository[T, ID]) Update(ctx context.Context, id ID, u *Update) error {
+	ctx, c := r.tel.start(ctx, opUpdate)
+	err := r.update(ctx, id, u)
+	if err == nil {
+		c.affected(1)
+	}
+	c.end(ctx, err)
+	return err
+}
+
+// update does the work of Update, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) update(ctx context.Context, id ID, u *Update) error {
 	doc, err := r.updateDoc(u, false)
 	if err != nil {
 		return err
@@ -314,6 +432,18 @@ func (r *Repository[T, ID]) Update(ctx context.Context, id ID, u *Update) error 
 // documents updated before the failing one stay updated: a multi-document
 // update is not atomic).
 func (r *Repository[T, ID]) UpdateMany(ctx context.Context, f Filter, u *Update) (int64, error) {
+	ctx, c := r.tel.start(ctx, opUpdateMany)
+	n, err := r.updateMany(ctx, f, u)
+	if err == nil {
+		c.affected(n)
+	}
+	c.end(ctx, err)
+	return n, err
+}
+
+// updateMany does the work of UpdateMany, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) updateMany(ctx context.Context, f Filter, u *Update) (int64, error) {
 	if f.IsZero() {
 		return 0, invalidf("update many: zero filter (pass docrepo.All() to update every document)")
 	}
@@ -339,6 +469,18 @@ func (r *Repository[T, ID]) UpdateMany(ctx context.Context, f Filter, u *Update)
 // created time), and reports whether it was created. Errors: ErrInvalidID
 // (a zero id), ErrInvalid, ErrDuplicate, ErrTypeMismatch (as for Update).
 func (r *Repository[T, ID]) Upsert(ctx context.Context, id ID, u *Update) (created bool, err error) {
+	ctx, c := r.tel.start(ctx, opUpsert)
+	created, err = r.upsert(ctx, id, u)
+	if err == nil {
+		c.affected(1)
+	}
+	c.end(ctx, err)
+	return created, err
+}
+
+// upsert does the work of Upsert, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) upsert(ctx context.Context, id ID, u *Update) (created bool, err error) {
 	var zero ID
 	if id == zero {
 		return false, fmt.Errorf("%w: upsert with a zero id", ErrInvalidID)
@@ -388,6 +530,18 @@ func (r *Repository[T, ID]) updateDoc(u *Update, upsert bool) (bson.D, error) {
 
 // Delete removes the document with the given id. Errors: ErrNotFound.
 func (r *Repository[T, ID]) Delete(ctx context.Context, id ID) error {
+	ctx, c := r.tel.start(ctx, opDelete)
+	err := r.delete(ctx, id)
+	if err == nil {
+		c.affected(1)
+	}
+	c.end(ctx, err)
+	return err
+}
+
+// delete does the work of Delete, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) delete(ctx context.Context, id ID) error {
 	res, err := r.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
 	if err != nil {
 		return translate(fmt.Sprintf("delete %v", id), err)
@@ -402,6 +556,18 @@ func (r *Repository[T, ID]) Delete(ctx context.Context, id ID) error {
 // The zero Filter is refused with ErrInvalid, so that a forgotten filter
 // cannot empty the collection: pass All() to delete everything.
 func (r *Repository[T, ID]) DeleteMany(ctx context.Context, f Filter) (int64, error) {
+	ctx, c := r.tel.start(ctx, opDeleteMany)
+	n, err := r.deleteMany(ctx, f)
+	if err == nil {
+		c.affected(n)
+	}
+	c.end(ctx, err)
+	return n, err
+}
+
+// deleteMany does the work of DeleteMany, which adds the telemetry: calls within the
+// package use it, so that one call makes one span.
+func (r *Repository[T, ID]) deleteMany(ctx context.Context, f Filter) (int64, error) {
 	if f.IsZero() {
 		return 0, invalidf("delete many: zero filter (pass docrepo.All() to delete every document)")
 	}
