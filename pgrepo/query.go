@@ -240,6 +240,16 @@ type Page[T any] struct {
 // predicate value that does not fit its column's type, and ErrInvalid for
 // other bad queries.
 func (r *Repository[T, ID]) List(ctx context.Context, db DB, q Query) (Page[T], error) {
+	ctx, c := r.tel.start(ctx, opList, db)
+	page, err := r.list(ctx, db, q)
+	if err == nil {
+		c.returned(len(page.Items))
+	}
+	c.end(ctx, err)
+	return page, err
+}
+
+func (r *Repository[T, ID]) list(ctx context.Context, db DB, q Query) (Page[T], error) {
 	if db == nil {
 		return Page[T]{}, r.nilDB("list")
 	}
@@ -290,6 +300,13 @@ func (r *Repository[T, ID]) List(ctx context.Context, db DB, q Query) (Page[T], 
 // the table does not have (before any SQL runs) and ErrInvalid for another
 // bad predicate (Eq with a nil value, a nil predicate in And or Or).
 func (r *Repository[T, ID]) Count(ctx context.Context, db DB, where Predicate) (int64, error) {
+	ctx, c := r.tel.start(ctx, opCount, db)
+	n, err := r.count(ctx, db, where)
+	c.end(ctx, err)
+	return n, err
+}
+
+func (r *Repository[T, ID]) count(ctx context.Context, db DB, where Predicate) (int64, error) {
 	if db == nil {
 		return 0, r.nilDB("count")
 	}

@@ -40,6 +40,8 @@ type Repository[T any, ID any] struct {
 	sqlGet, sqlInsert, sqlUpdate, sqlExists, sqlDelete string
 
 	upserts sync.Map // conflict column list -> upsert SQL
+
+	tel *telemetry
 }
 
 // New describes the table called table (optionally schema-qualified,
@@ -85,7 +87,17 @@ type Repository[T any, ID any] struct {
 // that cannot carry it, or an ID type that does not fit the key (naming
 // both types; for a composite key, an ID that is not such a struct), so that
 // a mismatch fails here and not at the first query.
+//
+// The repository traces and measures its calls with the global
+// OpenTelemetry providers; NewWithOptions takes others.
 func New[T any, ID any](table string) (*Repository[T, ID], error) {
+	return NewWithOptions[T, ID](table, Options{})
+}
+
+// NewWithOptions is New with the OpenTelemetry providers of opts (see
+// Options; the package documentation, Observability, lists what a
+// repository emits).
+func NewWithOptions[T any, ID any](table string, opts Options) (*Repository[T, ID], error) {
 	t, err := describe(table, reflect.TypeFor[T]())
 	if err != nil {
 		return nil, err
@@ -143,6 +155,7 @@ func New[T any, ID any](table string) (*Repository[T, ID], error) {
 	if v := t.version; v != nil {
 		r.updateParams = append(r.updateParams, v.name)
 	}
+	r.tel = newTelemetry(table, opts.TracerProvider, opts.MeterProvider)
 	return r, nil
 }
 
@@ -197,6 +210,14 @@ func (r *Repository[T, ID]) updateSQL() string {
 // Get returns the row whose primary key is id. It returns an error wrapping
 // ErrNotFound when there is none (or it is soft-deleted).
 func (r *Repository[T, ID]) Get(ctx context.Context, db DB, id ID) (T, error) {
+	ctx, c := r.tel.start(ctx, opGet, db)
+	v, err := r.get(ctx, db, id)
+	c.returnedOne(err)
+	c.end(ctx, err)
+	return v, err
+}
+
+func (r *Repository[T, ID]) get(ctx context.Context, db DB, id ID) (T, error) {
 	if db == nil {
 		var zero T
 		return zero, r.nilDB("get")
@@ -220,6 +241,13 @@ func (r *Repository[T, ID]) Get(ctx context.Context, db DB, id ID) (T, error) {
 
 // Exists reports whether a visible row has the primary key id.
 func (r *Repository[T, ID]) Exists(ctx context.Context, db DB, id ID) (bool, error) {
+	ctx, c := r.tel.start(ctx, opExists, db)
+	ok, err := r.exists(ctx, db, id)
+	c.end(ctx, err)
+	return ok, err
+}
+
+func (r *Repository[T, ID]) exists(ctx context.Context, db DB, id ID) (bool, error) {
 	if db == nil {
 		return false, r.nilDB("exists")
 	}
@@ -237,6 +265,14 @@ func (r *Repository[T, ID]) Exists(ctx context.Context, db DB, id ID) (bool, err
 // ErrNotNull or ErrInvalidValue when a value does not fit its column, and
 // ErrInvalid for a nil v.
 func (r *Repository[T, ID]) Insert(ctx context.Context, db DB, v *T) error {
+	ctx, c := r.tel.start(ctx, opInsert, db)
+	err := r.insert(ctx, db, v)
+	c.affectedOne(err)
+	c.end(ctx, err)
+	return err
+}
+
+func (r *Repository[T, ID]) insert(ctx context.Context, db DB, v *T) error {
 	if db == nil {
 		return r.nilDB("insert into")
 	}
@@ -266,6 +302,15 @@ func (r *Repository[T, ID]) Insert(ctx context.Context, db DB, v *T) error {
 // rejects a row, and ErrNotNull or ErrInvalidValue (naming the column and
 // the row, counted from 1) when a value does not fit its column.
 func (r *Repository[T, ID]) InsertMany(ctx context.Context, db DB, vs []T) (int64, error) {
+	ctx, c := r.tel.start(ctx, opInsertMany, db)
+	n, err := r.insertMany(ctx, db, vs)
+	c.batch(len(vs))
+	c.affected(n)
+	c.end(ctx, err)
+	return n, err
+}
+
+func (r *Repository[T, ID]) insertMany(ctx context.Context, db DB, vs []T) (int64, error) {
 	if db == nil {
 		return 0, r.nilDB("copy into")
 	}
@@ -310,6 +355,14 @@ func (s *copySource[T]) Values() ([]any, error) {
 // does not fit its column, and ErrInvalid for a nil v or a table with
 // nothing to update.
 func (r *Repository[T, ID]) Update(ctx context.Context, db DB, v *T) error {
+	ctx, c := r.tel.start(ctx, opUpdate, db)
+	err := r.update(ctx, db, v)
+	c.affectedOne(err)
+	c.end(ctx, err)
+	return err
+}
+
+func (r *Repository[T, ID]) update(ctx context.Context, db DB, v *T) error {
 	if db == nil {
 		return r.nilDB("update")
 	}
@@ -371,7 +424,11 @@ func (r *Repository[T, ID]) Update(ctx context.Context, db DB, v *T) error {
 // change, and ErrNotNull or ErrInvalidValue when a value does not fit its
 // column (a nil for a NOT NULL column, "x" for an integer).
 func (r *Repository[T, ID]) Patch(ctx context.Context, db DB, id ID, changes map[string]any) (T, error) {
-	return r.patch(ctx, db, "patch", id, nil, changes)
+	ctx, c := r.tel.start(ctx, opPatch, db)
+	v, err := r.patch(ctx, db, "patch", id, nil, changes)
+	c.affectedOne(err)
+	c.end(ctx, err)
+	return v, err
 }
 
 // PatchVersion is Patch with optimistic locking: it sets the named columns
@@ -382,6 +439,14 @@ func (r *Repository[T, ID]) Patch(ctx context.Context, db DB, id ID, changes map
 // the key, ErrInvalid when the table has no version column or version is
 // negative, and otherwise the errors of Patch.
 func (r *Repository[T, ID]) PatchVersion(ctx context.Context, db DB, id ID, version int64, changes map[string]any) (T, error) {
+	ctx, c := r.tel.start(ctx, opPatchVersion, db)
+	v, err := r.patchVersion(ctx, db, id, version, changes)
+	c.affectedOne(err)
+	c.end(ctx, err)
+	return v, err
+}
+
+func (r *Repository[T, ID]) patchVersion(ctx context.Context, db DB, id ID, version int64, changes map[string]any) (T, error) {
 	var zero T
 	if r.t.version == nil {
 		return zero, fmt.Errorf("%w: patch %s: the table has no version column", ErrInvalid, r.t.name)
@@ -467,6 +532,14 @@ func (r *Repository[T, ID]) patch(ctx context.Context, db DB, op string, id ID, 
 // returns an error wrapping ErrNotFound when no visible row has the key and
 // ErrForeignKey when another row still references it.
 func (r *Repository[T, ID]) Delete(ctx context.Context, db DB, id ID) error {
+	ctx, c := r.tel.start(ctx, opDelete, db)
+	err := r.delete(ctx, db, id)
+	c.affectedOne(err)
+	c.end(ctx, err)
+	return err
+}
+
+func (r *Repository[T, ID]) delete(ctx context.Context, db DB, id ID) error {
 	if db == nil {
 		return r.nilDB("delete")
 	}
@@ -494,6 +567,14 @@ func (r *Repository[T, ID]) Delete(ctx context.Context, db DB, id ID) error {
 // when a constraint rejects the row, and ErrNotNull or ErrInvalidValue when
 // a value does not fit its column.
 func (r *Repository[T, ID]) Upsert(ctx context.Context, db DB, v *T, conflict ...string) error {
+	ctx, c := r.tel.start(ctx, opUpsert, db)
+	err := r.upsert(ctx, db, v, conflict)
+	c.affectedOne(err)
+	c.end(ctx, err)
+	return err
+}
+
+func (r *Repository[T, ID]) upsert(ctx context.Context, db DB, v *T, conflict []string) error {
 	if db == nil {
 		return r.nilDB("upsert into")
 	}

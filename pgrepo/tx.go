@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // TxOptions configures InTx. Its zero value runs the function at most 5
@@ -35,6 +37,16 @@ type TxOptions struct {
 	// MaxDelay caps the wait bound; it must not be below BaseDelay.
 	// Default (0): 1s, or BaseDelay when that is longer.
 	MaxDelay time.Duration
+	// TracerProvider starts InTx's span "pgrepo.InTx", with an event per
+	// retry (see the package documentation, Observability). Default
+	// (nil): the global provider, otel.GetTracerProvider(), which costs
+	// nothing until the application installs one.
+	TracerProvider trace.TracerProvider
+	// MeterProvider records InTx's duration, all attempts and waits
+	// included, in the db.client.operation.duration histogram
+	// (db.operation.name InTx). Default (nil): the global provider,
+	// otel.GetMeterProvider().
+	MeterProvider metric.MeterProvider
 }
 
 // InTx runs fn in a transaction begun on db and commits it when fn returns
@@ -49,7 +61,31 @@ type TxOptions struct {
 // constraints); the last *pgconn.PgError stays reachable with errors.As.
 // InTx returns ctx's error when ctx ends while it waits, and ErrInvalid
 // (before beginning anything) for a nil db or fn or invalid opts.
+//
+// While a span is recorded, the pgx.Tx that fn receives is a wrapper of
+// pgx's: a repository call on it with the context InTx was called with
+// goes under InTx's span.
 func InTx(ctx context.Context, db TxBeginner, opts TxOptions, fn func(pgx.Tx) error) error {
+	tel := txTelemetry()
+	if opts.TracerProvider != nil || opts.MeterProvider != nil {
+		tel = newTelemetry("", opts.TracerProvider, opts.MeterProvider)
+	}
+	parent := trace.SpanContextFromContext(ctx)
+	ctx, c := tel.start(ctx, opInTx, nil)
+	if c.span != nil && opts.IsoLevel != "" {
+		c.span.SetAttributes(attrIsolation.String(string(opts.IsoLevel)))
+	}
+	if c.span != nil && fn != nil {
+		inner := fn
+		fn = func(tx pgx.Tx) error { return inner(&tracedTx{Tx: tx, span: c.span, parent: parent}) }
+	}
+	err := inTx(ctx, db, opts, fn, c)
+	c.end(ctx, err)
+	return err
+}
+
+// inTx is InTx once its span has started.
+func inTx(ctx context.Context, db TxBeginner, opts TxOptions, fn func(pgx.Tx) error, c call) error {
 	if db == nil || fn == nil {
 		return fmt.Errorf("%w: pgrepo.InTx: nil db or fn", ErrInvalid)
 	}
@@ -77,11 +113,15 @@ func InTx(ctx context.Context, db TxBeginner, opts TxOptions, fn func(pgx.Tx) er
 	for attempt := 1; ; attempt++ {
 		err := runTx(ctx, db, txOpts, fn)
 		if err == nil || !retryable(err) || attempt >= attempts {
+			if c.span != nil {
+				c.span.SetAttributes(attrAttempt.Int(attempt))
+			}
 			if err != nil && retryable(err) && attempts > 1 {
 				return fmt.Errorf("pgrepo: transaction failed %d times: %w", attempt, err)
 			}
 			return err
 		}
+		c.retry(attempt+1, err)
 		wait := rand.N(bound + 1)
 		bound = min(2*bound, maxDelay)
 		t := time.NewTimer(wait)
