@@ -12,8 +12,10 @@ import (
 )
 
 // Cache is a typed cache-aside of values of type T in Redis. It is safe for
-// concurrent use and holds no goroutines (but see Options.Timeout for the
-// commands it stops waiting for): there is nothing to close.
+// concurrent use. Without Options.Near and Options.Lock it holds no
+// goroutines (but see Options.Timeout for the commands it stops waiting
+// for) and Close is a no-op; with either, it runs one subscription
+// goroutine on a pub/sub connection of its own until Close.
 type Cache[T any] struct {
 	client redis.UniversalClient
 	opts   Options
@@ -55,12 +57,18 @@ func New[T any](client redis.UniversalClient, opts Options) (*Cache[T], error) {
 	_, single := client.(*redis.Client)
 	c := &Cache[T]{client: client, opts: opts, mget: single, detach: opts.Timeout > 0 && !deadlines,
 		counters: new(counters), channel: "cacherepo:" + opts.Namespace, id: newToken('s')[1:]}
+	_, ring := client.(*redis.Ring)
+	if opts.Near != nil && ring {
+		// A Ring routes a PUBLISH sent from a script to the key's shard and
+		// a subscription to the channel's: messages would go astray.
+		return nil, fmt.Errorf("%w: Near needs a *redis.Client or *redis.ClusterClient, not a *redis.Ring", ErrInvalidOptions)
+	}
 	if opts.Near != nil {
 		if c.near, err = newNearTier(*opts.Near); err != nil {
 			return nil, fmt.Errorf("%w: Near: %v", ErrInvalidOptions, err)
 		}
 	}
-	if opts.Near != nil || opts.Lock {
+	if opts.Near != nil || (opts.Lock && !ring) { // on a Ring, Lock waiters poll
 		n, onEvent := c.counters, opts.OnEvent
 		c.hub = newHub(client, c.channel, c.id, c.near, func() {
 			n[EventSubscriptionLost].Add(1)

@@ -361,6 +361,10 @@ func TestNear_InvalidOptionsAreRefused(t *testing.T) {
 		_, err := cacherepo.New[string](client, cacherepo.Options{Near: &n})
 		assert.ErrorIs(t, err, cacherepo.ErrInvalidOptions, name)
 	}
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": client.Options().Addr}})
+	defer ring.Close()
+	_, err := cacherepo.New[string](ring, cacherepo.Options{Near: &cacherepo.NearOptions{}})
+	assert.ErrorIs(t, err, cacherepo.ErrInvalidOptions, "a Ring would route messages astray")
 }
 
 func TestCache_Lock_WaiterIsWokenByTheOtherProcessWrite(t *testing.T) {
@@ -405,6 +409,22 @@ func TestCache_Lock_WaiterIsWokenByTheOtherProcessWrite(t *testing.T) {
 			// in. (A connection's handshake may show too: count GETs.)
 			assert.LessOrEqual(t, rt.count("get"), 4, "GETs of the waiting process")
 			t.Logf("waiting process: %d round trips: %s", rt.n.Load(), &rt)
+		})
+	}
+}
+
+func TestNear_IdleSubscriptionStaysHealthy(t *testing.T) {
+	t.Parallel()
+	for _, cluster := range topologies() {
+		t.Run(topology(cluster), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			p := newNearPair(t, cluster, cacherepo.Options{})
+			require.NoError(t, p.c1.Set(ctx, "k", "v1", 0))
+			readNear(t, p.c2, "k", "v1")
+			time.Sleep(3500 * time.Millisecond) // idle past the PING checks (one a second)
+			assert.Zero(t, p.c2.Stats().SubscriptionLosses, "an idle subscription that answers its PINGs is healthy")
+			readNear(t, p.c2, "k", "v1")
 		})
 	}
 }

@@ -104,7 +104,8 @@ type Options struct {
 	// when the message arrives; while its subscription is down it flushes
 	// the tier and reads Redis. Each caller decodes its own copy from the
 	// stored bytes. A Cache with Near (or Lock) runs one goroutine and one
-	// pub/sub connection: call Close when done with it. Default: nil (off).
+	// pub/sub connection: call Close when done with it. Not available on a
+	// *redis.Ring (New returns ErrInvalidOptions). Default: nil (off).
 	Near *NearOptions
 
 	// OnEvent, when set, is called synchronously for every counted event
