@@ -71,6 +71,25 @@
 //	var nf interface{ NotFound() bool }
 //	if errors.As(err, &nf) && nf.NotFound() { ... }
 //
+// # Observability
+//
+// Each repository call starts a span of kind client named
+// "docrepo.<Method> <collection>" (docrepo.Get articles), the child of the
+// span in its context and the parent of the driver's command spans when
+// otelmongo's monitor is installed (Config.Monitor), with the database
+// semantic conventions' attributes: db.system.name "mongodb",
+// db.namespace, db.collection.name, db.operation.name (the method),
+// db.response.returned_rows or polystore.affected where known, and, on
+// failure, error.type (not_found, duplicate, conflict, type_mismatch,
+// invalid_id, invalid, unsupported, canceled, deadline_exceeded, _OTHER)
+// with the status Error. Each call is measured in the
+// db.client.operation.duration histogram by those attributes. Connect
+// records the connection pool's statistics (NewPoolMonitor). Only the
+// OpenTelemetry API is imported: Options.TracerProvider and
+// Options.MeterProvider default to the global providers, and until the
+// application installs one a call starts no span and allocates nothing
+// more. README.md lists every name and attribute.
+//
 // # Consistency
 //
 // Replace and Modify rely on the server applying a conditional

@@ -11,6 +11,8 @@ import (
 
 	"github.com/polystore/polystore/docrepo"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // Post is a document type: its _id is an ObjectID that Insert generates, and
@@ -229,4 +231,35 @@ func ExampleWithTransaction() {
 	if errors.Is(err, docrepo.ErrTransactionsUnsupported) {
 		fmt.Println("standalone server: archive without a transaction")
 	}
+}
+
+// Traces and metrics: the application installs the OpenTelemetry SDK and
+// hands its providers to Connect (pool metrics) and New (a span and a
+// duration measurement per call). Leaving them nil uses the global ones.
+// (Needs a server: set MONGODB_URL.)
+func Example_observability() {
+	ctx := context.Background()
+	tp := sdktrace.NewTracerProvider() // with the exporter of your choice
+	mp := sdkmetric.NewMeterProvider() // with a reader: Prometheus, OTLP ...
+	defer tp.Shutdown(ctx)
+	defer mp.Shutdown(ctx)
+
+	// Config.Monitor takes otelmongo.NewMonitor(otelmongo.WithTracerProvider(tp))
+	// for command spans under the repository's.
+	client, err := docrepo.Connect(ctx, os.Getenv("MONGODB_URL"), docrepo.Config{MeterProvider: mp})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Disconnect(ctx)
+	posts, err := docrepo.New[Post, bson.ObjectID](client.Database("blog").Collection("posts"),
+		docrepo.Options{TracerProvider: tp, MeterProvider: mp})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	ctx, span := tp.Tracer("blog").Start(ctx, "GET /posts/{id}")
+	defer span.End()
+	// A child span "docrepo.Get posts"; ErrNotFound gives it error.type not_found.
+	_, err = posts.Get(ctx, bson.NewObjectID())
+	fmt.Println(errors.Is(err, docrepo.ErrNotFound))
 }
