@@ -64,14 +64,29 @@
 // panic), and runs it again after a serialization failure (40001) or a
 // deadlock (40P01), with bounded exponential backoff and jitter.
 //
-// # Pool, tracing and schema
+// # Pool and schema
 //
 // Open builds a *pgxpool.Pool from a URL and a Config whose zero value is
-// a sensible default, and pings the server before returning. Tracing plugs
-// in through pgx's QueryTracer: set Config.Tracer (or
-// pgxpool.Config.ConnConfig.Tracer on a pool you build yourself), for
-// instance to otelpgx.NewTracer() from github.com/exaring/otelpgx for
-// OpenTelemetry spans; pgrepo itself depends on no tracing library.
+// a sensible default, and pings the server before returning.
+//
+// # Observability
+//
+// Every repository call has an OpenTelemetry span "pgrepo.<Method> <table>"
+// (kind Client; db.system.name postgresql, db.collection.name the table,
+// db.operation.name the method's name, rows returned or affected, and on
+// failure status Error, error.type naming the sentinel class and
+// db.response.status_code the SQLSTATE) and a measurement in the
+// db.client.operation.duration histogram. InTx has a span "pgrepo.InTx"
+// with an event per retry. The providers are the global ones unless
+// NewWithOptions (Options) or TxOptions give others; with none installed a
+// call costs no allocation. pgrepo imports the OpenTelemetry API only.
+//
+// pgrepo starts no span per statement: install a pgx QueryTracer for that,
+// otelpgx.NewTracer() from github.com/exaring/otelpgx, through
+// Config.Tracer (or pgxpool.Config.ConnConfig.Tracer on a pool you build),
+// and its statement spans become children of the repository call's span.
+// PoolMetrics reports pool.Stat() as db.client.connection.* and
+// polystore.pool.* metrics.
 //
 // Migrate applies numbered .sql migrations from an fs.FS (an embed.FS)
 // with github.com/jackc/tern/v2/migrate, under a PostgreSQL advisory lock,

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/polystore/polystore/pgrepo"
 )
@@ -238,6 +240,34 @@ func ExampleInTx() {
 		return users.Insert(ctx, tx, &User{Email: "ada@example.com", Name: "Ada"})
 	})
 	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// A service's own providers, for the repository's spans and metrics and for
+// the pool's statistics; with pgxpool.Config.ConnConfig.Tracer set to
+// otelpgx.NewTracer() the statements' spans would go under the calls' spans.
+func ExampleNewWithOptions() {
+	ctx := context.Background()
+	tp := tracenoop.NewTracerProvider() // the application's SDK provider
+	mp := metricnoop.NewMeterProvider() // idem
+	pool, err := pgrepo.Open(ctx, os.Getenv("POSTGRES_URL"), pgrepo.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	unregister, err := pgrepo.PoolMetrics(pool, mp)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer unregister()
+
+	users, err := pgrepo.NewWithOptions[User, int64]("users", pgrepo.Options{TracerProvider: tp, MeterProvider: mp})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = users.Get(ctx, pool, 1) // span "pgrepo.Get users"
+	if err != nil && !errors.Is(err, pgrepo.ErrNotFound) {
 		log.Fatal(err)
 	}
 }

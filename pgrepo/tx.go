@@ -128,6 +128,9 @@ func inTx(ctx context.Context, db TxBeginner, opts TxOptions, fn func(pgx.Tx) er
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if c.span != nil {
+				c.span.SetAttributes(attrAttempt.Int(attempt))
+			}
 			return errors.Join(ctx.Err(), err)
 		case <-t.C:
 		}
