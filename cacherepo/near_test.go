@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -425,6 +426,63 @@ func TestNear_IdleSubscriptionStaysHealthy(t *testing.T) {
 			time.Sleep(3500 * time.Millisecond) // idle past the PING checks (one a second)
 			assert.Zero(t, p.c2.Stats().SubscriptionLosses, "an idle subscription that answers its PINGs is healthy")
 			readNear(t, p.c2, "k", "v1")
+		})
+	}
+}
+
+// holdGet is a hook that, once armed, holds the reply of the next GET of
+// key until resume is closed (after signalling fetched).
+type holdGet struct {
+	key             string
+	armed           atomic.Bool
+	fetched, resume chan struct{}
+}
+
+func (h *holdGet) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *holdGet) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *holdGet) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if cmd.Name() == "get" && len(cmd.Args()) == 2 && cmd.Args()[1] == h.key && h.armed.CompareAndSwap(true, false) {
+			close(h.fetched)
+			<-h.resume
+		}
+		return err
+	}
+}
+
+func TestNear_ReadRacingAChangeNeverStoresTheOldValue(t *testing.T) {
+	t.Parallel()
+	for _, cluster := range topologies() {
+		t.Run(topology(cluster), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			p := newNearPair(t, cluster, cacherepo.Options{})
+			require.NoError(t, p.c1.Set(ctx, "k", "v1", 0))
+			h := &holdGet{key: p.prefix + "k", fetched: make(chan struct{}), resume: make(chan struct{})}
+			h.armed.Store(true)
+			p.raw2.AddHook(h)
+
+			got := make(chan string, 1)
+			go func() {
+				v, err := p.c2.GetOrLoad(ctx, "k", mustHit)
+				assert.NoError(t, err)
+				got <- v
+			}()
+			<-h.fetched // the second instance has read v1 from Redis, not yet stored it
+			require.NoError(t, p.c1.Set(ctx, "k", "v2", 0))
+			// Let the message of v2 reach the second instance before its
+			// read goes on (were it later, it would drop v1 anyway).
+			time.Sleep(100 * time.Millisecond)
+			close(h.resume)
+			assert.Equal(t, "v1", <-got, "the racing read returns what it read")
+			for range 20 {
+				v, err := p.c2.GetOrLoad(ctx, "k", mustHit)
+				require.NoError(t, err)
+				require.Equal(t, "v2", v, "what the racing read fetched was not stored in the near tier")
+			}
 		})
 	}
 }
