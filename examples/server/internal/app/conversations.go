@@ -39,10 +39,18 @@ func (s *Conversations) CreateConversation(ctx context.Context, userID uuid.UUID
 	return c, nil
 }
 
-// AppendMessage adds a message to a conversation.
-func (s *Conversations) AppendMessage(ctx context.Context, id string, nm chat.NewMessage) (*chat.Conversation, error) {
+// AppendMessage adds a message to a conversation of userID's: it reads the
+// conversation's owner first, CodeForbidden when it is someone else.
+func (s *Conversations) AppendMessage(ctx context.Context, userID uuid.UUID, id string, nm chat.NewMessage) (*chat.Conversation, error) {
 	if err := nm.Validate(); err != nil {
 		return nil, err
+	}
+	c, err := s.conversations.Conversation(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if c.UserID != userID {
+		return nil, chat.Errorf(chat.CodeForbidden, "this conversation is another user's")
 	}
 	return s.conversations.AppendMessage(ctx, id, chat.Message{Role: nm.Role, Content: nm.Content, SentAt: time.Now().UTC()})
 }

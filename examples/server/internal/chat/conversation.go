@@ -57,9 +57,10 @@ type ConversationService interface {
 	// CreateConversation starts a conversation for a user.
 	// CodeInvalid, CodeNotFound (no such user).
 	CreateConversation(ctx context.Context, userID uuid.UUID, nc NewConversation) (*Conversation, error)
-	// AppendMessage adds a message to a conversation and returns it.
-	// CodeInvalid, CodeNotFound.
-	AppendMessage(ctx context.Context, conversationID string, nm NewMessage) (*Conversation, error)
+	// AppendMessage adds a message to a conversation of userID's and
+	// returns it. CodeInvalid, CodeNotFound, CodeForbidden (the
+	// conversation is another user's).
+	AppendMessage(ctx context.Context, userID uuid.UUID, conversationID string, nm NewMessage) (*Conversation, error)
 	// Conversations lists a user's conversations, most recently updated
 	// first, limit at a time, from cursor ("" for the first page).
 	// CodeInvalid (bad limit or cursor), CodeNotFound (no such user).
@@ -72,6 +73,9 @@ type ConversationStore interface {
 	// that already exists is left as it is and is not an error, so that a
 	// retried saga step inserts once.
 	CreateConversation(ctx context.Context, c *Conversation) error
+	// Conversation returns one conversation. CodeInvalid (malformed id),
+	// CodeNotFound.
+	Conversation(ctx context.Context, id string) (*Conversation, error)
 	// AppendMessage pushes m to the conversation and returns it.
 	// CodeInvalid (malformed id), CodeNotFound.
 	AppendMessage(ctx context.Context, id string, m Message) (*Conversation, error)

@@ -3,6 +3,7 @@ package chat
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code classifies an error for the client. The HTTP layer maps each code to a
@@ -12,6 +13,8 @@ type Code string
 // The application error codes.
 const (
 	CodeInvalid            Code = "invalid"             // malformed or invalid input
+	CodeUnauthorized       Code = "unauthorized"        // no valid session, or wrong credentials
+	CodeForbidden          Code = "forbidden"           // a valid session of another user
 	CodeNotFound           Code = "not_found"           // no such resource
 	CodeConflict           Code = "conflict"            // a unique field is taken
 	CodePreconditionFailed Code = "precondition_failed" // stale version in If-Match
@@ -30,6 +33,9 @@ type Error struct {
 	Code    Code
 	Message string
 	Err     error
+	// RetryAfter, when positive, is how long the client should wait before
+	// trying again (a CodeRateLimited answer's Retry-After).
+	RetryAfter time.Duration
 }
 
 // Errorf returns an *Error with code and a formatted message. A %w verb in

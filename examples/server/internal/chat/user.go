@@ -93,6 +93,12 @@ type UserStore interface {
 	UpdateUser(ctx context.Context, id uuid.UUID, cond Precondition, p UserPatch) (*User, error)
 	// DeleteUser removes the user. CodeNotFound.
 	DeleteUser(ctx context.Context, id uuid.UUID) error
+	// FindLogin returns the id and password hash of the user with this
+	// username, or this email when username is "". CodeNotFound.
+	FindLogin(ctx context.Context, username, email string) (uuid.UUID, string, error)
+	// Usernames returns the usernames of those of ids that exist, in one
+	// read.
+	Usernames(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]string, error)
 }
 
 // ProfileCache keeps user profiles in front of the UserStore (Redis).

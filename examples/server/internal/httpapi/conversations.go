@@ -8,11 +8,15 @@ import (
 	"github.com/polystore/polystore/examples/server/internal/chat"
 )
 
-// createConversation: POST /users/{id}/conversations starts a conversation;
-// 201.
+// createConversation: POST /users/{id}/conversations starts a conversation
+// of the user, with their session; 201; 401, 403 before anything else.
 func (h *Handler) createConversation(w http.ResponseWriter, r *http.Request) {
 	id, err := userID(r)
 	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if err := h.authorize(r, id); err != nil {
 		h.writeError(w, r, err)
 		return
 	}
@@ -30,15 +34,21 @@ func (h *Handler) createConversation(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, c)
 }
 
-// appendMessage: POST /conversations/{id}/messages appends a message; 201
-// with the conversation.
+// appendMessage: POST /conversations/{id}/messages appends a message to a
+// conversation of the session's user; 201 with the conversation; 401
+// before anything else, 403 when the conversation is another user's.
 func (h *Handler) appendMessage(w http.ResponseWriter, r *http.Request) {
+	who, err := h.caller(r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
 	var nm chat.NewMessage
 	if err := decodeJSON(w, r, h.maxBody, &nm); err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	c, err := h.conversations.AppendMessage(r.Context(), r.PathValue("id"), nm)
+	c, err := h.conversations.AppendMessage(r.Context(), who, r.PathValue("id"), nm)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
@@ -47,10 +57,15 @@ func (h *Handler) appendMessage(w http.ResponseWriter, r *http.Request) {
 }
 
 // listConversations: GET /users/{id}/conversations?limit=&cursor= returns
-// a page, most recently updated first.
+// a page of the user's conversations, most recently updated first, to the
+// user only (401, 403 before anything else).
 func (h *Handler) listConversations(w http.ResponseWriter, r *http.Request) {
 	id, err := userID(r)
 	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if err := h.authorize(r, id); err != nil {
 		h.writeError(w, r, err)
 		return
 	}

@@ -3,7 +3,9 @@ package httpapi
 import (
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/polystore/polystore/examples/server/internal/chat"
 )
@@ -12,6 +14,8 @@ import (
 // place where statuses are chosen.
 var statuses = map[chat.Code]int{
 	chat.CodeInvalid:            http.StatusBadRequest,
+	chat.CodeUnauthorized:       http.StatusUnauthorized,
+	chat.CodeForbidden:          http.StatusForbidden,
 	chat.CodeNotFound:           http.StatusNotFound,
 	chat.CodeConflict:           http.StatusConflict,
 	chat.CodePreconditionFailed: http.StatusPreconditionFailed,
@@ -56,8 +60,22 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	status := statusOf(err)
-	if status == http.StatusServiceUnavailable {
+	switch status {
+	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", retryAfterUnavailable)
+	case http.StatusUnauthorized:
+		// RFC 9110 §11.6.1: a 401 names the scheme that would do; RFC 6750
+		// §3.1: invalid_token when a token was sent and is no good.
+		challenge := `Bearer realm="polystore-example"`
+		if _, sent := r.Header["Authorization"]; sent {
+			challenge += `, error="invalid_token"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+	case http.StatusTooManyRequests:
+		var e *chat.Error
+		if errors.As(err, &e) && e.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+		}
 	}
 	code := chat.ErrorCode(err)
 	if status >= 500 {

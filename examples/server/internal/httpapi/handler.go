@@ -15,6 +15,11 @@ import (
 type Config struct {
 	Users         chat.UserService
 	Conversations chat.ConversationService
+	// Sessions logs in and authenticates. Required by every route that
+	// needs a session.
+	Sessions chat.SessionService
+	// Leaderboard serves XP and the weekly board. Default: nil, no routes.
+	Leaderboard chat.LeaderboardService
 	// Health lists the stores GET /health checks. Default: none (always 200).
 	Health []HealthCheck
 	// HealthTimeout bounds each store's check. Default: 2s.
@@ -35,6 +40,8 @@ type Config struct {
 type Handler struct {
 	users         chat.UserService
 	conversations chat.ConversationService
+	sessions      chat.SessionService
+	leaderboard   chat.LeaderboardService
 	health        []HealthCheck
 	healthTimeout time.Duration
 	limiter       Limiter
@@ -52,6 +59,8 @@ func New(cfg Config) *Handler {
 	h := &Handler{
 		users:         cfg.Users,
 		conversations: cfg.Conversations,
+		sessions:      cfg.Sessions,
+		leaderboard:   cfg.Leaderboard,
 		health:        cfg.Health,
 		healthTimeout: cfg.HealthTimeout,
 		limiter:       cfg.Limiter,
@@ -88,6 +97,12 @@ func New(cfg Config) *Handler {
 	h.mux.HandleFunc("POST /users/{id}/conversations", h.createConversation)
 	h.mux.HandleFunc("GET /users/{id}/conversations", h.listConversations)
 	h.mux.HandleFunc("POST /conversations/{id}/messages", h.appendMessage)
+	h.mux.HandleFunc("POST /sessions", h.createSession)
+	h.mux.HandleFunc("DELETE /sessions/current", h.deleteSession)
+	if cfg.Leaderboard != nil {
+		h.mux.HandleFunc("POST /users/{id}/xp", h.addXP)
+		h.mux.HandleFunc("GET /leaderboard", h.getLeaderboard)
+	}
 	h.mux.HandleFunc("GET /health", h.getHealth)
 	if cfg.Metrics != nil {
 		h.mux.Handle("GET /metrics", cfg.Metrics)

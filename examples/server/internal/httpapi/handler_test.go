@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
@@ -33,9 +34,26 @@ func (s stubUsers) User(_ context.Context, id uuid.UUID) (*chat.User, error) { r
 
 func (s stubUsers) DeleteUser(_ context.Context, id uuid.UUID) error { return s.delete(id) }
 
+// stubSessions takes a user id as the token of that user's session.
+type stubSessions struct{ chat.SessionService }
+
+func (stubSessions) Authenticate(_ context.Context, token string) (uuid.UUID, error) {
+	id, err := uuid.Parse(token)
+	if err != nil {
+		return uuid.UUID{}, chat.Errorf(chat.CodeUnauthorized, "invalid or expired session")
+	}
+	return id, nil
+}
+
+// as sets req's Authorization to the stub session of id.
+func as(req *http.Request, id string) *http.Request {
+	req.Header.Set("Authorization", "Bearer "+id)
+	return req
+}
+
 func serve(t *testing.T, users chat.UserService, req *http.Request) (*httptest.ResponseRecorder, map[string]any) {
 	t.Helper()
-	h := httpapi.New(httpapi.Config{Users: users, Logger: slog.New(slog.DiscardHandler)})
+	h := httpapi.New(httpapi.Config{Users: users, Sessions: stubSessions{}, Logger: slog.New(slog.DiscardHandler)})
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	var body map[string]any
@@ -58,6 +76,8 @@ func TestHandler_ErrorCodesMapToStatuses(t *testing.T) {
 		code   string
 	}{
 		{chat.Errorf(chat.CodeNotFound, "user not found"), 404, "not_found"},
+		{chat.Errorf(chat.CodeUnauthorized, "invalid session"), 401, "unauthorized"},
+		{chat.Errorf(chat.CodeForbidden, "another user's"), 403, "forbidden"},
 		{chat.Errorf(chat.CodeUnavailable, "PostgreSQL is unavailable"), 503, "unavailable"},
 		{chat.Errorf(chat.CodeInternal, "bug"), 500, "internal"},
 		{assert.AnError, 500, "internal"}, // an unclassified error shows nothing of itself
@@ -113,7 +133,7 @@ func TestHandler_PendingOperationReturns202WithLocationOfTheOperation(t *testing
 	users := stubUsers{delete: func(uuid.UUID) error {
 		return &chat.Pending{Operation: op, Err: assert.AnError}
 	}}
-	rec, body := serve(t, users, httptest.NewRequest("DELETE", "/users/"+id.String(), nil))
+	rec, body := serve(t, users, as(httptest.NewRequest("DELETE", "/users/"+id.String(), nil), id.String()))
 	assert.Equal(t, http.StatusAccepted, rec.Code)
 	assert.Equal(t, "/operations/"+op.ID, rec.Header().Get("Location"))
 	assert.Equal(t, "1", rec.Header().Get("Retry-After"))
@@ -127,8 +147,57 @@ func TestHandler_UnavailableReturns503WithRetryAfter(t *testing.T) {
 	users := stubUsers{delete: func(uuid.UUID) error {
 		return chat.Errorf(chat.CodeUnavailable, "nothing was done")
 	}}
-	rec, body := serve(t, users, httptest.NewRequest("DELETE", "/users/"+uuid.NewString(), nil))
+	id := uuid.NewString()
+	rec, body := serve(t, users, as(httptest.NewRequest("DELETE", "/users/"+id, nil), id))
 	assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
 	assert.Equal(t, "unavailable", body["code"])
 	assert.Equal(t, "2", rec.Header().Get("Retry-After"))
+}
+
+func TestHandler_AuthorizationHeader_401WithBearerChallenge403ForAnotherUser(t *testing.T) {
+	id := uuid.NewString()
+	users := stubUsers{delete: func(uuid.UUID) error { return nil }}
+	tests := []struct {
+		name      string
+		header    []string // Authorization lines
+		status    int
+		challenge string
+	}{
+		{"none", nil, 401, `Bearer realm="polystore-example"`},
+		{"empty", []string{""}, 401, `Bearer realm="polystore-example", error="invalid_token"`},
+		{"scheme only", []string{"Bearer"}, 401, `Bearer realm="polystore-example", error="invalid_token"`},
+		{"scheme and a space", []string{"Bearer "}, 401, `Bearer realm="polystore-example", error="invalid_token"`},
+		{"another scheme", []string{"Basic " + id}, 401, `Bearer realm="polystore-example", error="invalid_token"`},
+		{"two spaces", []string{"Bearer  " + id}, 401, `Bearer realm="polystore-example", error="invalid_token"`},
+		{"a tab", []string{"Bearer\t" + id}, 401, `Bearer realm="polystore-example", error="invalid_token"`},
+		{"trailing junk after a space", []string{"Bearer " + id + " x"}, 401, `Bearer realm="polystore-example", error="invalid_token"`},
+		{"comma", []string{"Bearer " + id + ",x"}, 401, `Bearer realm="polystore-example", error="invalid_token"`},
+		{"two headers", []string{"Bearer " + id, "Bearer " + id}, 401, `Bearer realm="polystore-example", error="invalid_token"`},
+		{"very long", []string{"Bearer " + strings.Repeat("a", 1<<16)}, 401, `Bearer realm="polystore-example", error="invalid_token"`},
+		{"another user's", []string{"Bearer " + uuid.NewString()}, 403, ""},
+		{"scheme in lower case", []string{"bearer " + id}, 204, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest("DELETE", "/users/"+id, nil)
+			for _, v := range tt.header {
+				req.Header.Add("Authorization", v)
+			}
+			h := httpapi.New(httpapi.Config{Users: users, Sessions: stubSessions{}, Logger: slog.New(slog.DiscardHandler)})
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			assert.Equal(t, tt.status, rec.Code, rec.Body.String())
+			assert.Equal(t, tt.challenge, rec.Header().Get("WWW-Authenticate"))
+		})
+	}
+}
+
+func TestHandler_RateLimitedErrorCarriesRetryAfter(t *testing.T) {
+	e := chat.Errorf(chat.CodeRateLimited, "too many failed logins")
+	e.RetryAfter = 1500 * time.Millisecond
+	users := stubUsers{user: func(uuid.UUID) (*chat.User, error) { return nil, e }}
+	rec, body := serve(t, users, httptest.NewRequest("GET", "/users/"+uuid.NewString(), nil))
+	assert.Equal(t, http.StatusTooManyRequests, rec.Code)
+	assert.Equal(t, "rate_limited", body["code"])
+	assert.Equal(t, "2", rec.Header().Get("Retry-After"), "rounded up to whole seconds")
 }

@@ -46,7 +46,8 @@ func (h *Handler) getUser(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, u)
 }
 
-// patchUser: PATCH /users/{id} applies a partial update if If-Match is "*"
+// patchUser: PATCH /users/{id}, with the user's own session (401, 403
+// first), applies a partial update if If-Match is "*"
 // or names the current version (see ifMatch): 428 without If-Match, 412
 // when it names no current version, 404 before that for an unknown user;
 // 200 once the change is committed (the cache invalidated, or its
@@ -56,6 +57,10 @@ func (h *Handler) getUser(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request) {
 	id, err := userID(r)
 	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if err := h.authorize(r, id); err != nil {
 		h.writeError(w, r, err)
 		return
 	}
@@ -78,12 +83,17 @@ func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, u)
 }
 
-// deleteUser: DELETE /users/{id} removes the user and everything of theirs;
+// deleteUser: DELETE /users/{id}, with the user's own session (401, 403
+// first), removes the user and everything of theirs;
 // 204 once all of it is gone, 202 with the operation to poll when recovery
 // will finish it, 503 when nothing was done or the outcome is unknown.
 func (h *Handler) deleteUser(w http.ResponseWriter, r *http.Request) {
 	id, err := userID(r)
 	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	if err := h.authorize(r, id); err != nil {
 		h.writeError(w, r, err)
 		return
 	}

@@ -111,6 +111,20 @@ func (s *ConversationRepository) CreateConversation(ctx context.Context, c *chat
 	return nil
 }
 
+// Conversation returns the conversation with id. CodeInvalid (malformed id),
+// CodeNotFound.
+func (s *ConversationRepository) Conversation(ctx context.Context, id string) (*chat.Conversation, error) {
+	oid, err := docrepo.ParseID(id)
+	if err != nil {
+		return nil, translate(err)
+	}
+	doc, err := s.conversations.Get(ctx, oid)
+	if err != nil {
+		return nil, translate(err)
+	}
+	return doc.conversation(), nil
+}
+
 // AppendMessage pushes m, keeping the last MaxMessages, and returns the
 // conversation as it is then.
 func (s *ConversationRepository) AppendMessage(ctx context.Context, id string, m chat.Message) (*chat.Conversation, error) {

@@ -145,6 +145,47 @@ func (s *UserRepository) DeleteUserIn(ctx context.Context, db pgrepo.DB, id uuid
 	return translate(s.users.Delete(ctx, db, id))
 }
 
+// FindLogin returns the id and password hash of the user with username, or
+// with email when username is "": the login's one read. CodeNotFound.
+func (s *UserRepository) FindLogin(ctx context.Context, username, email string) (uuid.UUID, string, error) {
+	q, arg := "SELECT id, password_hash FROM users WHERE username = $1", username
+	if username == "" {
+		q, arg = "SELECT id, password_hash FROM users WHERE email = $1", email
+	}
+	var id uuid.UUID
+	var hash string
+	err := s.pool.QueryRow(ctx, q, arg).Scan(&id, &hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return uuid.UUID{}, "", chat.Wrap(chat.CodeNotFound, err, "user not found")
+	}
+	if err != nil {
+		return uuid.UUID{}, "", chat.Wrap(chat.CodeUnavailable, err, "PostgreSQL is unavailable")
+	}
+	return id, hash, nil
+}
+
+// Usernames returns the usernames of those of ids that exist, in one query.
+func (s *UserRepository) Usernames(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]string, error) {
+	out := make(map[uuid.UUID]string, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, "SELECT id, username FROM users WHERE id = ANY($1)", ids)
+	if err != nil {
+		return nil, chat.Wrap(chat.CodeUnavailable, err, "PostgreSQL is unavailable")
+	}
+	var id uuid.UUID
+	var name string
+	_, err = pgx.ForEachRow(rows, []any{&id, &name}, func() error {
+		out[id] = name
+		return nil
+	})
+	if err != nil {
+		return nil, chat.Wrap(chat.CodeUnavailable, err, "PostgreSQL is unavailable")
+	}
+	return out, nil
+}
+
 // Ping checks that PostgreSQL answers.
 func (s *UserRepository) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 

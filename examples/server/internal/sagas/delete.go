@@ -14,8 +14,20 @@ type deletion struct {
 }
 
 // deleteDefinition: delete the user row (PostgreSQL, the pivot: once it is
-// gone the user is gone), then their conversations (MongoDB) and cached
+// gone the user is gone), then revoke their sessions and take them off the
+// XP board (Redis), then delete their conversations (MongoDB) and cached
 // profile (Redis), each retried until done.
+//
+// Revoking comes after the pivot, as a retriable step, not before it as a
+// compensatable one: a revocation cannot be undone (a compensation could
+// not give the client its token back), so before the pivot a deletion that
+// then failed would have logged the user out for nothing, and a Redis
+// outage would block every deletion. After the pivot it is retried until
+// done, by the request and then by recovery: RevokeAll is idempotent. A
+// session that outlives the row for that while finds no user to act on:
+// PATCH, DELETE and XP read the row (404), and its conversations are being
+// deleted. It is the first step after the pivot, so that the window is as
+// short as the request allows.
 func (s *Sagas) deleteDefinition() *coord.Definition[deletion] {
 	return coord.Define(DeleteUserSaga,
 		coord.Step[deletion]{
@@ -25,6 +37,30 @@ func (s *Sagas) deleteDefinition() *coord.Definition[deletion] {
 				return s.users.DeleteUserIn(ctx, tx, d.UserID)
 			},
 			Retry:   storeRetry,
+			Timeout: stepTimeout,
+		},
+		coord.Step[deletion]{
+			Name: "revoke-sessions",
+			Kind: coord.Retriable,
+			Action: func(ctx context.Context, d *deletion) error {
+				if s.sessions == nil {
+					return nil
+				}
+				return s.sessions.RevokeAll(ctx, d.UserID)
+			},
+			Retry:   afterPivotRetry,
+			Timeout: stepTimeout,
+		},
+		coord.Step[deletion]{
+			Name: "leave-leaderboard",
+			Kind: coord.Retriable,
+			Action: func(ctx context.Context, d *deletion) error {
+				if s.board == nil {
+					return nil
+				}
+				return s.board.Remove(ctx, d.UserID)
+			},
+			Retry:   afterPivotRetry,
 			Timeout: stepTimeout,
 		},
 		coord.Step[deletion]{

@@ -33,23 +33,37 @@ type UserStore interface {
 	DeleteUserIn(ctx context.Context, db pgrepo.DB, id uuid.UUID) error
 }
 
+// SessionRevoker ends every session of a user (chat.SessionStore).
+type SessionRevoker interface {
+	RevokeAll(ctx context.Context, userID uuid.UUID) error
+}
+
+// BoardLeaver takes a user off the XP board (chat.Board).
+type BoardLeaver interface {
+	Remove(ctx context.Context, userID uuid.UUID) error
+}
+
 // Sagas registers and runs the user sagas on a coordinator.
 type Sagas struct {
 	coord         *coord.Coordinator
 	users         UserStore
 	conversations chat.ConversationStore
 	cache         chat.ProfileCache
+	sessions      SessionRevoker // nil: the step does nothing
+	board         BoardLeaver    // nil: the step does nothing
 	register      *coord.Handle[registration]
 	update        *coord.Handle[update]
 	remove        *coord.Handle[deletion]
 	outcomes      *prometheus.CounterVec
 }
 
-// New registers the sagas with c. reg, when not nil, receives a counter of
-// saga outcomes.
-func New(c *coord.Coordinator, users UserStore, conversations chat.ConversationStore, cache chat.ProfileCache, reg prometheus.Registerer) (*Sagas, error) {
+// New registers the sagas with c. sessions and board, which the deletion
+// revokes and leaves, may be nil (the steps then do nothing). reg, when not
+// nil, receives a counter of saga outcomes.
+func New(c *coord.Coordinator, users UserStore, conversations chat.ConversationStore, cache chat.ProfileCache,
+	sessions SessionRevoker, board BoardLeaver, reg prometheus.Registerer) (*Sagas, error) {
 	s := &Sagas{
-		coord: c, users: users, conversations: conversations, cache: cache,
+		coord: c, users: users, conversations: conversations, cache: cache, sessions: sessions, board: board,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sagas_total",
 			Help: "Sagas run by requests, by definition and outcome (succeeded, compensated, failed, incomplete, not_started, unknown, error).",

@@ -16,33 +16,36 @@ func TestServer_PostConversations(t *testing.T) {
 	e := newEnv(t)
 	id, _ := e.register("ada")
 
-	res := e.do("POST", "/users/"+id+"/conversations", `{"title":"Subjunctive; DROP TABLE users; --"}`)
+	res := e.doAs(id, "POST", "/users/"+id+"/conversations", `{"title":"Subjunctive; DROP TABLE users; --"}`)
 	require.Equal(t, http.StatusCreated, res.Status, "body: %s", res.Raw)
 	assert.Equal(t, "Subjunctive; DROP TABLE users; --", res.JSON["title"], "SQL-shaped text is stored as text")
 	assert.Equal(t, id, res.JSON["user_id"])
 	assert.Equal(t, "/conversations/"+res.JSON["id"].(string), res.Header.Get("Location"))
 	assert.Empty(t, res.JSON["messages"])
 
+	gone := "3f1c1a52-0000-4000-8000-000000000000"
+	e.orphanSession(gone)
 	tests := []struct {
-		name, path, body string
-		status           int
+		name, as, path, body string
+		status               int
 	}{
-		{"unknown user", "/users/3f1c1a52-0000-4000-8000-000000000000/conversations", `{"title":"x"}`, http.StatusNotFound},
-		{"bad user id", "/users/x/conversations", `{"title":"x"}`, http.StatusBadRequest},
-		{"blank title", "/users/" + id + "/conversations", `{"title":"  "}`, http.StatusBadRequest},
-		{"no title", "/users/" + id + "/conversations", `{}`, http.StatusBadRequest},
+		{"unknown user, with ada's session", id, "/users/" + gone + "/conversations", `{"title":"x"}`, http.StatusForbidden},
+		{"unknown user, with a session of their own", gone, "/users/" + gone + "/conversations", `{"title":"x"}`, http.StatusNotFound},
+		{"bad user id", id, "/users/x/conversations", `{"title":"x"}`, http.StatusBadRequest},
+		{"blank title", id, "/users/" + id + "/conversations", `{"title":"  "}`, http.StatusBadRequest},
+		{"no title", id, "/users/" + id + "/conversations", `{}`, http.StatusBadRequest},
 	}
 	for _, tt := range tests {
-		assert.Equal(t, tt.status, e.do("POST", tt.path, tt.body).Status, tt.name)
+		assert.Equal(t, tt.status, e.doAs(tt.as, "POST", tt.path, tt.body).Status, tt.name)
 	}
 }
 
 func TestServer_PostMessages_AppendsToTheConversation(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	_, conv := e.register("ada")
+	id, conv := e.register("ada")
 
-	res := e.do("POST", "/conversations/"+conv+"/messages", `{"content":"J'ai mangé une pomme."}`)
+	res := e.doAs(id, "POST", "/conversations/"+conv+"/messages", `{"content":"J'ai mangé une pomme."}`)
 	require.Equal(t, http.StatusCreated, res.Status, "body: %s", res.Raw)
 	msgs := res.JSON["messages"].([]any)
 	require.Len(t, msgs, 2, "the welcome message and this one")
@@ -60,7 +63,7 @@ func TestServer_PostMessages_AppendsToTheConversation(t *testing.T) {
 		{"unknown role", "/conversations/" + conv + "/messages", `{"role":"root","content":"hi"}`, http.StatusBadRequest},
 	}
 	for _, tt := range tests {
-		assert.Equal(t, tt.status, e.do("POST", tt.path, tt.body).Status, tt.name)
+		assert.Equal(t, tt.status, e.doAs(id, "POST", tt.path, tt.body).Status, tt.name)
 	}
 }
 
@@ -74,7 +77,7 @@ func TestServer_GetConversations_PagesMostRecentlyUpdatedFirst(t *testing.T) {
 		last    time.Time
 	)
 	for i := range 4 {
-		res := e.do("POST", "/users/"+id+"/conversations", fmt.Sprintf(`{"title":"c%d"}`, i))
+		res := e.doAs(id, "POST", "/users/"+id+"/conversations", fmt.Sprintf(`{"title":"c%d"}`, i))
 		require.Equal(t, http.StatusCreated, res.Status)
 		created = append(created, res.JSON["id"].(string))
 		var err error
@@ -85,13 +88,13 @@ func TestServer_GetConversations_PagesMostRecentlyUpdatedFirst(t *testing.T) {
 	// creation, or the bump could tie with it and lose on the id tiebreak.
 	require.Eventually(t, func() bool { return time.Now().Truncate(time.Millisecond).After(last) },
 		time.Second, 100*time.Microsecond)
-	require.Equal(t, http.StatusCreated, e.do("POST", "/conversations/"+welcome+"/messages", `{"content":"bump"}`).Status)
+	require.Equal(t, http.StatusCreated, e.doAs(id, "POST", "/conversations/"+welcome+"/messages", `{"content":"bump"}`).Status)
 
 	var seen []string
 	cursor := ""
 	for pages := 0; ; pages++ {
 		require.Less(t, pages, 5, "pagination ends")
-		res := e.do("GET", "/users/"+id+"/conversations?limit=2&cursor="+url.QueryEscape(cursor), "")
+		res := e.doAs(id, "GET", "/users/"+id+"/conversations?limit=2&cursor="+url.QueryEscape(cursor), "")
 		require.Equal(t, http.StatusOK, res.Status, "body: %s", res.Raw)
 		page := res.JSON["conversations"].([]any)
 		assert.LessOrEqual(t, len(page), 2)
@@ -108,10 +111,10 @@ func TestServer_GetConversations_PagesMostRecentlyUpdatedFirst(t *testing.T) {
 	assert.Equal(t, welcome, seen[0], "the conversation just written to comes first")
 	assert.ElementsMatch(t, append(created, welcome), seen)
 
-	res := e.do("GET", "/users/"+id+"/conversations", "")
+	res := e.doAs(id, "GET", "/users/"+id+"/conversations", "")
 	assert.Len(t, res.JSON["conversations"], 5, "default limit covers them")
 
-	first := e.do("GET", "/users/"+id+"/conversations?limit=1", "")
+	first := e.doAs(id, "GET", "/users/"+id+"/conversations?limit=1", "")
 	require.Equal(t, http.StatusOK, first.Status)
 	valid := url.QueryEscape(first.JSON["next_cursor"].(string))
 	tests := []struct {
@@ -132,12 +135,15 @@ func TestServer_GetConversations_PagesMostRecentlyUpdatedFirst(t *testing.T) {
 		{"two cursors around a limit", "?cursor=" + valid + "&limit=1&cursor=x", http.StatusBadRequest, "cursor"},
 	}
 	for _, tt := range tests {
-		res := e.do("GET", "/users/"+id+"/conversations"+tt.query, "")
+		res := e.doAs(id, "GET", "/users/"+id+"/conversations"+tt.query, "")
 		assert.Equal(t, tt.status, res.Status, tt.name)
 		assert.Equal(t, "invalid", res.JSON["code"], tt.name)
 		assert.Contains(t, res.JSON["error"], tt.names, tt.name)
 	}
-	assert.Equal(t, http.StatusOK, e.do("GET", "/users/"+id+"/conversations?limit=1&cursor="+valid, "").Status,
+	assert.Equal(t, http.StatusOK, e.doAs(id, "GET", "/users/"+id+"/conversations?limit=1&cursor="+valid, "").Status,
 		"each once is fine")
-	assert.Equal(t, http.StatusNotFound, e.do("GET", "/users/3f1c1a52-0000-4000-8000-000000000000/conversations", "").Status)
+	gone := "3f1c1a52-0000-4000-8000-000000000000"
+	assert.Equal(t, http.StatusForbidden, e.doAs(id, "GET", "/users/"+gone+"/conversations", "").Status, "another user's, existing or not")
+	e.orphanSession(gone)
+	assert.Equal(t, http.StatusNotFound, e.doAs(gone, "GET", "/users/"+gone+"/conversations", "").Status, "a session that outlived its user")
 }

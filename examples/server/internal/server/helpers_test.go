@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -19,6 +21,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/polystore/polystore/examples/server/internal/mongostore"
+	"github.com/polystore/polystore/examples/server/internal/redisstore"
 	"github.com/polystore/polystore/examples/server/internal/server"
 	"github.com/polystore/polystore/internal/servicetest"
 )
@@ -26,20 +29,23 @@ import (
 // env is one server, in-process, on the test's own databases and Redis
 // prefix.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	pool   *pgxpool.Pool
 	redis  redis.UniversalClient
 	prefix string
 	mongo  *mongo.Database
+
+	mu     sync.Mutex
+	tokens map[string]string // user id → session token, from register's login
 }
 
 // newEnv starts a server; change adjusts its options (the rate limit is
 // off unless a test turns it on).
-func newEnv(t *testing.T, change ...func(*server.Options, *server.Stores)) *env {
+func newEnv(t testing.TB, change ...func(*server.Options, *server.Stores)) *env {
 	t.Helper()
 	rdb, prefix := servicetest.Redis(t)
-	e := &env{t: t, pool: servicetest.Postgres(t), redis: rdb, prefix: prefix, mongo: servicetest.Mongo(t)}
+	e := &env{t: t, pool: servicetest.Postgres(t), redis: rdb, prefix: prefix, mongo: servicetest.Mongo(t), tokens: map[string]string{}}
 	stores := server.Stores{Postgres: e.pool, Redis: e.redis, Mongo: e.mongo}
 	opts := server.Options{
 		RedisPrefix: prefix,
@@ -96,13 +102,70 @@ func (e *env) do(method, path, body string, headers ...string) response {
 	return out
 }
 
-// register creates a user through the API and returns its id and welcome
+// register creates a user through the API, logs them in (the token is
+// then what doAs sends for them) and returns its id and welcome
 // conversation id.
 func (e *env) register(username string) (userID, conversationID string) {
+	e.t.Helper()
+	userID, conversationID = e.registerOnly(username)
+	token := e.login(username, "correct horse")
+	e.mu.Lock()
+	e.tokens[userID] = token
+	e.mu.Unlock()
+	return userID, conversationID
+}
+
+// registerOnly creates a user through the API without logging in (with
+// the session store down, as some tests have it, login answers 503).
+func (e *env) registerOnly(username string) (userID, conversationID string) {
 	e.t.Helper()
 	res := e.do("POST", "/users", `{"username":"`+username+`","email":"`+username+`@example.org","password":"correct horse","language":"fr"}`)
 	require.Equal(e.t, http.StatusCreated, res.Status, "body: %s", res.Raw)
 	return res.JSON["user"].(map[string]any)["id"].(string), res.JSON["welcome_conversation_id"].(string)
+}
+
+// login logs username in and returns the session token.
+func (e *env) login(username, password string) string {
+	e.t.Helper()
+	res := e.do("POST", "/sessions", `{"username":"`+username+`","password":"`+password+`"}`)
+	require.Equal(e.t, http.StatusCreated, res.Status, "login: %s", res.Raw)
+	return res.JSON["token"].(string)
+}
+
+// token returns the session token register got for userID.
+func (e *env) token(userID string) string {
+	e.t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	tok, ok := e.tokens[userID]
+	require.True(e.t, ok, "no session for %s", userID)
+	return tok
+}
+
+// bearer returns the Authorization header pair of userID's session.
+func (e *env) bearer(userID string) []string {
+	return []string{"Authorization", "Bearer " + e.token(userID)}
+}
+
+// orphanSession puts a session of userID straight into the server's
+// session store, for a user that need not exist: what a session that
+// outlived its user's deletion looks like before the saga revokes it.
+// doAs then sends it.
+func (e *env) orphanSession(userID string) {
+	e.t.Helper()
+	st, err := redisstore.NewSessionStore(e.redis, e.prefix, redisstore.SessionStoreOptions{})
+	require.NoError(e.t, err)
+	s, err := st.Create(context.Background(), uuid.MustParse(userID))
+	require.NoError(e.t, err)
+	e.mu.Lock()
+	e.tokens[userID] = s.Token
+	e.mu.Unlock()
+}
+
+// doAs is do with userID's session.
+func (e *env) doAs(userID, method, path, body string, headers ...string) response {
+	e.t.Helper()
+	return e.do(method, path, body, append(e.bearer(userID), headers...)...)
 }
 
 // userRows counts the rows of users.

@@ -74,9 +74,35 @@ func TestServer_RedisDown_HealthReturns503NamingRedisWhileUsersStillAnswer(t *te
 
 	// Registration commits past its pivot; filling the cache is left to
 	// the recovery loop, and the user is readable at once.
-	id, _ := e.register("bob")
+	id, _ := e.registerOnly("bob")
 	res = e.do("GET", "/users/"+id, "")
 	assert.Equal(t, http.StatusOK, res.Status)
+
+	// Sessions are in Redis: with it down, login and every request that
+	// needs a session answer 503 with Retry-After, not 401, since the
+	// token may be good. A well-formed token from a working Redis:
+	up, upPrefix := servicetest.Redis(t)
+	st, err := redisstore.NewSessionStore(up, upPrefix, redisstore.SessionStoreOptions{})
+	require.NoError(t, err)
+	s, err := st.Create(t.Context(), uuid.MustParse(id))
+	require.NoError(t, err)
+	before := e.usersSnapshot()
+	for _, tt := range []struct{ method, path, body string }{
+		{"POST", "/sessions", `{"username":"bob","password":"correct horse"}`},
+		{"DELETE", "/sessions/current", ""},
+		{"PATCH", "/users/" + id, `{"level":"C1"}`},
+		{"DELETE", "/users/" + id, ""},
+		{"POST", "/users/" + id + "/conversations", `{"title":"x"}`},
+		{"GET", "/users/" + id + "/conversations", ""},
+		{"POST", "/users/" + id + "/xp", `{"points":10}`},
+		{"GET", "/leaderboard", ""},
+	} {
+		res := e.do(tt.method, tt.path, tt.body, "Authorization", "Bearer "+s.Token, "If-Match", `"1"`)
+		assert.Equal(t, http.StatusServiceUnavailable, res.Status, "%s %s: %s", tt.method, tt.path, res.Raw)
+		assert.Equal(t, "2", res.Header.Get("Retry-After"), "%s %s", tt.method, tt.path)
+		assert.Empty(t, res.Header.Get("WWW-Authenticate"), "%s %s", tt.method, tt.path)
+	}
+	assert.Equal(t, before, e.usersSnapshot(), "nothing changed")
 	var status string
 	require.NoError(t, e.pool.QueryRow(t.Context(), "SELECT status FROM coord_saga WHERE id = $1", "register-user/"+id).Scan(&status))
 	assert.Equal(t, "running", status, "the retriable cache step waits for recovery")
@@ -166,7 +192,7 @@ func TestServer_Recovery_DropsANotFoundCachedBeforeARegistrationMadeWhileRedisWa
 		s.Redis = redis.NewClient(opts)
 	})
 	t.Cleanup(func() { _ = down.redis.Close() })
-	id, _ := down.register("ada")
+	id, _ := down.registerOnly("ada")
 
 	// Instance B's Redis holds a "not found" of the id, as a read that came
 	// before the row existed leaves it.

@@ -289,6 +289,20 @@ func register(t *testing.T, client *http.Client, url, name string) registration 
 	return r
 }
 
+// login logs name in (its password is register's) and returns the token.
+func login(t *testing.T, client *http.Client, url, name string) string {
+	t.Helper()
+	res, err := client.Post(url+"/sessions", "application/json", strings.NewReader(`{"username":"`+name+`","password":"correct horse"}`))
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var s struct {
+		Token string `json:"token"`
+	}
+	require.Equal(t, http.StatusCreated, res.StatusCode)
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&s))
+	return s.Token
+}
+
 // change is one PATCH or DELETE of the restart test and its answer.
 type change struct {
 	userID, method string
@@ -319,10 +333,12 @@ func TestServer_PostgresConnectionsCut_UpdatesAndDeletionsTellTheTruth(t *testin
 	client := &http.Client{Timeout: time.Minute}
 
 	ids := make([]string, clients*perClient)
+	tokens := make([]string, len(ids))
 	for i := range ids {
 		r := register(t, client, c.url, fmt.Sprintf("user%d", i))
 		require.Equal(t, http.StatusCreated, r.status, r.body)
 		ids[i] = r.userID
+		tokens[i] = login(t, client, c.url, fmt.Sprintf("user%d", i))
 		res, err := client.Get(c.url + "/users/" + r.userID) // cached, so that a stale profile would show
 		require.NoError(t, err)
 		require.NoError(t, res.Body.Close())
@@ -346,6 +362,7 @@ func TestServer_PostgresConnectionsCut_UpdatesAndDeletionsTellTheTruth(t *testin
 					}
 					req.Header.Set("Content-Type", "application/json")
 					req.Header.Set("If-Match", `"1"`)
+					req.Header.Set("Authorization", "Bearer "+tokens[i])
 					res, err := client.Do(req)
 					if !assert.NoError(t, err) {
 						return

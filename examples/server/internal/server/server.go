@@ -29,7 +29,7 @@ import (
 // them; the server never does.
 type Stores struct {
 	Postgres *pgxpool.Pool         // users and the saga log
-	Redis    redis.UniversalClient // profile cache and rate limit
+	Redis    redis.UniversalClient // profile cache, rate limits, sessions, XP board
 	Mongo    *mongo.Database       // conversations
 }
 
@@ -52,6 +52,23 @@ type Options struct {
 	// BcryptCost is the cost of password hashes. Default (0): 10
 	// (bcrypt.DefaultCost).
 	BcryptCost int
+	// SessionIdleTimeout ends a session unused for this long. Default (0):
+	// 30 minutes.
+	SessionIdleTimeout time.Duration
+	// SessionLifetime ends every session this long after its login.
+	// Default (0): 24 hours.
+	SessionLifetime time.Duration
+	// LoginWindow is the window in which failed logins are counted.
+	// Default (0): 15 minutes; a whole number of seconds.
+	LoginWindow time.Duration
+	// LoginFailuresPerAccount is how many failed logins one account (a
+	// username or an email, known or not) may have in a window before
+	// POST /sessions answers 429 for it. Default (0): 10; negative: no
+	// limit (and no per-client limit either).
+	LoginFailuresPerAccount int
+	// LoginFailuresPerClient is the same for one client address, whatever
+	// the accounts. Default (0): 50.
+	LoginFailuresPerClient int
 	// MaxBodyBytes bounds request bodies. Default (0): 64 KiB.
 	MaxBodyBytes int64
 	// HealthTimeout bounds each store's check in /health. Default: 2s.
@@ -69,6 +86,10 @@ type Options struct {
 	// WrapConversations, when set, wraps the MongoDB conversation store:
 	// the seam through which tests inject failures. Default: nil.
 	WrapConversations func(chat.ConversationStore) chat.ConversationStore
+	// WrapProfileCache, when set, wraps the profile cache (Redis, or the
+	// uncached stand-in): the seam through which tests make the cache fail
+	// while the sessions, in the same Redis, keep working. Default: nil.
+	WrapProfileCache func(chat.ProfileCache) chat.ProfileCache
 }
 
 // FailFastRedis makes go-redis give up as fast as the cache and the rate
@@ -106,6 +127,15 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 	}
 	if opts.RateBurst == 0 {
 		opts.RateBurst = 2 * opts.RateLimit
+	}
+	if opts.LoginWindow == 0 {
+		opts.LoginWindow = 15 * time.Minute
+	}
+	if opts.LoginFailuresPerAccount == 0 {
+		opts.LoginFailuresPerAccount = 10
+	}
+	if opts.LoginFailuresPerClient == 0 {
+		opts.LoginFailuresPerClient = 50
 	}
 	log := opts.Logger
 	if log == nil {
@@ -153,6 +183,10 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 		cache = pc
 	}
 
+	if opts.WrapProfileCache != nil {
+		cache = opts.WrapProfileCache(cache)
+	}
+
 	stepHooks, err := sagaStepMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -165,11 +199,33 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: starting the saga coordinator: %w", err)
 	}
-	workflows, err := sagas.New(c, users, conversations, cache, reg)
+	sessionStore, err := redisstore.NewSessionStore(st.Redis, opts.RedisPrefix, redisstore.SessionStoreOptions{
+		IdleTimeout: opts.SessionIdleTimeout, Lifetime: opts.SessionLifetime,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	board, err := redisstore.NewXPBoard(st.Redis, opts.RedisPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	var loginLimiter chat.LoginLimiter
+	if opts.LoginFailuresPerAccount > 0 {
+		ll, err := redisstore.NewLoginLimiter(st.Redis, opts.RedisPrefix, opts.LoginWindow, opts.LoginFailuresPerAccount, opts.LoginFailuresPerClient)
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		loginLimiter = ll
+	}
+	workflows, err := sagas.New(c, users, conversations, cache, sessionStore, board, reg)
 	if err != nil {
 		return nil, err
 	}
 	userService := app.NewUsers(users, cache, workflows, opts.BcryptCost)
+	sessionService, err := app.NewSessions(users, sessionStore, loginLimiter, opts.BcryptCost)
+	if err != nil {
+		return nil, err
+	}
 
 	var limiter httpapi.Limiter
 	if opts.RateLimit > 0 {
@@ -179,6 +235,8 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 	h := httpapi.New(httpapi.Config{
 		Users:         userService,
 		Conversations: app.NewConversations(userService, conversations),
+		Sessions:      sessionService,
+		Leaderboard:   app.NewLeaderboard(users, board),
 		Health: []httpapi.HealthCheck{
 			{Name: "postgres", Ping: users.Ping},
 			{Name: "redis", Ping: func(ctx context.Context) error { return st.Redis.Ping(ctx).Err() }},

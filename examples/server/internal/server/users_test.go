@@ -146,7 +146,7 @@ func TestServer_PatchUser(t *testing.T) {
 	e.register("bob")
 	require.Equal(t, http.StatusOK, e.do("GET", "/users/"+id, "").Status, "profile now cached")
 
-	res := e.do("PATCH", "/users/"+id, `{"level":"C1","language":"de"}`, "If-Match", `"1"`)
+	res := e.doAs(id, "PATCH", "/users/"+id, `{"level":"C1","language":"de"}`, "If-Match", `"1"`)
 	require.Equal(t, http.StatusOK, res.Status, "body: %s", res.Raw)
 	assert.Equal(t, "C1", res.JSON["level"])
 	assert.EqualValues(t, 2, res.JSON["version"])
@@ -156,6 +156,8 @@ func TestServer_PatchUser(t *testing.T) {
 	assert.Equal(t, "C1", got.JSON["level"], "the cached profile was invalidated")
 	assert.Equal(t, "de", got.JSON["language"])
 
+	gone := "3f1c1a52-0000-4000-8000-000000000000"
+	e.orphanSession(gone) // a session that outlived its user
 	tests := []struct {
 		name    string
 		path    string
@@ -168,7 +170,7 @@ func TestServer_PatchUser(t *testing.T) {
 		{"no If-Match", "/users/" + id, `{"level":"A2"}`, "", http.StatusPreconditionRequired, "precondition_required"},
 		{"malformed If-Match", "/users/" + id, `{"level":"A2"}`, `"2`, http.StatusBadRequest, "invalid"},
 		{"If-Match naming no version of ours", "/users/" + id, `{"level":"A2"}`, `"two"`, http.StatusPreconditionFailed, "precondition_failed"},
-		{"unknown user", "/users/3f1c1a52-0000-4000-8000-000000000000", `{"level":"A2"}`, `"1"`, http.StatusNotFound, "not_found"},
+		{"unknown user, with ada's session", "/users/" + gone, `{"level":"A2"}`, `"1"`, http.StatusForbidden, "forbidden"},
 		{"invalid level", "/users/" + id, `{"level":"Z9"}`, `"2"`, http.StatusBadRequest, "invalid"},
 		{"empty patch", "/users/" + id, `{}`, `"2"`, http.StatusBadRequest, "invalid"},
 		{"username is not patchable", "/users/" + id, `{"username":"eve"}`, `"2"`, http.StatusBadRequest, "invalid"},
@@ -179,10 +181,12 @@ func TestServer_PatchUser(t *testing.T) {
 		if tt.ifMatch != "" {
 			headers = []string{"If-Match", tt.ifMatch}
 		}
-		res := e.do("PATCH", tt.path, tt.body, headers...)
+		res := e.doAs(id, "PATCH", tt.path, tt.body, headers...)
 		assert.Equal(t, tt.status, res.Status, "%s: %s", tt.name, res.Raw)
 		assert.Equal(t, tt.code, res.JSON["code"], tt.name)
 	}
+	res = e.doAs(gone, "PATCH", "/users/"+gone, `{"level":"A2"}`, "If-Match", `"1"`)
+	assert.Equal(t, http.StatusNotFound, res.Status, "unknown user, with a session of their own: %s", res.Raw)
 	got = e.do("GET", "/users/"+id, "")
 	assert.EqualValues(t, 2, got.JSON["version"], "no failed PATCH changed the user")
 }
@@ -226,6 +230,7 @@ func TestServer_PatchUser_IfMatchFollowsRFC9110(t *testing.T) {
 			req, err := http.NewRequest("PATCH", e.url+"/users/"+id, strings.NewReader(`{"level":"C2"}`))
 			require.NoError(t, err)
 			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+e.token(id))
 			for _, v := range tt.ifMatch {
 				req.Header.Add("If-Match", v)
 			}
@@ -247,8 +252,10 @@ func TestServer_PatchUser_IfMatchFollowsRFC9110(t *testing.T) {
 		})
 	}
 
+	gone := "3f1c1a52-0000-4000-8000-000000000000"
+	e.orphanSession(gone) // a session that outlived its user
 	for _, ifMatch := range []string{`*`, `W/"1"`, `"1"`} {
-		res := e.do("PATCH", "/users/3f1c1a52-0000-4000-8000-000000000000", `{"level":"A2"}`, "If-Match", ifMatch)
+		res := e.doAs(gone, "PATCH", "/users/"+gone, `{"level":"A2"}`, "If-Match", ifMatch)
 		assert.Equal(t, http.StatusNotFound, res.Status, "an unknown user is 404 whatever If-Match says: %s", ifMatch)
 	}
 }
@@ -276,6 +283,7 @@ func TestServer_PatchUser_ConcurrentSameIfMatchGivesOne200AndOnly412s(t *testing
 			}
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("If-Match", `"1"`)
+			req.Header.Set("Authorization", "Bearer "+e.token(id))
 			res, err := http.DefaultClient.Do(req)
 			if !assert.NoError(t, err) {
 				return
@@ -308,10 +316,11 @@ func TestServer_DeleteUser_RemovesUserConversationsAndCachedProfile(t *testing.T
 	e := newEnv(t)
 	id, _ := e.register("ada")
 	other, _ := e.register("bob")
-	require.Equal(t, http.StatusCreated, e.do("POST", "/users/"+id+"/conversations", `{"title":"Verbs"}`).Status)
+	require.Equal(t, http.StatusCreated, e.doAs(id, "POST", "/users/"+id+"/conversations", `{"title":"Verbs"}`).Status)
 	require.Equal(t, http.StatusOK, e.do("GET", "/users/"+id, "").Status)
+	assert.Equal(t, http.StatusForbidden, e.doAs(other, "DELETE", "/users/"+id, "").Status, "bob may not delete ada")
 
-	res := e.do("DELETE", "/users/"+id, "")
+	res := e.doAs(id, "DELETE", "/users/"+id, "")
 	require.Equal(t, http.StatusNoContent, res.Status, "body: %s", res.Raw)
 	assert.Empty(t, res.Raw)
 
@@ -321,8 +330,11 @@ func TestServer_DeleteUser_RemovesUserConversationsAndCachedProfile(t *testing.T
 	require.Len(t, convs, 1, "only the other user's welcome conversation is left")
 	assert.Equal(t, other, convs[0]["user_id"])
 
-	res = e.do("DELETE", "/users/"+id, "")
+	res = e.doAs(id, "DELETE", "/users/"+id, "")
+	assert.Equal(t, http.StatusUnauthorized, res.Status, "the deletion revoked the session: %s", res.Raw)
+	e.orphanSession(id) // as if the revocation had not run yet
+	res = e.doAs(id, "DELETE", "/users/"+id, "")
 	assert.Equal(t, http.StatusNotFound, res.Status, "a second delete finds nothing")
 	assert.Equal(t, "not_found", res.JSON["code"])
-	assert.Equal(t, http.StatusBadRequest, e.do("DELETE", "/users/nope", "").Status)
+	assert.Equal(t, http.StatusBadRequest, e.doAs(other, "DELETE", "/users/nope", "").Status)
 }
