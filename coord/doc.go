@@ -26,7 +26,8 @@
 // retries (RetryPolicy, Timeout), the steps done so far are compensated in
 // reverse order and Run returns an error wrapping ErrCompensated and the
 // step's error. A compensation that keeps failing leaves the saga failed
-// (ErrFailed), listed by Coordinator.Failed for a person.
+// (ErrFailed), listed by Coordinator.Failed for a person, who retries or
+// resolves it.
 //
 // # Durability and recovery
 //
@@ -51,6 +52,20 @@
 // write's own transaction, RedisSet and RedisDel in a Lua script,
 // MongoInsert and MongoDelete with a deterministic _id and a tombstone.
 //
+// # Operations
+//
+// Every log write appends its events to a history in the same statement
+// (Coordinator.History). Coordinator.List pages through sagas by status,
+// definition and time, and shows the stuck ones. An operator retries or
+// resolves a failed or dead saga (Coordinator.Retry, Resolve) and cancels
+// a running one before its pivot (Cancel), each recorded with who and why;
+// a saga that recovery takes over too often without progress is
+// dead-lettered (Options.DeadLetterAfter). Coordinator.Purge and
+// Options.Retention remove finished sagas with their history and barriers.
+// Options.Codec encodes the logged state; NewSealer seals it with
+// AES-256-GCM under a key ring. Package coord/coordhttp is a console on
+// all this.
+//
 // See README.md in this directory for the state diagram, the exact
-// guarantees and limits, and the benchmark.
+// guarantees and limits, the operator guide, and the benchmark.
 package coord

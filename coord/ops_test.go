@@ -64,7 +64,7 @@ func TestRetry_RacingARecoveryAndASecondRetryRunsOnce(t *testing.T) {
 	f := newFixture(t)
 	c1, h := f.coordinator(t, Options{Owner: "one"})
 	failedSaga(t, f, h, "u1")
-	c2, _ := f.coordinator(t, Options{Owner: "two", LeaseDuration: testLease})
+	c2, _ := f.coordinator(t, Options{Owner: "two"})
 
 	start := make(chan struct{})
 	errs := make(chan error, 2)
