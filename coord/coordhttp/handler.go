@@ -36,6 +36,12 @@ type Options struct {
 	// recorded in the saga's history for Retry and Resolve. Required.
 	Authorize func(r *http.Request) (who string, ok bool)
 
+	// Challenge, when set, is sent as the WWW-Authenticate header of every
+	// 401, for example `Basic realm="sagas"`, so that a browser asks for
+	// the credentials that Authorize reads with r.BasicAuth(). Default:
+	// none (a bearer token or a session of the service's own).
+	Challenge string
+
 	// ReadOnly removes Retry and Resolve: their endpoints answer 403 and
 	// the console shows no buttons.
 	ReadOnly bool
@@ -91,6 +97,9 @@ func New(c *coord.Coordinator, opts Options) (http.Handler, error) {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	who, ok := h.opts.Authorize(r)
 	if !ok {
+		if h.opts.Challenge != "" {
+			w.Header().Set("WWW-Authenticate", h.opts.Challenge)
+		}
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}

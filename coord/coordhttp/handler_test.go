@@ -375,3 +375,24 @@ func TestConsole_ShowsASealedStateOnlySealed(t *testing.T) {
 	r := e.do(t, "GET", "api/sagas/o1", nil, auth...)
 	assert.Contains(t, r.body, `"sealed":"k1"`)
 }
+
+func TestConsole_ChallengeLetsABrowserAskForBasicCredentials(t *testing.T) {
+	e := newEnv(t, coordhttp.Options{Challenge: `Basic realm="sagas"`, Authorize: func(r *http.Request) (string, bool) {
+		user, pass, ok := r.BasicAuth()
+		return user, ok && pass == token
+	}}, coord.Options{})
+	r := e.do(t, "GET", "", nil)
+	assert.Equal(t, http.StatusUnauthorized, r.code)
+	assert.Equal(t, `Basic realm="sagas"`, r.hdr.Get("WWW-Authenticate"))
+	assert.Empty(t, r.body)
+	req, err := http.NewRequest("GET", e.srv.URL+"/admin/", nil)
+	require.NoError(t, err)
+	req.SetBasicAuth("alice", token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, string(body), "alice", "the operator's name is shown")
+}
