@@ -395,6 +395,26 @@ func TestInTx_Telemetry_SpanHasRetryEventsAndParentsTheTransactionsWork(t *testi
 	assert.Equal(t, uint64(1), durations(t, o.reader)[[2]string{"InTx", ""}].Count)
 }
 
+func TestInTx_Telemetry_CallWithAContextOfItsOwnSpanStaysUnderThatSpan(t *testing.T) {
+	o := newObserved(t)
+	ctx := context.Background()
+	var step trace.Span
+	require.NoError(t, pgrepo.InTx(ctx, o.pool, pgrepo.TxOptions{TracerProvider: o.tp}, func(tx pgx.Tx) error {
+		stepCtx, s := o.tp.Tracer("caller").Start(ctx, "step")
+		step = s
+		defer s.End()
+		return o.teams.Insert(stepCtx, tx, &team{Name: "t"})
+	}))
+	var insert sdktrace.ReadOnlySpan
+	for _, s := range o.ended() {
+		if s.Name() == "pgrepo.Insert teams" {
+			insert = s
+		}
+	}
+	require.NotNil(t, insert)
+	assert.Equal(t, step.SpanContext().SpanID(), insert.Parent().SpanID())
+}
+
 func TestInTx_Telemetry_GivingUpRecordsTheErrorType(t *testing.T) {
 	o := newObserved(t)
 	err := pgrepo.InTx(context.Background(), o.pool, pgrepo.TxOptions{MaxAttempts: 2, BaseDelay: time.Microsecond, TracerProvider: o.tp, MeterProvider: o.mp},
