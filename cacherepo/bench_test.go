@@ -61,29 +61,14 @@ func BenchmarkGetOrLoadHit(b *testing.B) {
 			}
 		}
 	})
-	b.Run("impl=local", func(b *testing.B) {
-		near, err := cacherepo.New[user](client, cacherepo.Options{Namespace: prefix + "near:", Near: &cacherepo.NearOptions{}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer near.Close()
-		if err := near.Set(ctx, id, benchUser, 0); err != nil {
-			b.Fatal(err)
-		}
-		for near.Stats().NearHits == 0 { // until the subscription is up
-			if _, err := near.GetOrLoad(ctx, id, load); err != nil {
-				b.Fatal(err)
-			}
-			time.Sleep(time.Millisecond)
-		}
-		b.ReportAllocs()
-		for b.Loop() {
-			u, err := near.GetOrLoad(ctx, id, load)
-			if err != nil || u.ID != 42 {
-				b.Fatal(u, err)
-			}
-		}
-	})
+	for _, local := range []struct {
+		impl   string
+		shared bool
+	}{{"local", false}, {"local-shared", true}} {
+		b.Run("impl="+local.impl, func(b *testing.B) {
+			benchNearHit(b, client, prefix+local.impl+":", local.shared, id, load)
+		})
+	}
 	b.Run("impl=raw", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -141,6 +126,32 @@ func BenchmarkGetOrLoadMiss(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchNearHit is GetOrLoad served from the near tier.
+func benchNearHit(b *testing.B, client *redis.Client, namespace string, shared bool, id string, load func(context.Context) (user, error)) {
+	ctx := context.Background()
+	near, err := cacherepo.New[user](client, cacherepo.Options{Namespace: namespace, Near: &cacherepo.NearOptions{Shared: shared}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer near.Close()
+	if err := near.Set(ctx, id, benchUser, 0); err != nil {
+		b.Fatal(err)
+	}
+	for near.Stats().NearHits == 0 { // until the subscription is up
+		if _, err := near.GetOrLoad(ctx, id, load); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		u, err := near.GetOrLoad(ctx, id, load)
+		if err != nil || u.ID != 42 {
+			b.Fatal(u, err)
+		}
+	}
 }
 
 // BenchmarkGetOrLoadHitTimeout: the hit path with Options.Timeout set, on a

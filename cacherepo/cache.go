@@ -236,9 +236,13 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 		return zero, err
 	}
 	rk := c.key(key)
-	b, fromNear := c.nearGet(rk)
+	ne, fromNear := c.nearGet(rk)
+	if fromNear && ne.v != nil {
+		return ne.v.(T), nil // NearOptions.Shared
+	}
+	b, epoch := ne.b, uint64(0)
 	if !fromNear {
-		epoch := c.nearEpoch(rk)
+		epoch = c.nearEpoch(rk)
 		var err error
 		b, err = c.get(ctx, rk)
 		switch {
@@ -247,7 +251,6 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 		case err != nil:
 			return zero, redisErr("GET", key, err)
 		}
-		c.nearPut(rk, b, epoch)
 	}
 	e, err := parseEntry(b)
 	if err != nil {
@@ -255,11 +258,18 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 	}
 	switch e.kind {
 	case kindTombstone:
+		if !fromNear {
+			c.nearPut(rk, b, nil, epoch)
+		}
 		return zero, tombstoneErr(key)
 	case kindLease, kindMarker:
 		return zero, ErrMiss
 	}
-	return c.decode(key, e.payload)
+	v, err := c.decode(key, e.payload)
+	if err == nil && !fromNear {
+		c.nearPut(rk, b, &v, epoch)
+	}
+	return v, err
 }
 
 // Set caches value under key for ttl (0 means Options.TTL), spread by
@@ -291,10 +301,19 @@ func (c *Cache[T]) Set(ctx context.Context, key string, value T, ttl time.Durati
 		return err
 	})
 	if c.near != nil {
-		if err != nil {
-			b = nil // it may or may not have been written
+		ne := nearEntry{b: b}
+		switch {
+		case err != nil:
+			ne.b = nil // it may or may not have been written
+		case c.opts.Near.Shared:
+			// A copy of its own: the caller may go on using value.
+			if p, derr := parseEntry(b); derr == nil {
+				if v, derr := c.decode(key, p.payload); derr == nil {
+					ne.v = v
+				}
+			}
 		}
-		c.near.wrote(rk, b, epoch)
+		c.near.wrote(rk, ne, epoch)
 	}
 	if err != nil {
 		return redisErr("SET", key, err)
@@ -304,23 +323,33 @@ func (c *Cache[T]) Set(ctx context.Context, key string, value T, ttl time.Durati
 
 // nearGet returns rk's entry from the near tier, if there is one and it
 // holds it.
-func (c *Cache[T]) nearGet(rk string) ([]byte, bool) {
+func (c *Cache[T]) nearGet(rk string) (nearEntry, bool) {
 	if c.near == nil {
-		return nil, false
+		return nearEntry{}, false
 	}
 	return c.near.get(rk)
 }
 
 // nearPut stores entry b of rk, read from Redis after epoch was read, in
-// the near tier: values and tombstones only.
-func (c *Cache[T]) nearPut(rk string, b []byte, epoch uint64) {
+// the near tier: values and tombstones only. v is b decoded (nil for a
+// tombstone), kept with NearOptions.Shared.
+func (c *Cache[T]) nearPut(rk string, b []byte, v *T, epoch uint64) {
 	if c.near == nil || len(b) == 0 {
 		return
 	}
 	switch b[0] {
 	case kindValue, kindRefresh, kindTombstone:
-		c.near.put(rk, b, epoch)
+		c.near.put(rk, c.nearEntry(b, v), epoch)
 	}
+}
+
+// nearEntry is what the near tier keeps of entry b decoded as v.
+func (c *Cache[T]) nearEntry(b []byte, v *T) nearEntry {
+	ne := nearEntry{b: b}
+	if v != nil && c.opts.Near.Shared {
+		ne.v = *v
+	}
+	return ne
 }
 
 // ttl returns the jittered lifetime of a value: ttl, or Options.TTL for 0.

@@ -56,8 +56,8 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 		return zero, c.badLoad(ctx, key, load == nil)
 	}
 	rk := c.key(key)
-	if b, ok := c.nearGet(rk); ok {
-		if v, ok, err := c.nearHit(ctx, key, rk, b, load); ok {
+	if ne, ok := c.nearGet(rk); ok {
+		if v, ok, err := c.nearHit(ctx, key, rk, ne, load); ok {
 			return v, err
 		}
 	}
@@ -88,12 +88,12 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 				if e.expiry != 0 && e.shouldRefresh(time.Now(), c.opts.EarlyRefresh) {
 					return c.refresh(ctx, key, rk, b, v, load)
 				}
-				c.nearPut(rk, b, m.nearEpoch)
+				c.nearPut(rk, b, &v, m.nearEpoch)
 				c.event(ctx, EventHit, key, nil, 0)
 				return v, nil
 			}
 		case kindTombstone:
-			c.nearPut(rk, b, m.nearEpoch)
+			c.nearPut(rk, b, nil, m.nearEpoch)
 			c.event(ctx, EventTombstoneHit, key, nil, 0)
 			return zero, tombstoneErr(key)
 		case kindLease, kindMarker:
@@ -113,7 +113,8 @@ func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.
 
 // nearHit serves entry b of the near tier; ok is false when it cannot (the
 // entry does not decode: it is dropped and Redis is read).
-func (c *Cache[T]) nearHit(ctx context.Context, key, rk string, b []byte, load func(context.Context) (T, error)) (v T, ok bool, err error) {
+func (c *Cache[T]) nearHit(ctx context.Context, key, rk string, ne nearEntry, load func(context.Context) (T, error)) (v T, ok bool, err error) {
+	b := ne.b
 	e, err := parseEntry(b)
 	if err == nil {
 		switch e.kind {
@@ -121,7 +122,12 @@ func (c *Cache[T]) nearHit(ctx context.Context, key, rk string, b []byte, load f
 			c.event(ctx, EventTombstoneHit, key, nil, 0)
 			return v, true, tombstoneErr(key)
 		case kindValue:
-			if v, err = c.decode(key, e.payload); err == nil {
+			if ne.v != nil {
+				v = ne.v.(T) // NearOptions.Shared: no decode
+			} else {
+				v, err = c.decode(key, e.payload)
+			}
+			if err == nil {
 				if e.expiry != 0 && e.shouldRefresh(time.Now(), c.opts.EarlyRefresh) {
 					v, err = c.refresh(ctx, key, rk, b, v, load)
 					return v, true, err
@@ -277,7 +283,7 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, m miss, load func(c
 		return nil, err
 	}
 	if c.write(ctx, key, rk, l.token, entry, ttl) && c.near != nil {
-		c.near.wrote(rk, entry, m.nearEpoch)
+		c.near.wrote(rk, c.nearEntry(entry, valueOf(&v, notFound)), m.nearEpoch)
 	}
 	if err != nil {
 		return nil, err // not found, now cached as a tombstone
@@ -319,12 +325,20 @@ func (c *Cache[T]) fillAfterGet(ctx context.Context, key, rk string, m miss, loa
 	if time.Since(m.start) >= c.opts.LeaseTTL {
 		c.event(ctx, EventStaleWriteRefused, key, nil, 0)
 	} else if c.write(ctx, key, rk, string(m.seen), entry, ttl) && c.near != nil {
-		c.near.wrote(rk, entry, m.nearEpoch)
+		c.near.wrote(rk, c.nearEntry(entry, valueOf(&v, notFound)), m.nearEpoch)
 	}
 	if err != nil {
 		return nil, err // not found, now cached as a tombstone
 	}
 	return &flight[T]{v: v, entry: entry}, nil
+}
+
+// valueOf is v, or nil for a tombstone.
+func valueOf[T any](v *T, notFound bool) *T {
+	if notFound {
+		return nil
+	}
+	return v
 }
 
 // loaded turns a loader's outcome into the entry to cache and its TTL: a

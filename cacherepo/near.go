@@ -25,6 +25,12 @@ type NearOptions struct {
 	// normally an entry leaves the tier when any instance changes it.
 	// Default: 1 minute; negative or under 1ms is invalid.
 	TTL time.Duration
+	// Shared declares T immutable (the callers never modify a value they
+	// get, nor what its pointers, slices or maps refer to): the tier then
+	// keeps the decoded value and hands that same value to every caller,
+	// which saves the decode of each hit. Default: false (every caller
+	// decodes a copy of its own from the stored bytes).
+	Shared bool
 }
 
 const (
@@ -39,7 +45,7 @@ const (
 // invalidation removed; while the subscription is down nothing is served
 // or stored.
 type nearTier struct {
-	store   *otter.Cache[string, []byte]
+	store   *otter.Cache[string, nearEntry]
 	mu      [256]sync.Mutex
 	epochs  [256]atomic.Uint64 // changed under mu
 	healthy atomic.Bool
@@ -50,10 +56,10 @@ func newNearTier(o NearOptions) (*nearTier, error) {
 	if ttl == 0 {
 		ttl = defaultNearTTL
 	}
-	oo := &otter.Options[string, []byte]{ExpiryCalculator: otter.ExpiryWriting[string, []byte](ttl)}
+	oo := &otter.Options[string, nearEntry]{ExpiryCalculator: otter.ExpiryWriting[string, nearEntry](ttl)}
 	if o.MaxBytes > 0 {
 		oo.MaximumWeight = uint64(o.MaxBytes)
-		oo.Weigher = func(k string, v []byte) uint32 { return uint32(min(len(k)+len(v), 1<<31)) }
+		oo.Weigher = func(k string, e nearEntry) uint32 { return uint32(min(len(k)+len(e.b), 1<<31)) }
 	} else {
 		oo.MaximumSize = o.MaxEntries
 		if oo.MaximumSize == 0 {
@@ -67,21 +73,28 @@ func newNearTier(o NearOptions) (*nearTier, error) {
 	return &nearTier{store: store}, nil
 }
 
+// nearEntry is what the tier holds for a key: the entry as stored in Redis
+// and, with NearOptions.Shared, the decoded value (a T).
+type nearEntry struct {
+	b []byte
+	v any
+}
+
 // epoch is what a caller reads before it reads rk from Redis and passes to
 // put afterwards.
 func (n *nearTier) epoch(rk string) uint64 { return n.epochs[shard(rk)].Load() }
 
 // get returns rk's entry when the tier is healthy and holds it.
-func (n *nearTier) get(rk string) ([]byte, bool) {
+func (n *nearTier) get(rk string) (nearEntry, bool) {
 	if !n.healthy.Load() {
-		return nil, false
+		return nearEntry{}, false
 	}
 	return n.store.GetIfPresent(rk)
 }
 
 // put stores entry, read from Redis after epoch was read, unless rk's shard
 // was invalidated since or the subscription is down.
-func (n *nearTier) put(rk string, entry []byte, epoch uint64) {
+func (n *nearTier) put(rk string, entry nearEntry, epoch uint64) {
 	i := shard(rk)
 	n.mu[i].Lock()
 	if n.healthy.Load() && n.epochs[i].Load() == epoch {
@@ -90,14 +103,15 @@ func (n *nearTier) put(rk string, entry []byte, epoch uint64) {
 	n.mu[i].Unlock()
 }
 
-// wrote records this process's own write of entry to rk (nil: a Delete):
+// wrote records this process's own write of entry to rk (entry.b nil: a
+// Delete):
 // stored if nothing invalidated rk's shard since epoch, dropped otherwise;
 // either way the shard's epoch moves on, so that a reader that read rk from
 // Redis before the write does not store what it read.
-func (n *nearTier) wrote(rk string, entry []byte, epoch uint64) {
+func (n *nearTier) wrote(rk string, entry nearEntry, epoch uint64) {
 	i := shard(rk)
 	n.mu[i].Lock()
-	if entry != nil && n.healthy.Load() && n.epochs[i].Load() == epoch {
+	if entry.b != nil && n.healthy.Load() && n.epochs[i].Load() == epoch {
 		n.store.Set(rk, entry)
 	} else {
 		n.store.Invalidate(rk)
@@ -107,7 +121,7 @@ func (n *nearTier) wrote(rk string, entry []byte, epoch uint64) {
 }
 
 // drop removes rk (another instance changed it).
-func (n *nearTier) drop(rk string) { n.wrote(rk, nil, 0) }
+func (n *nearTier) drop(rk string) { n.wrote(rk, nearEntry{}, 0) }
 
 // flush empties the tier and refuses the stores of every read begun before.
 func (n *nearTier) flush() {

@@ -486,3 +486,44 @@ func TestNear_ReadRacingAChangeNeverStoresTheOldValue(t *testing.T) {
 		})
 	}
 }
+
+// countingCodec is JSON that counts its decodes.
+type countingCodec struct {
+	cacherepo.JSON
+	decodes atomic.Int64
+}
+
+func (c *countingCodec) Unmarshal(data []byte, v any) error {
+	c.decodes.Add(1)
+	return c.JSON.Unmarshal(data, v)
+}
+
+func TestNear_SharedServesTheDecodedValueWithoutDecoding(t *testing.T) {
+	t.Parallel()
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("Shared=%v", shared), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			codec := &countingCodec{}
+			c, _, _ := newCache[string](t, cacherepo.Options{Codec: codec, Near: &cacherepo.NearOptions{Shared: shared}})
+			t.Cleanup(func() { _ = c.Close() })
+			awaitNear(t, c)
+			require.NoError(t, c.Set(ctx, "k", "v", 0))
+			readNear(t, c, "k", "v")
+			before := codec.decodes.Load()
+			for range 10 {
+				v, err := c.GetOrLoad(ctx, "k", mustHit)
+				require.NoError(t, err)
+				require.Equal(t, "v", v)
+				v, err = c.Get(ctx, "k")
+				require.NoError(t, err)
+				require.Equal(t, "v", v)
+			}
+			if shared {
+				assert.Equal(t, before, codec.decodes.Load(), "near hits of a Shared tier decode nothing")
+			} else {
+				assert.Equal(t, before+20, codec.decodes.Load(), "every near hit decodes a copy of its own")
+			}
+		})
+	}
+}
