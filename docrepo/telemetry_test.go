@@ -12,6 +12,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
@@ -445,6 +446,13 @@ func TestTelemetry_GlobalProvidersByDefaultAndNothingUntilOneIsInstalled(t *test
 	require.NoError(t, err)
 	assert.False(t, commands.last().IsValid(), "no span is started while no provider is installed")
 
+	// A pool monitor on the global provider, whose connection is opened
+	// before any provider is installed.
+	early, err := mongo.Connect(options.Client().ApplyURI(servicetest.MongoURL(t)).SetPoolMonitor(docrepo.NewPoolMonitor(nil, nil)))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = early.Disconnect(context.Background()) })
+	require.NoError(t, docrepo.Health(ctx, early))
+
 	// Installed after New, as happens when the repository is built first:
 	// the repository's next calls use it.
 	spans := tracetest.NewSpanRecorder()
@@ -464,6 +472,11 @@ func TestTelemetry_GlobalProvidersByDefaultAndNothingUntilOneIsInstalled(t *test
 	m, ok := collect(t, reader)["db.client.operation.duration"]
 	require.True(t, ok)
 	assert.Equal(t, uint64(1), histogramCount(t, m, map[string]string{"db.operation.name": "Get"}))
+
+	// The early monitor's account predates the provider, and is whole.
+	pool := collect(t, reader)["db.client.connection.count"]
+	assert.Equal(t, int64(1), sum(t, pool, map[string]string{"db.client.connection.state": "idle"}),
+		"the connection opened before the provider was installed is counted")
 
 	// A client that Connect makes now records its pool to the global
 	// provider.
