@@ -38,12 +38,17 @@ services-stop:
 ## the whole of it is in .state/test.log.
 test:
 	@$(SERVICES); export POLYSTORE_REQUIRE_SERVICES=1; \
-	go vet ./... && $(GOTEST)
+	go vet ./... && (cd $(BROWSERTEST) && go vet ./...) && $(GOTEST)
 
-# GOTEST runs every test with the race detector and prints what `make test`
-# documents: failures and skips with their reasons, not the passing tests.
-GOTEST := go test -race -count=1 -v ./... 2>&1 | tee .state/test.log | \
-	grep -Ev '^(=== (RUN|PAUSE|CONT|NAME) |[[:space:]]*--- PASS: |PASS$$)'
+# BROWSERTEST is the module of the saga console's tests in headless Chromium:
+# a module of its own, so that chromedp stays out of the library's go.mod.
+BROWSERTEST := coord/coordhttp/browsertest
+
+# GOTEST runs every test of the module, then the browser tests, with the race
+# detector, and prints what `make test` documents: failures and skips with
+# their reasons, not the passing tests.
+GOTEST := { go test -race -count=1 -v ./... && (cd $(BROWSERTEST) && go test -race -count=1 -v ./...); } 2>&1 | \
+	tee .state/test.log | grep -Ev '^(=== (RUN|PAUSE|CONT|NAME) |[[:space:]]*--- PASS: |PASS$$)'
 
 ## test-containers: every test with no POSTGRES_URL, REDIS_URL or MONGODB_URL,
 ## so that internal/servicetest starts its own containers with
@@ -63,7 +68,9 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	cd tools && go vet ./...
+	cd $(BROWSERTEST) && go vet ./...
 	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	cd $(BROWSERTEST) && go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	go run github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
 	@for f in .ci/run .github/workflows/ci.yml; do \
 		grep -q 'GOTOOLCHAIN[=:] *$(GO_TOOLCHAIN)$$' "$$f" || { echo "lint: $$f does not set GOTOOLCHAIN to $(GO_TOOLCHAIN) as the Makefile does"; exit 1; }; done
