@@ -30,6 +30,11 @@ type config struct {
 	CacheTTL        time.Duration
 	CacheDisabled   bool
 	BcryptCost      int
+	SessionIdle     time.Duration
+	SessionLifetime time.Duration
+	LoginWindow     time.Duration
+	LoginPerAccount int
+	LoginPerClient  int
 	MaxBodyBytes    int64
 	RedisPrefix     string
 	LogLevel        slog.Level
@@ -61,6 +66,11 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (con
 	fs.DurationVar(&c.CacheTTL, "cache-ttl", 10*time.Minute, "profile cache TTL (CACHE_TTL)")
 	fs.BoolVar(&c.CacheDisabled, "cache-disabled", false, "read profiles from PostgreSQL every time, for comparison (CACHE_DISABLED)")
 	fs.IntVar(&c.BcryptCost, "bcrypt-cost", 10, "bcrypt cost of password hashes, 4 to 31 (BCRYPT_COST)")
+	fs.DurationVar(&c.SessionIdle, "session-idle-timeout", 30*time.Minute, "a session unused this long ends (SESSION_IDLE_TIMEOUT)")
+	fs.DurationVar(&c.SessionLifetime, "session-lifetime", 24*time.Hour, "every session ends this long after its login (SESSION_LIFETIME)")
+	fs.DurationVar(&c.LoginWindow, "login-window", 15*time.Minute, "window in which failed logins are counted, whole seconds (LOGIN_WINDOW)")
+	fs.IntVar(&c.LoginPerAccount, "login-failures-per-account", 10, "failed logins per account and window before 429; negative: no limit (LOGIN_FAILURES_PER_ACCOUNT)")
+	fs.IntVar(&c.LoginPerClient, "login-failures-per-client", 50, "failed logins per client address and window before 429 (LOGIN_FAILURES_PER_CLIENT)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 64<<10, "largest request body accepted (MAX_BODY_BYTES)")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "polystore:example:", "prefix of every Redis key (REDIS_PREFIX)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (LOG_LEVEL)")

@@ -24,6 +24,24 @@ func TestLoadConfig_DefaultsNeedNoSetting(t *testing.T) {
 	assert.Equal(t, "redis://127.0.0.1:6379/0", c.RedisURL)
 	assert.Equal(t, 100, c.RateLimit)
 	assert.Equal(t, slog.LevelInfo, c.LogLevel)
+	assert.Equal(t, 30*time.Minute, c.SessionIdle)
+	assert.Equal(t, 24*time.Hour, c.SessionLifetime)
+	assert.Equal(t, 15*time.Minute, c.LoginWindow)
+	assert.Equal(t, 10, c.LoginPerAccount)
+	assert.Equal(t, 50, c.LoginPerClient)
+}
+
+func TestLoadConfig_SessionAndLoginSettingsFromTheEnvironment(t *testing.T) {
+	c, err := loadConfig(nil, env(map[string]string{
+		"SESSION_IDLE_TIMEOUT": "5m", "SESSION_LIFETIME": "2h", "LOGIN_WINDOW": "1m",
+		"LOGIN_FAILURES_PER_ACCOUNT": "3", "LOGIN_FAILURES_PER_CLIENT": "20",
+	}), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, 5*time.Minute, c.SessionIdle)
+	assert.Equal(t, 2*time.Hour, c.SessionLifetime)
+	assert.Equal(t, time.Minute, c.LoginWindow)
+	assert.Equal(t, 3, c.LoginPerAccount)
+	assert.Equal(t, 20, c.LoginPerClient)
 }
 
 func TestLoadConfig_FlagBeatsEnvBeatsDefault(t *testing.T) {

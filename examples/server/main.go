@@ -103,7 +103,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		RateBurst:     cfg.RateBurst,
 		BcryptCost:    cfg.BcryptCost,
 		MaxBodyBytes:  cfg.MaxBodyBytes,
-		Logger:        log,
+
+		SessionIdleTimeout:      cfg.SessionIdle,
+		SessionLifetime:         cfg.SessionLifetime,
+		LoginWindow:             cfg.LoginWindow,
+		LoginFailuresPerAccount: cfg.LoginPerAccount,
+		LoginFailuresPerClient:  cfg.LoginPerClient,
+		Logger:                  log,
 	})
 	if err != nil {
 		return err
