@@ -76,6 +76,8 @@ func TestServer_DeleteUser_Returns202WhenRecoveryMustFinishItAndTheOperationSays
 
 	res := e.doAs(id, "DELETE", "/users/"+id, "")
 	require.Equal(t, http.StatusAccepted, res.Status, "body: %s", res.Raw)
+	assert.Equal(t, http.StatusUnauthorized, e.doAs(id, "GET", "/users/"+id+"/conversations", "").Status,
+		"the sessions were revoked right after the pivot, before the step left to recovery")
 	loc := res.Header.Get("Location")
 	require.Regexp(t, `^/operations/delete-user/`+id+`/[0-9a-f-]{36}$`, loc)
 	assert.Equal(t, "pending", res.JSON["status"])

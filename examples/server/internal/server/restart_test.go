@@ -380,7 +380,7 @@ func TestServer_PostgresConnectionsCut_UpdatesAndDeletionsTellTheTruth(t *testin
 	pool2, urlB := c.recoverAll(t)
 
 	counts := map[string]int{}
-	for _, ch := range results {
+	for i, ch := range results {
 		counts[fmt.Sprintf("%s %d", ch.method, ch.status)]++
 		var version int64
 		var level string
@@ -414,6 +414,13 @@ func TestServer_PostgresConnectionsCut_UpdatesAndDeletionsTellTheTruth(t *testin
 		case ch.method == "DELETE" && (ch.status == http.StatusNoContent || outcome == "succeeded"):
 			assert.False(t, exists, "DELETE %d (%s) on %s: no row", ch.status, outcome, ch.userID)
 			assert.Zero(t, n, "DELETE %d (%s) on %s: no conversation", ch.status, outcome, ch.userID)
+			req, err := http.NewRequestWithContext(ctx, "GET", urlB+"/users/"+ch.userID+"/conversations", nil)
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer "+tokens[i])
+			res, err := client.Do(req)
+			require.NoError(t, err)
+			require.NoError(t, res.Body.Close())
+			assert.Equal(t, http.StatusUnauthorized, res.StatusCode, "DELETE %d (%s) on %s: the session is revoked", ch.status, outcome, ch.userID)
 		case ch.method == "DELETE" && (outcome == "compensated" || nothingChanged):
 			assert.True(t, exists, "DELETE %d (%s) on %s: the row is there", ch.status, outcome, ch.userID)
 		case ch.status == http.StatusServiceUnavailable:
