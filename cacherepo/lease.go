@@ -11,7 +11,7 @@ import (
 // A miss is filled with the entry its GET saw as the expectation: the
 // loaded value is written only if the key still holds exactly that (nothing,
 // an invalidation marker, another loader's lease or an entry it could not
-// decode), atomically, in casScript. Delete and Invalidate replace whatever
+// decode), atomically: SET NX when it saw nothing, casScript otherwise. Delete and Invalidate replace whatever
 // the key holds with an invalidation marker of their own (a fresh random
 // token) that lives for markerTTL, so a load that saw the key before them
 // can never be written after them, whether or not the key held anything;
