@@ -28,10 +28,11 @@
 // # Entries
 //
 // Every value the Cache writes starts with one header byte: a value, a value
-// with early-refresh data (its expiry and last load time), a tombstone, or a
-// loader's lease. A hit is therefore one GET whatever the key holds, and the
-// lease lives in the key itself, so no operation needs two keys in one
-// Cluster slot. Keys are Options.Namespace + key; put a hash tag in the
+// with early-refresh data (its expiry and last load time), a tombstone, a
+// loader's lease (Options.Lock) or the invalidation marker that Delete and
+// Invalidate leave. A hit is therefore one GET whatever the key holds, and
+// the lease and the marker live in the key itself, so no operation needs two
+// keys in one Cluster slot. Keys are Options.Namespace + key; put a hash tag in the
 // namespace ("{users}:") only to place all of a cache's keys on one node.
 //
 // # Misses and leases
