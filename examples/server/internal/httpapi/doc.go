@@ -1,5 +1,6 @@
 // Package httpapi serves the chat domain over HTTP with JSON: routing on
 // net/http's patterns, strict decoding of request bodies, one mapping from
-// application error codes to statuses, a per-client rate limit, health and
+// application error codes to statuses, bearer-token authentication and
+// per-user authorisation (401, 403), a per-client rate limit, health and
 // metrics endpoints, request logs and panic recovery.
 package httpapi
