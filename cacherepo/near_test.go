@@ -527,3 +527,19 @@ func TestNear_SharedServesTheDecodedValueWithoutDecoding(t *testing.T) {
 		})
 	}
 }
+
+func TestNear_AfterCloseEveryReadGoesToRedis(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := newNearPair(t, false, cacherepo.Options{})
+	require.NoError(t, p.c1.Set(ctx, "k", "v1", 0))
+	readNear(t, p.c2, "k", "v1")
+	require.NoError(t, p.c2.Close())
+	require.NoError(t, p.c2.Close(), "Close twice")
+	before := p.c2.Stats().NearHits
+	require.NoError(t, p.c1.Set(ctx, "k", "v2", 0))
+	v, err := p.c2.GetOrLoad(ctx, "k", mustHit)
+	require.NoError(t, err)
+	assert.Equal(t, "v2", v, "a closed Cache no longer hears of changes, so it does not use its tier")
+	assert.Equal(t, before, p.c2.Stats().NearHits)
+}

@@ -73,6 +73,17 @@ func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	}
 }
 
+func getManyOp(ctx context.Context, c *cacherepo.Cache[string], key string) error {
+	_, err := c.GetManyOrLoad(ctx, []string{key, key + "b"}, func(_ context.Context, missing []string) (map[string]string, error) {
+		out := map[string]string{}
+		for _, k := range missing {
+			out[k] = "v"
+		}
+		return out, nil
+	})
+	return err
+}
+
 func TestCache_RoundTrips_MissIsTwoLikeRawHitIsOne(t *testing.T) {
 	t.Parallel()
 	type client interface {
@@ -109,14 +120,10 @@ func TestCache_RoundTrips_MissIsTwoLikeRawHitIsOne(t *testing.T) {
 			_, err := c.GetOrLoad(ctx, key, func(context.Context) (string, error) { return "v", nil })
 			return err
 		}, 3},
-		{"GetManyOrLoad miss: read, pipelined write", cacherepo.Options{}, func(ctx context.Context, c *cacherepo.Cache[string], key string) error {
-			_, err := c.GetManyOrLoad(ctx, []string{key, key + "b"}, func(_ context.Context, missing []string) (map[string]string, error) {
-				out := map[string]string{}
-				for _, k := range missing {
-					out[k] = "v"
-				}
-				return out, nil
-			})
+		{"GetManyOrLoad miss: read, pipelined write", cacherepo.Options{}, getManyOp, 2},
+		{"GetManyOrLoad miss with Lock: read, leases, pipelined write", cacherepo.Options{Lock: true}, getManyOp, 3},
+		{"GetOrLoad miss with the near tier: GET, write; its hit: none", cacherepo.Options{Near: &cacherepo.NearOptions{}}, func(ctx context.Context, c *cacherepo.Cache[string], key string) error {
+			_, err := c.GetOrLoad(ctx, key, func(context.Context) (string, error) { return "v", nil })
 			return err
 		}, 2},
 	}
@@ -131,6 +138,12 @@ func TestCache_RoundTrips_MissIsTwoLikeRawHitIsOne(t *testing.T) {
 				tt.opts.Namespace = prefix
 				c, err := cacherepo.New[string](client, tt.opts)
 				require.NoError(t, err)
+				t.Cleanup(func() { _ = c.Close() })
+				wantHit := int64(1)
+				if tt.opts.Near != nil {
+					awaitNear(t, c)
+					wantHit = 0 // served in process
+				}
 				// Keys of one slot (hash tag), so that the warm-up caches the
 				// scripts on the node of the counted calls (a first EVALSHA
 				// on a node costs a NOSCRIPT round trip more).
@@ -144,7 +157,7 @@ func TestCache_RoundTrips_MissIsTwoLikeRawHitIsOne(t *testing.T) {
 					assert.Equal(t, want, rt.n.Load(), "round trips of %s", what)
 				}
 				count("a miss of a key never cached", tt.want)
-				count("a hit", 1)
+				count("a hit", wantHit)
 				require.NoError(t, c.Invalidate(ctx, key, key+"b"))
 				count("a miss after Invalidate", tt.want)
 				assert.Zero(t, c.Stats().RedisErrors)
