@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Status is where a saga is in its life:
@@ -75,6 +76,7 @@ type Info struct {
 type Coordinator struct {
 	pool *pgxpool.Pool
 	opts Options
+	tel  *telemetry
 
 	mu      sync.Mutex
 	sagas   map[string]driver
@@ -89,6 +91,7 @@ type driver interface {
 	resume(ctx context.Context, rec record, token string) (Info, error)
 	stepName(i int) string
 	cancelBefore() int
+	telemetry() *defTelemetry
 }
 
 // New returns a coordinator whose log lives in the database of pool, after
@@ -106,13 +109,16 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Coordinator, e
 	if err := Migrate(ctx, pool); err != nil {
 		return nil, err
 	}
-	return &Coordinator{pool: pool, opts: opts.withDefaults(), sagas: map[string]driver{}}, nil
+	c := &Coordinator{pool: pool, opts: opts.withDefaults(), sagas: map[string]driver{}, tel: newTelemetry(opts)}
+	c.observeWaiting()
+	return c, nil
 }
 
 // Handle runs sagas of one registered definition.
 type Handle[S any] struct {
 	c   *Coordinator
 	def *Definition[S]
+	tel *defTelemetry
 }
 
 // Register checks d and registers it with c under its name, so that Run and
@@ -133,7 +139,7 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 	if _, ok := c.sagas[d.name]; ok {
 		return nil, fmt.Errorf("%w: saga %q is already registered", ErrInvalid, d.name)
 	}
-	h := &Handle[S]{c: c, def: d}
+	h := &Handle[S]{c: c, def: d, tel: newDefTelemetry(d)}
 	c.sagas[d.name] = h
 	return h, nil
 }
@@ -182,10 +188,19 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 // ErrInvalid), a nil state or one that does not encode to JSON, an id that
 // exists as a saga of another definition or whose logged state no longer
 // decodes into S; and ErrClosed after Close. Nothing took effect then.
-func (h *Handle[S]) Run(ctx context.Context, id string, state *S) (Info, error) {
+func (h *Handle[S]) Run(ctx context.Context, id string, state *S) (info Info, err error) {
 	if h == nil || h.c == nil {
 		return Info{}, fmt.Errorf("%w: nil Handle (use Register)", ErrInvalid)
 	}
+	ctx, span := h.c.tel.startSpan(ctx, h.tel.runSpan, id, h.tel.name)
+	if span != nil {
+		defer func() { endSpan(span, info, err) }()
+	}
+	return h.run(ctx, span, id, state)
+}
+
+// run is Run's work under span, nil when not traced.
+func (h *Handle[S]) run(ctx context.Context, span trace.Span, id string, state *S) (Info, error) {
 	c := h.c
 	if err := checkText("saga id", id); err != nil {
 		return Info{}, err
@@ -204,13 +219,16 @@ func (h *Handle[S]) Run(ctx context.Context, id string, state *S) (Info, error) 
 		return Info{}, fmt.Errorf("%w: %w", ErrNotStarted, err)
 	}
 	e := h.newExecution(id, c.newToken(), state, StatusRunning, 0)
+	// Stored with the record, so that a recovery links to this trace.
+	e.traceContext = encodeTraceContext(ctx)
 	// The saga must be in the log before any step's code is called.
 	switch err := e.insert(ctx, data); {
 	case errors.Is(err, errExists):
-		return h.await(ctx, id, state)
+		return h.await(ctx, span, id, state)
 	case err != nil:
 		return Info{}, err
 	}
+	c.tel.started.Add(ctx, 1, h.tel.nameOpts...)
 	if e.crash(stageAfterInsert, 0) {
 		return e.info(), errCrashed
 	}
@@ -254,8 +272,14 @@ func (e *execution[S]) insert(ctx context.Context, data []byte) error {
 
 // insertArgs are the parameters of insertSQL for the state data.
 func (e *execution[S]) insertArgs(data []byte) []any {
-	return append([]any{e.id, e.def.name, data, e.token, e.c.leaseMillis()},
-		e.eventArgs([]event{{kind: EventCreated}, {kind: EventStarted}})...)
+	var traceContext any // untyped nil when there is none: a NULL, no allocation
+	if e.traceContext != nil {
+		traceContext = e.traceContext
+	}
+	args := make([]any, 0, 11) // as many as insertSQL has
+	args = append(args, e.id, e.def.name, data, e.token, e.c.leaseMillis())
+	args = append(args, e.eventArgs([]event{{kind: EventCreated}, {kind: EventStarted}})...)
+	return append(args, traceContext)
 }
 
 // The bounds of settleInsert: tries, each with its own timeout, and the
@@ -364,7 +388,7 @@ func notApplied(err error) bool {
 
 // await waits for the existing saga id to finish and returns its outcome. It
 // takes the saga over when its lease expires.
-func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error) {
+func (h *Handle[S]) await(ctx context.Context, span trace.Span, id string, state *S) (Info, error) {
 	c := h.c
 	wait := min(max(c.opts.LeaseDuration/10, 5*time.Millisecond), 100*time.Millisecond)
 	var last Info // the record as last read, for ErrIncomplete
@@ -391,6 +415,10 @@ func (h *Handle[S]) await(ctx context.Context, id string, state *S) (Info, error
 				return last, incomplete(id, err)
 			}
 			if ok {
+				linkOrigin(span, claimed, resumedByTakeover)
+				if claimed.Status != StatusDead {
+					c.tel.recoveries.Add(ctx, 1, h.tel.nameOpts...)
+				}
 				return h.resumeInto(ctx, claimed, token, state)
 			}
 		}
@@ -420,6 +448,7 @@ func (h *Handle[S]) resume(ctx context.Context, rec record, token string) (Info,
 
 func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, state *S) (Info, error) {
 	if rec.Status.final() { // dead-lettered by the claim
+		h.c.tel.finish(ctx, h.tel, rec.Status, 0)
 		info := h.c.info(rec)
 		return info, outcome(info, nil)
 	}
@@ -435,8 +464,12 @@ func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, st
 	e.created, e.updated = rec.CreatedAt, rec.UpdatedAt
 	e.attempts, e.cause = rec.Attempts, rec.Error // the step's tries go on where the log left them
 	e.cancel = rec.cancel
+	e.traceContext = rec.traceContext
 	return e.drive(ctx)
 }
+
+// telemetry implements driver.
+func (h *Handle[S]) telemetry() *defTelemetry { return h.tel }
 
 // cancelBefore implements driver.
 func (h *Handle[S]) cancelBefore() int { return h.def.cancelBefore() }

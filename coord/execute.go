@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The boundaries at which Options.crashAt can cut a run.
@@ -35,6 +36,7 @@ func (p crashPoint) String() string { return p.Stage + " " + p.Step }
 type execution[S any] struct {
 	c     *Coordinator
 	def   *Definition[S]
+	tel   *defTelemetry
 	id    string
 	token string
 	state *S
@@ -47,10 +49,14 @@ type execution[S any] struct {
 
 	created, updated time.Time // the record's timestamps, as the database set them
 	cancel           bool      // Cancel asked the saga to stop, as the last log write read
+
+	traceContext []byte     // of the Run that started the saga (see encodeTraceContext)
+	stepSpan     trace.Span // the current step's span, nil when not traced
+	try          int        // the current step's try, for its span
 }
 
 func (h *Handle[S]) newExecution(id, token string, state *S, status Status, step int) *execution[S] {
-	return &execution[S]{c: h.c, def: h.def, id: id, token: token, state: state, status: status, step: step}
+	return &execution[S]{c: h.c, def: h.def, tel: h.tel, id: id, token: token, state: state, status: status, step: step}
 }
 
 func (e *execution[S]) crash(stage string, step int) bool {
@@ -67,6 +73,8 @@ func (e *execution[S]) info() Info {
 
 // drive runs the saga from its position until it is final or the run stops.
 func (e *execution[S]) drive(ctx context.Context) (Info, error) {
+	e.c.tel.active.Add(ctx, 1, e.tel.nameOpts...)
+	defer e.c.tel.active.Add(ctx, -1, e.tel.nameOpts...)
 	for !e.status.final() {
 		// Cancel is accepted only before the step ahead of the pivot is done,
 		// so at this boundary the pivot has not started.
@@ -102,6 +110,9 @@ func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 			return e.abandon(ctx, err, 0)
 		}
 	}
+	// Both timestamps are the database's, so the duration is not skewed by
+	// clocks of the processes that ran the saga.
+	e.c.tel.finish(ctx, e.tel, e.status, e.updated.Sub(e.created))
 	info := e.info()
 	return info, outcome(info, e.causeErr)
 }
@@ -195,7 +206,27 @@ func (e *execution[S]) skipUncompensated() {
 // runStep runs the current step's action, or its compensation when comp,
 // with the step's retry policy and records its success. It returns the last
 // try's error, or an error that stops the run (see stopped).
-func (e *execution[S]) runStep(ctx context.Context, comp bool) error {
+func (e *execution[S]) runStep(ctx context.Context, comp bool) (err error) {
+	if e.c.tel.tracing() {
+		k := 0
+		if comp {
+			k = 1
+		}
+		st := &e.tel.steps[e.step]
+		ctx, e.stepSpan = e.c.tel.tracer.Start(ctx, st.spanName[k], trace.WithSpanKind(trace.SpanKindInternal),
+			trace.WithAttributes(st.attrs[k]...), trace.WithAttributes(attrSagaID.String(e.id)))
+		span := e.stepSpan
+		defer func() {
+			e.stepSpan = nil
+			span.SetAttributes(attrAttempt.Int(e.try))
+			endWithError(span, err)
+		}()
+	}
+	return e.runTries(ctx, comp)
+}
+
+// runTries is runStep's work, under the step's span.
+func (e *execution[S]) runTries(ctx context.Context, comp bool) error {
 	st := &e.def.steps[e.step]
 	at := e.step
 	pol := st.Retry.withDefaults()
@@ -209,6 +240,7 @@ func (e *execution[S]) runStep(ctx context.Context, comp bool) error {
 		if e.crash(before, at) {
 			return errCrashed
 		}
+		e.try = attempt
 		ev := StepEvent{SagaID: e.id, Saga: e.def.name, Step: st.Name, Attempt: attempt, Compensation: comp}
 		call(e.c.opts.Hooks.StepStarted, ctx, ev)
 		start := time.Now()
@@ -219,6 +251,9 @@ func (e *execution[S]) runStep(ctx context.Context, comp bool) error {
 			err = e.move(op, func(w stmt) error { return e.exec(ctx, w) })
 		}
 		ev.Elapsed = time.Since(start)
+		if !errors.Is(err, errCrashed) {
+			e.c.tel.stepDuration.Record(ctx, ev.Elapsed.Seconds(), e.tel.durationOptions(at, comp, classify(err))...)
+		}
 		if err == nil {
 			if e.crash(afterLog, at) {
 				return errCrashed
@@ -255,6 +290,10 @@ func (e *execution[S]) retryOrGiveUp(ctx context.Context, pol RetryPolicy, attem
 	}
 	if err := e.write(ctx, false, event{kind, e.step, attempt, e.cause}); err != nil {
 		return err
+	}
+	if e.stepSpan != nil && e.stepSpan.IsRecording() {
+		e.stepSpan.AddEvent("retry", trace.WithAttributes(attrAttempt.Int(attempt+1),
+			attrErrorType.String(classNames[classify(err)]), attrMessage.String(e.cause)))
 	}
 	t := time.NewTimer(pol.wait(attempt))
 	defer t.Stop()

@@ -19,10 +19,11 @@ import (
 var (
 	// insertSQL writes a new saga's record, before any step runs; no row
 	// comes back when the id exists (a concurrent insert of the same id waits
-	// for the first to commit or roll back).
+	// for the first to commit or roll back). $11 is the trace context of the
+	// Run (encodeTraceContext), null when it had none.
 	insertSQL = `with i as (
-	insert into coord_saga (id, name, status, step, state, lease_owner, lease_expires)
-	values ($1, $2, 'running', 0, $3, $4, now() + $5 * interval '1 millisecond')
+	insert into coord_saga (id, name, status, step, state, lease_owner, lease_expires, trace_context)
+	values ($1, $2, 'running', 0, $3, $4, now() + $5 * interval '1 millisecond', $11)
 	on conflict (id) do nothing
 	returning created_at, updated_at
 ), h as (` + historyFrom("i", 4, 6) + `)
@@ -92,7 +93,7 @@ select ` + recordColumns + ` from s`
 ), h as (` + recoveredInsert + `)
 select ` + recordColumns + ` from s`
 
-	recordColumns = `s.id, s.name, s.status, s.step, s.state, s.attempts, s.last_error, s.created_at, s.updated_at, s.lease_expires < now(), s.cancel_requested`
+	recordColumns = `s.id, s.name, s.status, s.step, s.state, s.attempts, s.last_error, s.created_at, s.updated_at, s.lease_expires < now(), s.cancel_requested, s.trace_context`
 
 	// deadLetterSet, in a claim's SET, counts the takeover and turns a saga
 	// taken over more than $dl (named by the parameter placeholder "$DL")
@@ -130,11 +131,14 @@ type record struct {
 	state   []byte
 	expired bool
 	cancel  bool // Cancel asked it to stop
+	// traceContext is the trace context of the Run that started the saga
+	// (encodeTraceContext), nil if it had none.
+	traceContext []byte
 }
 
 func scanRecord(row pgx.CollectableRow) (record, error) {
 	var r record
-	err := row.Scan(&r.ID, &r.Name, &r.Status, &r.Step, &r.state, &r.Attempts, &r.Error, &r.CreatedAt, &r.UpdatedAt, &r.expired, &r.cancel)
+	err := row.Scan(&r.ID, &r.Name, &r.Status, &r.Step, &r.state, &r.Attempts, &r.Error, &r.CreatedAt, &r.UpdatedAt, &r.expired, &r.cancel, &r.traceContext)
 	return r, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The operator actions' statements: each changes the saga only in the
@@ -76,7 +77,16 @@ func checkOperator(id, who, why string) error {
 // (ErrWrongStatus, naming the status), an unknown id (ErrNotFound), a saga
 // whose definition is not registered with c, an empty who or an invalid
 // id (ErrInvalid).
-func (c *Coordinator) Retry(ctx context.Context, id, who, why string) (Info, error) {
+func (c *Coordinator) Retry(ctx context.Context, id, who, why string) (info Info, err error) {
+	ctx, span := c.tel.startSpan(ctx, "coord.Retry", id, attrActor.String(who))
+	if span != nil {
+		defer func() { endSpan(span, info, err) }()
+	}
+	return c.retry(ctx, span, id, who, why)
+}
+
+// retry is Retry's work under span, nil when not traced.
+func (c *Coordinator) retry(ctx context.Context, span trace.Span, id, who, why string) (Info, error) {
 	if err := checkOperator(id, who, why); err != nil {
 		return Info{}, err
 	}
@@ -100,6 +110,7 @@ func (c *Coordinator) Retry(ctx context.Context, id, who, why string) (Info, err
 	if err != nil {
 		return Info{}, fmt.Errorf("coord: retrying saga %q (outcome unknown: see Get): %w", id, err)
 	}
+	linkOrigin(span, claimed, resumedByRetry)
 	info, err := d.resume(ctx, claimed, token)
 	if err == nil || errors.Is(err, ErrCompensated) {
 		return info, nil
@@ -112,7 +123,15 @@ func (c *Coordinator) Retry(ctx context.Context, id, who, why string) (Info, err
 // its history. It refuses, with nothing done, a saga in any other status
 // (ErrWrongStatus), an unknown id (ErrNotFound), an empty who or an invalid
 // id (ErrInvalid). The saga's definition need not be registered.
-func (c *Coordinator) Resolve(ctx context.Context, id, who, why string) (Info, error) {
+func (c *Coordinator) Resolve(ctx context.Context, id, who, why string) (info Info, err error) {
+	ctx, span := c.tel.startSpan(ctx, "coord.Resolve", id, attrActor.String(who))
+	if span != nil {
+		defer func() { endSpan(span, info, err) }()
+	}
+	return c.resolve(ctx, id, who, why)
+}
+
+func (c *Coordinator) resolve(ctx context.Context, id, who, why string) (Info, error) {
 	if err := checkOperator(id, who, why); err != nil {
 		return Info{}, err
 	}
@@ -127,6 +146,7 @@ func (c *Coordinator) Resolve(ctx context.Context, id, who, why string) (Info, e
 	if err != nil {
 		return Info{}, fmt.Errorf("coord: resolving saga %q (outcome unknown: see Get): %w", id, err)
 	}
+	c.tel.finish(ctx, c.definitionTelemetry(rec.Name), StatusResolved, rec.UpdatedAt.Sub(rec.CreatedAt))
 	return c.info(rec), nil
 }
 
@@ -143,13 +163,25 @@ func (c *Coordinator) Resolve(ctx context.Context, id, who, why string) (Info, e
 // with c, an empty who or an invalid id with ErrInvalid. Nothing takes
 // effect then. Cancelling a saga already asked to stop does nothing and
 // returns nil.
-func (c *Coordinator) Cancel(ctx context.Context, id, who, why string) error {
+func (c *Coordinator) Cancel(ctx context.Context, id, who, why string) (err error) {
+	ctx, span := c.tel.startSpan(ctx, "coord.Cancel", id, attrActor.String(who))
+	if span != nil {
+		defer func() { endWithError(span, err) }()
+	}
+	return c.cancel(ctx, span, id, who, why)
+}
+
+// cancel is Cancel's work under span, nil when not traced.
+func (c *Coordinator) cancel(ctx context.Context, span trace.Span, id, who, why string) error {
 	if err := checkOperator(id, who, why); err != nil {
 		return err
 	}
 	rec, err := c.load(ctx, id)
 	if err != nil {
 		return err
+	}
+	if span != nil {
+		span.SetAttributes(attrSagaName.String(rec.Name))
 	}
 	d, err := c.driver(rec.Name, id)
 	if err != nil {
@@ -173,6 +205,19 @@ func (c *Coordinator) Cancel(ctx context.Context, id, who, why string) error {
 	}
 	return fmt.Errorf("%w: %w: cannot cancel saga %q: its step %d (%q) is its pivot or comes after it; nothing done",
 		ErrWrongStatus, ErrPastPivot, id, rec.Step, d.stepName(rec.Step))
+}
+
+// definitionTelemetry returns the telemetry of the definition name: the
+// registered one's, or one made for the call when it is not registered.
+func (c *Coordinator) definitionTelemetry(name string) *defTelemetry {
+	c.mu.Lock()
+	d := c.sagas[name]
+	c.mu.Unlock()
+	if d != nil {
+		return d.telemetry()
+	}
+	n := attrSagaName.String(name)
+	return &defTelemetry{name: n, finished: map[Status]finishedOpts{StatusResolved: newFinishedOpts(n, StatusResolved)}}
 }
 
 // driver returns the registered definition name of the saga id.

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configures a Coordinator. The zero value is ready to use: a zero
@@ -55,6 +58,18 @@ type Options struct {
 	// Retention removes finished sagas in the loop of Start (and
 	// configures Purge). Default: nothing is removed.
 	Retention Retention
+
+	// TracerProvider starts the spans of runs, steps, recoveries and
+	// operator actions (see README.md, Observability). Default (nil): the
+	// global provider, otel.GetTracerProvider(), as it is when New runs;
+	// until the application installs one, no span is started.
+	// trace/noop's provider turns coord's spans off.
+	TracerProvider trace.TracerProvider
+
+	// MeterProvider makes coord's metrics (see README.md, Observability).
+	// Default (nil): the global provider, otel.GetMeterProvider(), which
+	// records nothing until the application installs one.
+	MeterProvider metric.MeterProvider
 
 	// crashAt, when it returns true, makes the coordinator abandon the run at
 	// that point as a process that died there would. Tests only.

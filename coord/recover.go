@@ -53,14 +53,20 @@ func (c *Coordinator) Recover(ctx context.Context) (int, error) {
 			return len(seen), errors.Join(append(errs, fmt.Errorf("coord: recover: %w", err))...)
 		}
 		seen = append(seen, rec.ID)
-		if rec.Status == StatusDead {
-			continue // the claim dead-lettered it
-		}
-
 		c.mu.Lock()
 		d := c.sagas[rec.Name]
 		c.mu.Unlock()
-		_, err = d.resume(ctx, rec, token)
+		dt := d.telemetry()
+		if rec.Status == StatusDead {
+			c.tel.finish(ctx, dt, StatusDead, 0)
+			continue // the claim dead-lettered it
+		}
+
+		c.tel.recoveries.Add(ctx, 1, dt.nameOpts...)
+		rctx, span := c.tel.startResume(ctx, dt, rec)
+		var info Info
+		info, err = d.resume(rctx, rec, token)
+		endSpan(span, info, err)
 		switch {
 		case errors.Is(err, errCrashed):
 			return len(seen), errors.Join(append(errs, err)...)
@@ -118,6 +124,9 @@ func (c *Coordinator) Close() error {
 	c.closed = true
 	stop, done := c.stop, c.done
 	c.mu.Unlock()
+	if c.tel.waiting != nil {
+		_ = c.tel.waiting.Unregister() // idempotent: a second Close unregisters nothing
+	}
 	if stop != nil {
 		stop()
 		<-done
