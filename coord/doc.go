@@ -66,6 +66,22 @@
 // AES-256-GCM under a key ring. Package coord/coordhttp is a console on
 // all this.
 //
+// # Observability
+//
+// With an OpenTelemetry tracer provider (Options.TracerProvider, or the
+// global one), each Run is a span ("coord.Run <definition>") under the
+// caller's, with a child per step and compensation ("coord.step <step>",
+// "coord.compensate <step>") carrying retry events; a step's context holds
+// its span, so the store calls made with it (pgrepo, docrepo, otelpgx,
+// redisotel, otelmongo) become its children. Run stores its trace context
+// in the saga's record, in the insert it already makes, so that a recovery
+// in another process starts "coord.Recover <definition>" linked to the
+// original trace. Options.MeterProvider gets counters of sagas started,
+// finished and recovered, step and saga duration histograms, the sagas in
+// flight, and gauges of failed and dead sagas. coord imports the API only;
+// with no provider installed it starts no span.
+//
 // See README.md in this directory for the state diagram, the exact
-// guarantees and limits, the operator guide, and the benchmark.
+// guarantees and limits, the operator guide, the names and attributes of
+// the spans and metrics (Observability), and the benchmark.
 package coord

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -430,6 +431,29 @@ func TestRun_Telemetry_WithoutATracerTheCallersSpanIsLeftAlone(t *testing.T) {
 	assert.Empty(t, span.Links())
 	assert.Empty(t, span.Attributes())
 	assert.Empty(t, r.childrenOf(span))
+}
+
+// TestTelemetry_WithoutAProviderAllocatesNothing: on the global providers
+// as they are before the application installs any, what a run does for
+// its telemetry (run and step spans, the counters and histograms, the
+// trace context) allocates nothing.
+func TestTelemetry_WithoutAProviderAllocatesNothing(t *testing.T) {
+	tel := newTelemetry(Options{})
+	dt := newDefTelemetry((&fixture{}).definition())
+	ctx := context.Background()
+	dt.durationOptions(0, false, classNone) // built at the first measurement
+	allocs := testing.AllocsPerRun(100, func() {
+		_, span := tel.startSpan(ctx, dt.runSpan, "u1", dt.name)
+		if span != nil || tel.tracing() || encodeTraceContext(ctx) != nil {
+			panic("traced without a provider")
+		}
+		tel.started.Add(ctx, 1, dt.nameOpts...)
+		tel.active.Add(ctx, 1, dt.nameOpts...)
+		tel.stepDuration.Record(ctx, 0.01, dt.durationOptions(0, false, classNone)...)
+		tel.active.Add(ctx, -1, dt.nameOpts...)
+		tel.finish(ctx, dt, StatusSucceeded, time.Second)
+	})
+	assert.Zero(t, allocs)
 }
 
 func TestTraceContext_RoundTripsThroughTheLog(t *testing.T) {
