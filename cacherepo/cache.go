@@ -84,17 +84,16 @@ func New[T any](client redis.UniversalClient, opts Options) (*Cache[T], error) {
 }
 
 // Close stops the subscription of a Cache with Options.Near or
-// Options.Lock (its goroutine and pub/sub connection); after it the near
-// tier is bypassed and Lock waiters poll. It does not close the client. It
-// is safe to call more than once, and a no-op for other caches; it always
-// returns nil.
+// Options.Lock: at once, the near tier is bypassed and Lock waiters poll;
+// the goroutine closes its pub/sub connection and ends as soon as its
+// current Redis call returns (it does not wait for it: a handshake with a
+// server that does not answer can take the client's ReadTimeout). It does
+// not close the client. It is safe to call more than once, and a no-op for
+// other caches; it always returns nil.
 func (c *Cache[T]) Close() error {
 	c.closed.Do(func() {
 		if c.hub != nil {
 			c.hub.close()
-			if c.near != nil {
-				c.near.setHealthy(false)
-			}
 		}
 	})
 	return nil

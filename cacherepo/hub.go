@@ -28,10 +28,10 @@ type hub struct {
 
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{}
+	closed  bool // under mu
 
 	healthy atomic.Bool
 	cancel  context.CancelFunc
-	done    chan struct{}
 }
 
 // pingEvery is how often an idle subscription is checked with a PING; two
@@ -41,23 +41,36 @@ const pingEvery = time.Second
 func newHub(client redis.UniversalClient, channel, id string, near *nearTier, lost func()) *hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &hub{client: client, channel: channel, id: id, near: near, lost: lost,
-		waiters: map[string]map[chan struct{}]struct{}{}, cancel: cancel, done: make(chan struct{})}
-	ps := client.Subscribe(ctx, channel)
+		waiters: map[string]map[chan struct{}]struct{}{}, cancel: cancel}
+	ps := client.Subscribe(ctx) // no channel yet: it would dial here, and New must not wait
 	go h.run(ctx, ps)
 	return h
 }
 
+// close stops the subscription. It does not wait for the goroutine, which
+// may be stuck in a handshake with a server that does not answer (go-redis
+// honours no context there without ContextTimeoutEnabled); once closed, the
+// hub never turns healthy again, and the goroutine ends as soon as its
+// connection returns.
 func (h *hub) close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
 	h.cancel()
-	<-h.done
+	h.healthy.Store(false)
+	if h.near != nil {
+		h.near.setHealthy(false)
+	}
 }
 
 // run receives the channel's messages until the hub is closed. go-redis
 // reconnects and subscribes again after an error; the confirmation of that
 // subscription marks the hub healthy again.
 func (h *hub) run(ctx context.Context, ps *redis.PubSub) {
-	defer close(h.done)
 	defer func() { _ = ps.Close() }()
+	// Recorded even when it fails: go-redis subscribes again on the next
+	// connection.
+	_ = ps.Subscribe(ctx, h.channel)
 	pinged := false     // a PING is out, unanswered
 	subscribed := false // the current connection confirmed the subscription
 	backoff := 10 * time.Millisecond
@@ -112,13 +125,20 @@ func (h *hub) run(ctx context.Context, ps *redis.PubSub) {
 }
 
 func (h *hub) setHealthy(ok bool) {
-	if !ok && h.healthy.Load() {
-		h.lost()
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
 	}
+	lost := !ok && h.healthy.Load()
 	if h.near != nil {
 		h.near.setHealthy(ok)
 	}
 	h.healthy.Store(ok)
+	h.mu.Unlock()
+	if lost {
+		h.lost()
+	}
 	if ok {
 		// Waiters may have missed a message meanwhile: let them look.
 		h.wakeAll()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -542,4 +543,44 @@ func TestNear_AfterCloseEveryReadGoesToRedis(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "v2", v, "a closed Cache no longer hears of changes, so it does not use its tier")
 	assert.Equal(t, before, p.c2.Stats().NearHits)
+}
+
+func TestNear_NewDoesNotWaitForAnUnresponsiveServer(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	var cut atomic.Bool
+	hangUp := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = ln.Close()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}
+	t.Cleanup(hangUp)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, conn) // accepted, never answered
+			mu.Unlock()
+		}
+	}()
+	// A watchdog, not a timing assertion: if New waits for the server, it
+	// waits forever (no read timeout), until this hangs up.
+	watchdog := time.AfterFunc(30*time.Second, func() { cut.Store(true); hangUp() })
+	defer watchdog.Stop()
+	client := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: -1, MaxRetries: -1})
+	t.Cleanup(func() { _ = client.Close() })
+
+	c, err := cacherepo.New[string](client, cacherepo.Options{Lock: true, Near: &cacherepo.NearOptions{}})
+	require.NoError(t, err)
+	assert.False(t, cut.Load(), "New returned without waiting for the subscription's connection")
+	_ = c.Close()
 }
