@@ -126,5 +126,29 @@ func ExampleOptions() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer prices.Close() // Lock subscribes to the namespace's channel
 	_ = prices.Stats().Hits
+}
+
+// A near tier for a read-mostly namespace: hits are served in process
+// (about a microsecond) and every instance drops a key as soon as any
+// instance changes it; see the README's consistency model for the window
+// between a change and its message.
+func ExampleNearOptions() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	users, err := cacherepo.New[User](rdb, cacherepo.Options{
+		Namespace: "users:",
+		Near:      &cacherepo.NearOptions{MaxEntries: 50_000, TTL: time.Minute},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer users.Close() // stops the subscription
+	u, err := users.GetOrLoad(context.Background(), "1", func(ctx context.Context) (User, error) {
+		return findUser(ctx, "1")
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = u
 }
