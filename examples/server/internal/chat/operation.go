@@ -7,7 +7,8 @@ import (
 // OperationStatus is where an operation that spans stores is.
 type OperationStatus string
 
-// The statuses of an Operation. Pending is the only one that changes.
+// The statuses of an Operation. Pending changes to any other; failed
+// changes to resolved, or through an operator's retry to compensated.
 const (
 	// OperationPending: logged and not finished yet; the recovery loop
 	// finishes it, forward or by undoing what was done.
@@ -16,8 +17,12 @@ const (
 	OperationSucceeded OperationStatus = "succeeded"
 	// OperationCompensated: undone; nothing of it is left in any store.
 	OperationCompensated OperationStatus = "compensated"
-	// OperationFailed: it could not be undone; it waits for an operator.
+	// OperationFailed: it could not be undone, or it stopped after its
+	// process crashed again and again; it waits for an operator.
 	OperationFailed OperationStatus = "failed"
+	// OperationResolved: an operator ended it by hand (after it failed);
+	// what it left in the stores is what the operator made of it.
+	OperationResolved OperationStatus = "resolved"
 )
 
 // Operation is a registration, update or deletion as the saga log has it:

@@ -48,6 +48,10 @@ func (s *Sagas) Operation(ctx context.Context, id string) (*chat.Operation, erro
 		op.Status, op.Message = chat.OperationCompensated, "undone: nothing of it is left in any store"
 	case coord.StatusFailed:
 		op.Status, op.Message = chat.OperationFailed, "a store failed and it could not be undone; it is logged for an operator"
+	case coord.StatusDead:
+		op.Status, op.Message = chat.OperationFailed, "its process stopped again and again while running it; it is logged for an operator"
+	case coord.StatusResolved:
+		op.Status, op.Message = chat.OperationResolved, "ended by an operator by hand"
 	}
 	return op, nil
 }

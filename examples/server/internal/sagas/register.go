@@ -11,13 +11,16 @@ import (
 )
 
 // registration is the state of a register-user saga, kept as JSON in the
-// saga log (the password hash with it, in the same database as the users
-// table, so that recovery can redo the insert).
+// saga log. PasswordHash is in it only while the insert has not committed,
+// and only when the log is sealed (Options.Sealed): the create-welcome-
+// conversation step, which runs once the row holds the hash, drops it from
+// the state its log record writes. Unsealed, it is never in the log: the
+// process that took the registration keeps it in memory (Sagas.hashes).
 type registration struct {
 	UserID         uuid.UUID `json:"user_id"`
 	Username       string    `json:"username"`
 	Email          string    `json:"email"`
-	PasswordHash   string    `json:"password_hash"`
+	PasswordHash   string    `json:"password_hash,omitempty"`
 	Language       string    `json:"language"`
 	Level          string    `json:"level"`
 	ConversationID string    `json:"conversation_id"`
@@ -48,6 +51,15 @@ func (s *Sagas) registerDefinition() *coord.Definition[registration] {
 			Name: "insert-user",
 			TxAction: func(ctx context.Context, tx coord.Tx, r *registration) error {
 				u := r.user()
+				if u.PasswordHash == "" {
+					hash, ok := s.hashes.Load(r.UserID)
+					if !ok {
+						// Unsealed log, and the process that had the hash
+						// is gone: undo, the client registers again.
+						return errHashLost
+					}
+					u.PasswordHash = hash.(string)
+				}
 				if err := s.users.CreateUserIn(ctx, tx, u); err != nil {
 					return err
 				}
@@ -68,6 +80,10 @@ func (s *Sagas) registerDefinition() *coord.Definition[registration] {
 			Name: "create-welcome-conversation",
 			Kind: coord.Pivot,
 			Action: func(ctx context.Context, r *registration) error {
+				// The insert has committed (this step runs after its log
+				// record): the row holds the hash, the log no longer needs
+				// it. This step's record writes the state without it.
+				r.PasswordHash = ""
 				now := time.Now().UTC()
 				err := s.conversations.CreateConversation(ctx, &chat.Conversation{
 					ID: r.ConversationID, UserID: r.UserID, Title: chat.WelcomeTitle,
@@ -113,8 +129,14 @@ func (s *Sagas) registerDefinition() *coord.Definition[registration] {
 // outcome).
 func (s *Sagas) Register(ctx context.Context, u *chat.User) (*chat.User, string, error) {
 	r := registration{
-		UserID: u.ID, Username: u.Username, Email: u.Email, PasswordHash: u.PasswordHash,
+		UserID: u.ID, Username: u.Username, Email: u.Email,
 		Language: u.Language, Level: u.Level, ConversationID: s.conversations.NewConversationID(),
+	}
+	if s.sealed {
+		r.PasswordHash = u.PasswordHash
+	} else {
+		s.hashes.Store(u.ID, u.PasswordHash)
+		defer s.hashes.Delete(u.ID)
 	}
 	id := RegisterUserSaga + "/" + u.ID.String()
 	info, err := s.register.Run(ctx, id, &r)
@@ -123,5 +145,14 @@ func (s *Sagas) Register(ctx context.Context, u *chat.User) (*chat.User, string,
 	if err := s.outcome(RegisterUserSaga, id, u.ID, info, err, registerPivot, true); err != nil {
 		return nil, "", err
 	}
-	return r.user(), r.ConversationID, nil
+	stored := r.user()
+	stored.PasswordHash = u.PasswordHash
+	return stored, r.ConversationID, nil
 }
+
+// errHashLost fails the insert of a registration whose password hash is
+// neither in its (unsealed) log record nor in this process: the process
+// that took the request ended before the insert committed. Not retried: the
+// saga compensates, and its operation says so.
+var errHashLost = chat.Errorf(chat.CodeInternal,
+	"the password hash was kept only by the process that took the registration, which has ended; nothing was changed: register again")

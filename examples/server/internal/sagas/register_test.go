@@ -62,7 +62,7 @@ func TestRegister_UpdateCommittedDuringTheCacheStepIsWhatReadsReturn(t *testing.
 			assert.NoError(t, profiles.Invalidate(ctx, id))
 		}
 	}
-	s, err := sagas.New(c, users, conversations, cache, nil, nil, nil)
+	s, err := sagas.New(c, users, conversations, cache, nil, nil, nil, sagas.Options{})
 	require.NoError(t, err)
 
 	_, _, err = s.Register(ctx, &chat.User{

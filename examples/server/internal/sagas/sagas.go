@@ -3,6 +3,7 @@ package sagas
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,15 +56,31 @@ type Sagas struct {
 	update        *coord.Handle[update]
 	remove        *coord.Handle[deletion]
 	outcomes      *prometheus.CounterVec
+	sealed        bool     // Options.Sealed
+	hashes        sync.Map // uuid.UUID → password hash of registrations running here (unsealed log)
+}
+
+// Options tunes the sagas.
+type Options struct {
+	// Sealed says that the coordinator seals the saga states
+	// (coord.Options.Codec, coord.NewSealer). Then a registration's
+	// password hash goes into its state, sealed, until the user row holds
+	// it, and recovery in any process can redo the insert. Unsealed (the
+	// default), the hash is never logged: this process keeps it in memory
+	// while Register runs, and a registration that a crash or an outage
+	// cuts before its insert commits is compensated by recovery instead of
+	// finished.
+	Sealed bool
 }
 
 // New registers the sagas with c. sessions and board, which the deletion
 // revokes and leaves, may be nil (the steps then do nothing). reg, when not
 // nil, receives a counter of saga outcomes.
 func New(c *coord.Coordinator, users UserStore, conversations chat.ConversationStore, cache chat.ProfileCache,
-	sessions SessionRevoker, board BoardLeaver, reg prometheus.Registerer) (*Sagas, error) {
+	sessions SessionRevoker, board BoardLeaver, reg prometheus.Registerer, opts Options) (*Sagas, error) {
 	s := &Sagas{
 		coord: c, users: users, conversations: conversations, cache: cache, sessions: sessions, board: board,
+		sealed: opts.Sealed,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sagas_total",
 			Help: "Sagas run by requests, by definition and outcome (succeeded, compensated, failed, incomplete, not_started, unknown, error).",
