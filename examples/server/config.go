@@ -1,12 +1,15 @@
 package main
 
 import (
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/polystore/polystore/coord"
 )
 
 // config is the server's configuration. Every setting has a flag and an
@@ -39,6 +42,9 @@ type config struct {
 	RedisPrefix     string
 	LogLevel        slog.Level
 	LogFormat       string
+	SagaKeys        []coord.Key
+	AdminToken      string
+	AdminReadOnly   bool
 }
 
 // loadConfig reads the configuration from args (flags) and getenv. -h
@@ -73,6 +79,9 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (con
 	fs.IntVar(&c.LoginPerClient, "login-failures-per-client", 50, "failed logins per client address and window before 429 (LOGIN_FAILURES_PER_CLIENT)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", 64<<10, "largest request body accepted (MAX_BODY_BYTES)")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "polystore:example:", "prefix of every Redis key (REDIS_PREFIX)")
+	sagaKeys := fs.String("saga-keys", "", "key ring sealing the saga states, a secret better set through the variable: comma-separated id:base64 of 32 bytes, oldest first, the last seals; empty: states unsealed, password hashes never logged (SAGA_KEYS)")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "password (HTTP Basic, any user name) of the saga console under /admin/, a secret better set through the variable; empty: no console (ADMIN_TOKEN)")
+	fs.BoolVar(&c.AdminReadOnly, "admin-readonly", false, "saga console without Retry and Resolve (ADMIN_READONLY)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json (LOG_FORMAT)")
 
@@ -103,5 +112,35 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (con
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return c, fmt.Errorf("log format %q: must be text or json", c.LogFormat)
 	}
+	keys, err := parseSagaKeys(*sagaKeys)
+	if err != nil {
+		return c, err
+	}
+	c.SagaKeys = keys
 	return c, nil
+}
+
+// parseSagaKeys reads a key ring written as id:base64,id:base64 (standard
+// base64 of 32 bytes each), oldest first. Its errors never contain a
+// secret.
+func parseSagaKeys(s string) ([]coord.Key, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var keys []coord.Key
+	for i, item := range strings.Split(s, ",") {
+		id, secret, ok := strings.Cut(strings.TrimSpace(item), ":")
+		if !ok || id == "" {
+			return nil, fmt.Errorf("SAGA_KEYS: key %d: not id:base64", i+1)
+		}
+		b, err := base64.StdEncoding.DecodeString(secret)
+		if err != nil || len(b) != 32 {
+			return nil, fmt.Errorf("SAGA_KEYS: key %q: not the standard base64 of 32 bytes", id)
+		}
+		keys = append(keys, coord.Key{ID: id, Secret: b})
+	}
+	if _, err := coord.NewSealer(keys...); err != nil { // ids given twice, ...
+		return nil, fmt.Errorf("SAGA_KEYS: %w", err)
+	}
+	return keys, nil
 }

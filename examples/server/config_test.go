@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/base64"
 	"flag"
 	"io"
 	"log/slog"
@@ -44,6 +46,28 @@ func TestLoadConfig_SessionAndLoginSettingsFromTheEnvironment(t *testing.T) {
 	assert.Equal(t, 20, c.LoginPerClient)
 }
 
+func key32(b byte) string {
+	return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32))
+}
+
+func TestLoadConfig_SagaKeysAndAdminConsoleFromTheEnvironment(t *testing.T) {
+	c, err := loadConfig(nil, env(nil), io.Discard)
+	require.NoError(t, err)
+	assert.Empty(t, c.SagaKeys, "unsealed by default")
+	assert.Empty(t, c.AdminToken, "no console by default")
+
+	c, err = loadConfig(nil, env(map[string]string{
+		"SAGA_KEYS": "2026-10:" + key32(1) + ", 2026-11:" + key32(2), "ADMIN_TOKEN": "s3cret", "ADMIN_READONLY": "true",
+	}), io.Discard)
+	require.NoError(t, err)
+	require.Len(t, c.SagaKeys, 2)
+	assert.Equal(t, "2026-10", c.SagaKeys[0].ID)
+	assert.Equal(t, "2026-11", c.SagaKeys[1].ID, "the last seals")
+	assert.Equal(t, bytes.Repeat([]byte{2}, 32), c.SagaKeys[1].Secret)
+	assert.Equal(t, "s3cret", c.AdminToken)
+	assert.True(t, c.AdminReadOnly)
+}
+
 func TestLoadConfig_FlagBeatsEnvBeatsDefault(t *testing.T) {
 	c, err := loadConfig([]string{"-addr", ":9000", "-cache-disabled"},
 		env(map[string]string{"ADDR": ":7000", "POSTGRES_URL": "postgres://x/y", "CACHE_TTL": "1m", "LOG_LEVEL": "debug"}), io.Discard)
@@ -69,6 +93,10 @@ func TestLoadConfig_MalformedValuesAreErrorsNamingThem(t *testing.T) {
 		{"log level", []string{"-log-level", "loud"}, nil, "loud"},
 		{"log format", []string{"-log-format", "xml"}, nil, "xml"},
 		{"stray argument", []string{"serve"}, nil, "serve"},
+		{"saga key without id", nil, map[string]string{"SAGA_KEYS": strings.Repeat("A", 43) + "="}, "SAGA_KEYS: key 1"},
+		{"saga key not base64", nil, map[string]string{"SAGA_KEYS": "k1:not base64"}, `SAGA_KEYS: key "k1"`},
+		{"saga key of 16 bytes", nil, map[string]string{"SAGA_KEYS": "k1:" + base64.StdEncoding.EncodeToString(make([]byte, 16))}, `SAGA_KEYS: key "k1"`},
+		{"saga key id twice", nil, map[string]string{"SAGA_KEYS": "k1:" + key32(1) + ",k1:" + key32(2)}, "SAGA_KEYS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

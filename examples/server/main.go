@@ -109,6 +109,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		LoginWindow:             cfg.LoginWindow,
 		LoginFailuresPerAccount: cfg.LoginPerAccount,
 		LoginFailuresPerClient:  cfg.LoginPerClient,
+		SagaKeys:                cfg.SagaKeys,
+		AdminToken:              cfg.AdminToken,
+		AdminReadOnly:           cfg.AdminReadOnly,
 		Logger:                  log,
 	})
 	if err != nil {
@@ -132,7 +135,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("listening", slog.String("addr", ln.Addr().String()), slog.Bool("cache", !cfg.CacheDisabled),
-		slog.Int("rate_limit", cfg.RateLimit), slog.String("mongodb_database", cfg.MongoDatabase))
+		slog.Int("rate_limit", cfg.RateLimit), slog.String("mongodb_database", cfg.MongoDatabase),
+		slog.Bool("saga_states_sealed", len(cfg.SagaKeys) > 0), slog.Bool("admin_console", cfg.AdminToken != ""))
 	if ready != nil {
 		ready(ln.Addr())
 	}

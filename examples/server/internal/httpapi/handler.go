@@ -26,6 +26,10 @@ type Config struct {
 	HealthTimeout time.Duration
 	// Metrics serves GET /metrics. Default: nil, no /metrics route.
 	Metrics http.Handler
+	// Admin, when not nil, serves every path under /admin/ (the saga
+	// console, which does its own authorisation), with the prefix /admin
+	// stripped. Default: nil, /admin/ is a 404.
+	Admin http.Handler
 	// Registerer receives the request counters. Default: nil, not counted.
 	Registerer prometheus.Registerer
 	// Limiter limits each client's request rate. Default: nil, no limit.
@@ -106,6 +110,9 @@ func New(cfg Config) *Handler {
 	h.mux.HandleFunc("GET /health", h.getHealth)
 	if cfg.Metrics != nil {
 		h.mux.Handle("GET /metrics", cfg.Metrics)
+	}
+	if cfg.Admin != nil {
+		h.mux.Handle("/admin/", http.StripPrefix("/admin", cfg.Admin))
 	}
 
 	h.handler = h.recoverPanics(h.logRequests(h.rateLimit(http.HandlerFunc(h.route))))

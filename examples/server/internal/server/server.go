@@ -81,6 +81,22 @@ type Options struct {
 	// its last log write; another instance's recovery takes it over once
 	// the lease has expired. Default (0): coord's, 30s.
 	SagaLease time.Duration
+	// SagaKeys, when not empty, seal the saga states in the log with
+	// coord.NewSealer (AES-256-GCM), oldest key first: the last seals,
+	// every one opens. Every instance sharing the database needs the same
+	// ring. Sealed, a registration's password hash is logged (sealed) until
+	// its insert commits, so that recovery in any instance can redo the
+	// insert; unsealed (the default), the hash is never logged, and a
+	// registration cut by a crash before its insert is compensated (see
+	// README.md, "The password hash and the saga log").
+	SagaKeys []coord.Key
+	// AdminToken, when not empty, mounts the saga console (coord/coordhttp)
+	// under /admin/, behind HTTP Basic authentication whose password is
+	// this token (the user name is recorded as the operator). Default: no
+	// console, /admin/ is a 404.
+	AdminToken string
+	// AdminReadOnly removes the console's Retry and Resolve actions.
+	AdminReadOnly bool
 	// Logger receives the logs. Default: slog.Default().
 	Logger *slog.Logger
 	// WrapConversations, when set, wraps the MongoDB conversation store:
@@ -191,13 +207,27 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := coord.New(ctx, st.Postgres, coord.Options{
+	coordOpts := coord.Options{
 		RecoverEvery:  opts.RecoverEvery,
 		LeaseDuration: opts.SagaLease,
 		Hooks:         joinHooks(coord.SlogHooks(log), stepHooks),
-	})
+	}
+	if len(opts.SagaKeys) > 0 {
+		sealer, err := coord.NewSealer(opts.SagaKeys...)
+		if err != nil {
+			return nil, fmt.Errorf("server: saga keys: %w", err)
+		}
+		coordOpts.Codec = sealer
+	}
+	c, err := coord.New(ctx, st.Postgres, coordOpts)
 	if err != nil {
 		return nil, fmt.Errorf("server: starting the saga coordinator: %w", err)
+	}
+	var admin http.Handler
+	if opts.AdminToken != "" {
+		if admin, err = adminConsole(c, opts.AdminToken, opts.AdminReadOnly); err != nil {
+			return nil, err
+		}
 	}
 	sessionStore, err := redisstore.NewSessionStore(st.Redis, opts.RedisPrefix, redisstore.SessionStoreOptions{
 		IdleTimeout: opts.SessionIdleTimeout, Lifetime: opts.SessionLifetime,
@@ -217,7 +247,7 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 		}
 		loginLimiter = ll
 	}
-	workflows, err := sagas.New(c, users, conversations, cache, sessionStore, board, reg)
+	workflows, err := sagas.New(c, users, conversations, cache, sessionStore, board, reg, sagas.Options{Sealed: coordOpts.Codec != nil})
 	if err != nil {
 		return nil, err
 	}
@@ -244,6 +274,7 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 		},
 		HealthTimeout: opts.HealthTimeout,
 		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Admin:         admin,
 		Registerer:    reg,
 		Limiter:       limiter,
 		MaxBodyBytes:  opts.MaxBodyBytes,
