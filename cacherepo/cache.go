@@ -35,6 +35,7 @@ type Cache[T any] struct {
 	near    *nearTier // nil without Options.Near
 	hub     *hub      // nil without Options.Near and Options.Lock
 	closed  sync.Once
+	tel     *telemetry
 }
 
 // New returns a Cache of T values over client: a *redis.Client (single node
@@ -56,7 +57,8 @@ func New[T any](client redis.UniversalClient, opts Options) (*Cache[T], error) {
 	}
 	_, single := client.(*redis.Client)
 	c := &Cache[T]{client: client, opts: opts, mget: single, detach: opts.Timeout > 0 && !deadlines,
-		counters: new(counters), channel: "cacherepo:" + opts.Namespace, id: newToken('s')[1:]}
+		counters: new(counters), channel: "cacherepo:" + opts.Namespace, id: newToken('s')[1:],
+		tel: newTelemetry(opts.Namespace, opts.TracerProvider, opts.MeterProvider)}
 	_, ring := client.(*redis.Ring)
 	if opts.Near != nil && ring {
 		// A Ring routes a PUBLISH sent from a script to the key's shard and
@@ -69,9 +71,10 @@ func New[T any](client redis.UniversalClient, opts Options) (*Cache[T], error) {
 		}
 	}
 	if opts.Near != nil || (opts.Lock && !ring) { // on a Ring, Lock waiters poll
-		n, onEvent := c.counters, opts.OnEvent
+		n, onEvent, tel := c.counters, opts.OnEvent, c.tel
 		c.hub = newHub(client, c.channel, c.id, c.near, func() {
 			n[EventSubscriptionLost].Add(1)
+			tel.event(context.Background(), EventSubscriptionLost, nil, 0)
 			if onEvent != nil {
 				onEvent(context.Background(), Event{Kind: EventSubscriptionLost})
 			}
@@ -230,6 +233,17 @@ func (c *Cache[T]) valueEntry(key string, v T, ttl, load time.Duration) ([]byte,
 // GetOrLoad), ErrRedis or ErrCodec errors when Redis or decoding fails, and
 // an error wrapping ErrInvalid for an empty key or a nil context.
 func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
+	if ctx == nil || !c.tel.tracing() {
+		return c.getValue(ctx, key)
+	}
+	ctx, s := c.tel.start(ctx, opGet)
+	v, err := c.getValue(ctx, key)
+	s.end(err)
+	return v, err
+}
+
+// getValue is Get.
+func (c *Cache[T]) getValue(ctx context.Context, key string) (T, error) {
 	var zero T
 	if err := checkCall(ctx, key); err != nil {
 		return zero, err
@@ -237,6 +251,7 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 	rk := c.key(key)
 	ne, fromNear := c.nearGet(rk)
 	if fromNear && ne.v != nil {
+		c.mark(ctx, resultNearHit)
 		return ne.v.(T), nil // NearOptions.Shared
 	}
 	b, epoch := ne.b, uint64(0)
@@ -246,6 +261,7 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 		b, err = c.get(ctx, rk)
 		switch {
 		case errors.Is(err, redis.Nil):
+			c.mark(ctx, resultMiss)
 			return zero, ErrMiss
 		case err != nil:
 			return zero, redisErr("GET", key, err)
@@ -260,13 +276,20 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 		if !fromNear {
 			c.nearPut(rk, b, nil, epoch)
 		}
+		c.mark(ctx, resultTombstone)
 		return zero, tombstoneErr(key)
 	case kindLease, kindMarker:
+		c.mark(ctx, resultMiss)
 		return zero, ErrMiss
 	}
 	v, err := c.decode(key, e.payload)
-	if err == nil && !fromNear {
+	switch {
+	case err != nil:
+	case fromNear:
+		c.mark(ctx, resultNearHit)
+	default:
 		c.nearPut(rk, b, &v, epoch)
+		c.mark(ctx, resultHit)
 	}
 	return v, err
 }
@@ -278,6 +301,17 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, error) {
 // wrapping ErrInvalid, before any Redis I/O, for an empty key, a nil
 // context or a ttl that is negative or under 1ms.
 func (c *Cache[T]) Set(ctx context.Context, key string, value T, ttl time.Duration) error {
+	if ctx == nil || !c.tel.tracing() {
+		return c.set(ctx, key, value, ttl)
+	}
+	ctx, s := c.tel.start(ctx, opSet)
+	err := c.set(ctx, key, value, ttl)
+	s.end(err)
+	return err
+}
+
+// set is Set.
+func (c *Cache[T]) set(ctx context.Context, key string, value T, ttl time.Duration) error {
 	if err := checkCall(ctx, key); err != nil {
 		return err
 	}
@@ -318,6 +352,17 @@ func (c *Cache[T]) Set(ctx context.Context, key string, value T, ttl time.Durati
 		return redisErr("SET", key, err)
 	}
 	return nil
+}
+
+// mark records on the span of the call that ctx belongs to, if traced,
+// what it served.
+func (c *Cache[T]) mark(ctx context.Context, r callResult) {
+	if !c.tel.tracing() {
+		return
+	}
+	if s := spanOf(ctx); s != nil {
+		s.mark(r)
+	}
 }
 
 // nearGet returns rk's entry from the near tier, if there is one and it
@@ -390,6 +435,23 @@ func checkCall(ctx context.Context, keys ...string) error {
 // and an error wrapping ErrInvalid, deleting nothing, when a key is empty or
 // the context nil. No keys is a no-op.
 func (c *Cache[T]) Delete(ctx context.Context, keys ...string) error {
+	return c.delete(ctx, opDelete, keys)
+}
+
+// delete is Delete and Invalidate, o.
+func (c *Cache[T]) delete(ctx context.Context, o op, keys []string) error {
+	if ctx == nil || !c.tel.tracing() {
+		return c.del(ctx, keys)
+	}
+	ctx, s := c.tel.start(ctx, o)
+	s.keys(len(keys))
+	err := c.del(ctx, keys)
+	s.end(err)
+	return err
+}
+
+// del is Delete.
+func (c *Cache[T]) del(ctx context.Context, keys []string) error {
 	if err := checkCall(ctx, keys...); err != nil {
 		return err
 	}
@@ -443,7 +505,7 @@ func (c *Cache[T]) markerTTL() time.Duration { return 2 * c.opts.LeaseTTL }
 // retry, and an error wrapping ErrInvalid, invalidating nothing, when a key
 // is empty or the context nil.
 func (c *Cache[T]) Invalidate(ctx context.Context, keys ...string) error {
-	return c.Delete(ctx, keys...)
+	return c.delete(ctx, opInvalidate, keys)
 }
 
 // GetMany returns the cached values of keys in one round trip (MGET, or a
@@ -452,6 +514,22 @@ func (c *Cache[T]) Invalidate(ctx context.Context, keys ...string) error {
 // ErrCodec errors, and an error wrapping ErrInvalid for an empty key or a
 // nil context.
 func (c *Cache[T]) GetMany(ctx context.Context, keys []string) (map[string]T, error) {
+	if ctx == nil || !c.tel.tracing() {
+		return c.getManyValues(ctx, keys)
+	}
+	ctx, s := c.tel.start(ctx, opGetMany)
+	s.keys(len(keys))
+	out, err := c.getManyValues(ctx, keys)
+	if err == nil {
+		s.counts[resultHit].Add(int32(len(out)))
+		s.counts[resultMiss].Add(int32(len(keys) - len(out)))
+	}
+	s.end(err)
+	return out, err
+}
+
+// getManyValues is GetMany.
+func (c *Cache[T]) getManyValues(ctx context.Context, keys []string) (map[string]T, error) {
 	if err := checkCall(ctx, keys...); err != nil {
 		return nil, err
 	}
@@ -543,6 +621,18 @@ func (c *Cache[T]) fetch(ctx context.Context, rks []string) ([][]byte, error) {
 // error wrapping ErrInvalid, writing nothing, for an empty key, a nil
 // context or a ttl that is negative or under 1ms.
 func (c *Cache[T]) SetMany(ctx context.Context, items map[string]T, ttl time.Duration) error {
+	if ctx == nil || !c.tel.tracing() {
+		return c.setMany(ctx, items, ttl)
+	}
+	ctx, s := c.tel.start(ctx, opSetMany)
+	s.keys(len(items))
+	err := c.setMany(ctx, items, ttl)
+	s.end(err)
+	return err
+}
+
+// setMany is SetMany.
+func (c *Cache[T]) setMany(ctx context.Context, items map[string]T, ttl time.Duration) error {
 	if err := checkCall(ctx); err != nil {
 		return err
 	}

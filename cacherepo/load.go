@@ -51,10 +51,29 @@ type flight[T any] struct {
 // loader's panic is recovered, reported as EventLoaderPanic, and the cached
 // value, still valid, is served.
 func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load func(context.Context) (T, error)) (T, error) {
-	var zero T
 	if ctx == nil || key == "" || load == nil {
+		var zero T
 		return zero, c.badLoad(ctx, key, load == nil)
 	}
+	if !c.tel.tracing() {
+		return c.getOrLoad(ctx, key, load)
+	}
+	ctx, s := c.tel.start(ctx, opGetOrLoad)
+	normal := false
+	defer func() {
+		if !normal { // the loader panicked: the panic goes on
+			s.endPanicked()
+		}
+	}()
+	v, err := c.getOrLoad(ctx, key, load)
+	normal = true
+	s.end(err)
+	return v, err
+}
+
+// getOrLoad is GetOrLoad, its arguments checked.
+func (c *Cache[T]) getOrLoad(ctx context.Context, key string, load func(context.Context) (T, error)) (T, error) {
+	var zero T
 	rk := c.key(key)
 	if ne, ok := c.nearGet(rk); ok {
 		if v, ok, err := c.nearHit(ctx, key, rk, ne, load); ok {
@@ -370,6 +389,7 @@ func (c *Cache[T]) redisFailed(ctx context.Context, op, key string, err error) e
 	if c.opts.Strict {
 		return redisErr(op, key, err)
 	}
+	c.tel.failedOpen(ctx, err)
 	return nil
 }
 
@@ -459,7 +479,7 @@ func (c *Cache[T]) fromEntry(ctx context.Context, key string, b []byte) (*flight
 // back wrapping ErrNotFound, with notFound set.
 func (c *Cache[T]) runLoader(ctx context.Context, key string, load func(context.Context) (T, error)) (v T, d time.Duration, notFound bool, err error) {
 	start := time.Now()
-	v, err = load(ctx)
+	v, err = runLoad(c.tel, ctx, 0, c.opts.IsNotFound, load)
 	d = time.Since(start)
 	switch {
 	case err == nil:

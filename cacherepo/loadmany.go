@@ -49,6 +49,25 @@ func (c *Cache[T]) GetManyOrLoad(ctx context.Context, keys []string, load func(c
 	if err := checkCall(ctx, keys...); err != nil {
 		return nil, err
 	}
+	if !c.tel.tracing() {
+		return c.getManyOrLoadAll(ctx, keys, load)
+	}
+	ctx, s := c.tel.start(ctx, opGetManyOrLoad)
+	s.keys(len(keys))
+	normal := false
+	defer func() {
+		if !normal { // the loader panicked: the panic goes on
+			s.endPanicked()
+		}
+	}()
+	out, err := c.getManyOrLoadAll(ctx, keys, load)
+	normal = true
+	s.end(err)
+	return out, err
+}
+
+// getManyOrLoadAll is GetManyOrLoad, its arguments checked.
+func (c *Cache[T]) getManyOrLoadAll(ctx context.Context, keys []string, load func(ctx context.Context, missing []string) (map[string]T, error)) (map[string]T, error) {
 	var out map[string]T
 	for attempt := 0; ; attempt++ {
 		got, retry, err := c.getManyOrLoadOnce(ctx, keys, load)
@@ -336,7 +355,13 @@ func (c *Cache[T]) getManyOrLoad(ctx context.Context, keys []string, load func(c
 func (c *Cache[T]) loadBatch(ctx context.Context, toLoad []string, leases map[string]lease, readAt time.Time, load func(ctx context.Context, missing []string) (map[string]T, error), out map[string]T, b *batch[T]) error {
 	b.loadKeys, b.leases = toLoad, leases
 	start := time.Now()
-	loaded, err := load(ctx, toLoad)
+	var loaded map[string]T
+	var err error
+	if c.tel.tracing() && spanOf(ctx) != nil {
+		loaded, err = runLoad(c.tel, ctx, len(toLoad), c.opts.IsNotFound, func(ctx context.Context) (map[string]T, error) { return load(ctx, toLoad) })
+	} else {
+		loaded, err = load(ctx, toLoad)
+	}
 	d := time.Since(start)
 	switch {
 	case err == nil:

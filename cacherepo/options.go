@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configures a Cache. The zero value is ready to use: every zero
@@ -112,6 +115,19 @@ type Options struct {
 	// (see EventKind), for metrics, logs and tracing. It must be fast and
 	// safe for concurrent use. Default: nil.
 	OnEvent func(ctx context.Context, e Event)
+
+	// TracerProvider starts a span for each call (see the package
+	// documentation, Observability). Default (nil): the global provider,
+	// otel.GetTracerProvider(), which costs nothing until the application
+	// installs one. trace/noop's provider turns spans off.
+	TracerProvider trace.TracerProvider
+
+	// MeterProvider records the counters of Stats and the loaders'
+	// durations as OpenTelemetry metrics (see the package documentation,
+	// Observability). Default (nil): the global provider,
+	// otel.GetMeterProvider(), which records nothing until the application
+	// installs one.
+	MeterProvider metric.MeterProvider
 }
 
 // Codec encodes cached values. Implementations must be safe for concurrent

@@ -127,6 +127,7 @@ type counters [len(eventNames)]atomic.Uint64
 
 func (c *Cache[T]) event(ctx context.Context, kind EventKind, key string, err error, d time.Duration) {
 	c.counters[kind].Add(1)
+	c.tel.event(ctx, kind, err, d)
 	if c.opts.OnEvent != nil {
 		c.opts.OnEvent(ctx, Event{Kind: kind, Key: key, Err: err, Duration: d})
 	}
