@@ -127,6 +127,22 @@
 // Stats and Options.OnEvent count the outcomes of GetOrLoad and
 // GetManyOrLoad; the plain operations return theirs to the caller.
 //
+// # Observability
+//
+// A Cache emits OpenTelemetry spans and metrics through the API alone, to
+// Options.TracerProvider and Options.MeterProvider (nil: the global
+// providers; until the application installs one, nothing is started and
+// nothing allocated). Each call is a span "cacherepo.<Method> <namespace>"
+// with polystore.cache.result (hit, near_hit, miss, tombstone, stale,
+// fail_open) or, for batches, db.operation.batch.size and per-result
+// counts; the loader runs under a child span "cacherepo.load"; lease waits
+// and Redis errors are span events with error.type. The metrics
+// (polystore.cache.hits by tier, misses, tombstone_hits, loads,
+// load.duration, lease_waits, redis.errors, fail_open, ...) count at the
+// points Stats does. PoolMetrics reports go-redis's PoolStats. redisotel's
+// command spans become children of cacherepo's. The names are listed in the
+// README's Observability section.
+//
 // # Invalid arguments
 //
 // A negative or impossible value never silently becomes a default: New

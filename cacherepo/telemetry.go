@@ -384,6 +384,9 @@ func (s *opSpan) endPanicked() {
 var eventResults = [len(eventNames)]callResult{
 	EventHit: resultHit, EventNearHit: resultNearHit, EventMiss: resultMiss,
 	EventTombstoneHit: resultTombstone, EventStaleWriteRefused: resultStale,
+	// A hit chosen for an early refresh counts no EventHit: it served a
+	// cached value, or the refreshed one.
+	EventEarlyRefresh: resultHit,
 }
 
 // spanEvents names the span event of the events that get one.

@@ -270,6 +270,28 @@ func TestGetOrLoad_Telemetry_TombstoneAndNotFoundLoad(t *testing.T) {
 	assert.Equal(t, int64(1), r.sum(t, "polystore.cache.loads", attribute.String("polystore.cache.load.result", "not_found")))
 }
 
+func TestGetOrLoad_Telemetry_InvalidatedDuringTheLoadIsStale(t *testing.T) {
+	ctx := context.Background()
+	r := newTelemetryRecorder(t)
+	c, _, namespace := newCache[user](t, r.options(cacherepo.Options{}))
+	_, err := c.GetOrLoad(ctx, "1", func(ctx context.Context) (user, error) {
+		// The record changes while it loads: its old value must not be cached.
+		require.NoError(t, c.Invalidate(ctx, "1"))
+		return user{ID: 1}, nil
+	})
+	require.NoError(t, err)
+
+	spans := r.named("cacherepo.GetOrLoad " + namespace)
+	require.Len(t, spans, 1)
+	assert.Equal(t, "stale", attrsOf(spans[0].Attributes())["polystore.cache.result"].AsString())
+	assert.Contains(t, eventNamesOf(spans[0]), "stale_write_refused")
+	load := r.named("cacherepo.load")
+	require.Len(t, load, 1)
+	assert.Equal(t, []string{"cacherepo.Invalidate " + namespace}, r.childrenOf(load[0]), "the loader's work goes under the load span")
+	assert.Equal(t, int64(1), r.sum(t, "polystore.cache.stale_writes_refused"))
+	assert.Equal(t, uint64(1), c.Stats().StaleWritesRefused)
+}
+
 func TestGetOrLoad_Telemetry_LoaderErrorIsRecordedOnTheLoadSpan(t *testing.T) {
 	ctx := context.Background()
 	r := newTelemetryRecorder(t)
