@@ -152,3 +152,17 @@ func ExampleNearOptions() {
 	}
 	_ = u
 }
+
+// PoolMetrics reports the client's connection pool to an OpenTelemetry
+// MeterProvider (nil: the global one) until unregister is called.
+// redisotel's tracing makes each command a child span of the cacherepo
+// call that sent it: see the README's Observability section.
+func ExamplePoolMetrics() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	unregister, err := cacherepo.PoolMetrics(rdb, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer unregister()
+}

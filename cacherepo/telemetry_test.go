@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -582,4 +584,68 @@ func TestPackage_ImportsTheOpenTelemetryAPIOnly(t *testing.T) {
 		}
 	}
 	assert.Contains(t, otelPkgs, "go.opentelemetry.io/otel/trace", "the check sees the API")
+}
+
+func TestGetOrLoad_Telemetry_LoaderPanicEndsBothSpansAndGoesOn(t *testing.T) {
+	ctx := context.Background()
+	r := newTelemetryRecorder(t)
+	c, _, namespace := newCache[user](t, r.options(cacherepo.Options{}))
+	recovered := func() (p any) {
+		defer func() { p = recover() }()
+		_, _ = c.GetOrLoad(ctx, "1", func(context.Context) (user, error) { panic("boom") })
+		return nil
+	}()
+	require.Equal(t, "boom", recovered, "the panic reaches the caller with its value")
+
+	call := r.named("cacherepo.GetOrLoad " + namespace)
+	require.Len(t, call, 1, "ended despite the panic")
+	assert.Equal(t, "loader_panic", attrsOf(call[0].Attributes())["error.type"].AsString())
+	assert.Equal(t, codes.Error, call[0].Status().Code)
+	load := r.named("cacherepo.load")
+	require.Len(t, load, 1)
+	assert.Equal(t, "panic", attrsOf(load[0].Attributes())["polystore.cache.load.result"].AsString())
+	assert.Equal(t, int64(1), r.sum(t, "polystore.cache.loads", attribute.String("polystore.cache.load.result", "panic")))
+}
+
+// globalChildEnv marks the process that
+// TestCache_Telemetry_GlobalProvidersAreTheDefault starts: installing a
+// global provider cannot be undone, and this package's other tests rely on
+// there being none.
+const globalChildEnv = "CACHEREPO_TEST_GLOBAL_OTEL_CHILD"
+
+// TestCache_Telemetry_GlobalProvidersAreTheDefault: a Cache built with no
+// providers, before the application installs any, starts no span until
+// one is installed, then follows it (otel's globals forward to it). It runs
+// in a child test process of its own.
+func TestCache_Telemetry_GlobalProvidersAreTheDefault(t *testing.T) {
+	if os.Getenv(globalChildEnv) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCache_Telemetry_GlobalProvidersAreTheDefault$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), globalChildEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "the child test:\n%s", out)
+		require.Contains(t, string(out), "--- PASS: TestCache_Telemetry_GlobalProvidersAreTheDefault", "the child ran the test:\n%s", out)
+		return
+	}
+	ctx := context.Background()
+	c, client, _ := newCache[user](t, cacherepo.Options{}) // before any provider is installed
+	var commands commandSpans
+	client.AddHook(&commands)
+	load := func(context.Context) (user, error) { return user{ID: 1}, nil }
+
+	// Nothing installed: the commands run under the caller's context as
+	// is, with no span of cacherepo's in it.
+	_, err := c.GetOrLoad(ctx, "1", load)
+	require.NoError(t, err)
+	require.Equal(t, []trace.SpanID{{}}, commands.of("get"))
+
+	r := newTelemetryRecorder(t)
+	otel.SetTracerProvider(r.tp)
+	otel.SetMeterProvider(r.mp)
+	_, err = c.GetOrLoad(ctx, "1", load)
+	require.NoError(t, err)
+	spans := r.spans.Ended()
+	require.Len(t, spans, 1)
+	assert.Equal(t, "hit", attrsOf(spans[0].Attributes())["polystore.cache.result"].AsString())
+	assert.Equal(t, spans[0].SpanContext().SpanID(), commands.of("get")[1])
+	assert.Equal(t, int64(1), r.sum(t, "polystore.cache.hits", tierRedis), "only the hit after the install is measured")
 }
