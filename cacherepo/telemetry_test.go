@@ -649,3 +649,24 @@ func TestCache_Telemetry_GlobalProvidersAreTheDefault(t *testing.T) {
 	assert.Equal(t, spans[0].SpanContext().SpanID(), commands.of("get")[1])
 	assert.Equal(t, int64(1), r.sum(t, "polystore.cache.hits", tierRedis), "only the hit after the install is measured")
 }
+
+func TestGetManyOrLoad_Telemetry_RedisDownIsFailOpen(t *testing.T) {
+	ctx := context.Background()
+	r := newTelemetryRecorder(t)
+	c, err := cacherepo.New[user](downClient(t), r.options(cacherepo.Options{Namespace: "down:"}))
+	require.NoError(t, err)
+	got, err := c.GetManyOrLoad(ctx, []string{"1", "2"}, func(_ context.Context, missing []string) (map[string]user, error) {
+		return map[string]user{"1": {ID: 1}, "2": {ID: 2}}, nil
+	})
+	require.NoError(t, err, "fail open: served from the loader")
+	assert.Len(t, got, 2)
+
+	spans := r.named("cacherepo.GetManyOrLoad down:")
+	require.Len(t, spans, 1)
+	a := attrsOf(spans[0].Attributes())
+	assert.Equal(t, int64(2), a["db.operation.batch.size"].AsInt64())
+	assert.Equal(t, int64(1), a["polystore.cache.batch.fail_open"].AsInt64(), "one read served around")
+	assert.Equal(t, "connection", a["error.type"].AsString())
+	assert.Equal(t, codes.Unset, spans[0].Status().Code)
+	assert.Equal(t, int64(1), r.sum(t, "polystore.cache.fail_open", attribute.String("error.type", "connection")))
+}
