@@ -8,6 +8,8 @@ import (
 	"github.com/google/uuid"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/polystore/polystore/docrepo"
 	"github.com/polystore/polystore/examples/server/internal/chat"
@@ -59,8 +61,18 @@ type ConversationRepository struct {
 var _ chat.ConversationStore = (*ConversationRepository)(nil)
 
 // NewConversationRepository returns the conversations repository in db.
+// Its spans and metrics go to the global OpenTelemetry providers.
 func NewConversationRepository(db *mongo.Database) (*ConversationRepository, error) {
-	repo, err := docrepo.New[conversationDoc, bson.ObjectID](db.Collection(CollectionName), docrepo.Options{MaxPageSize: chat.MaxPageLimit})
+	return NewConversationRepositoryWithProviders(db, nil, nil)
+}
+
+// NewConversationRepositoryWithProviders is NewConversationRepository
+// whose spans (docrepo.<Method> conversations) and metrics go to tp and mp
+// (nil: the global ones).
+func NewConversationRepositoryWithProviders(db *mongo.Database, tp trace.TracerProvider, mp metric.MeterProvider) (*ConversationRepository, error) {
+	repo, err := docrepo.New[conversationDoc, bson.ObjectID](db.Collection(CollectionName), docrepo.Options{
+		MaxPageSize: chat.MaxPageLimit, TracerProvider: tp, MeterProvider: mp,
+	})
 	if err != nil {
 		return nil, err
 	}

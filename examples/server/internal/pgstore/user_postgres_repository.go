@@ -45,9 +45,17 @@ type UserRepository struct {
 var _ chat.UserStore = (*UserRepository)(nil)
 
 // NewUserRepository returns the users repository on pool, whose database
-// Migrate has brought up to date.
+// Migrate has brought up to date. Its spans and metrics go to the global
+// OpenTelemetry providers.
 func NewUserRepository(pool *pgxpool.Pool) (*UserRepository, error) {
-	users, err := pgrepo.New[userRow, uuid.UUID]("users")
+	return NewUserRepositoryWithOptions(pool, pgrepo.Options{})
+}
+
+// NewUserRepositoryWithOptions is NewUserRepository with pgrepo's options:
+// the tracer and meter providers of its spans (pgrepo.<Method> users) and
+// metrics.
+func NewUserRepositoryWithOptions(pool *pgxpool.Pool, opts pgrepo.Options) (*UserRepository, error) {
+	users, err := pgrepo.NewWithOptions[userRow, uuid.UUID]("users", opts)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/polystore/polystore/cacherepo"
 	"github.com/polystore/polystore/examples/server/internal/chat"
@@ -32,6 +34,11 @@ type ProfileCacheOptions struct {
 	Timeout time.Duration
 	// OnEvent receives the cache's events (metrics, logs). Default: nil.
 	OnEvent func(context.Context, cacherepo.Event)
+	// TracerProvider and MeterProvider are cacherepo's (its spans
+	// cacherepo.<Method> <namespace> and its metrics). Default (nil): the
+	// global ones.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 }
 
 // NewProfileCache returns a profile cache on client whose keys start with
@@ -53,6 +60,9 @@ func NewProfileCache(client redis.UniversalClient, prefix string, opts ProfileCa
 		Timeout:     opts.Timeout,
 		IsNotFound:  func(err error) bool { return chat.ErrorCode(err) == chat.CodeNotFound },
 		OnEvent:     opts.OnEvent,
+
+		TracerProvider: opts.TracerProvider,
+		MeterProvider:  opts.MeterProvider,
 	})
 	if err != nil {
 		return nil, err
