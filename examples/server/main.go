@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/polystore/polystore/docrepo"
 	"github.com/polystore/polystore/examples/server/internal/server"
@@ -58,6 +60,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StoreTimeout)
 	defer cancel()
 
+	// OpenTelemetry: spans and metrics leave the process only when an OTLP
+	// endpoint is configured (the exporters read the OTEL_EXPORTER_OTLP_*
+	// variables); /metrics always serves the same meters.
+	otlp := getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
+	tel, err := server.NewTelemetry(startCtx, server.TelemetryOptions{OTLP: otlp})
+	if err != nil {
+		return err
+	}
+	defer func() { // last: after the server and the pools, whose spans it flushes
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(ctx); err != nil {
+			log.Warn("flushing telemetry", slog.Any("error", err))
+		}
+	}()
+	// The global providers are for what takes no provider of its own
+	// (cacherepo, go-redis's and the drivers' instrumentations if added).
+	otel.SetTracerProvider(tel.TracerProvider)
+	otel.SetMeterProvider(tel.MeterProvider)
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+
 	pool, err := pgrepo.Open(startCtx, cfg.PostgresURL, pgrepo.Config{MaxConns: int32(cfg.PGMaxConns)})
 	if err != nil {
 		return fmt.Errorf("connecting to PostgreSQL: %w", err)
@@ -85,7 +108,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 			slog.String("addr", redisOpts.Addr), slog.Any("error", err))
 	}
 
-	mongoClient, err := docrepo.Connect(startCtx, cfg.MongoURL, docrepo.Config{MaxPoolSize: uint64(max(cfg.MongoMaxPool, 0)), AppName: "polystore-example"})
+	mongoClient, err := docrepo.Connect(startCtx, cfg.MongoURL, docrepo.Config{
+		MaxPoolSize: uint64(max(cfg.MongoMaxPool, 0)), AppName: "polystore-example",
+		MeterProvider: tel.MeterProvider, // the pool's metrics
+	})
 	if err != nil {
 		return fmt.Errorf("connecting to MongoDB: %w", err)
 	}
@@ -112,6 +138,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		SagaKeys:                cfg.SagaKeys,
 		AdminToken:              cfg.AdminToken,
 		AdminReadOnly:           cfg.AdminReadOnly,
+		Telemetry:               tel,
 		Logger:                  log,
 	})
 	if err != nil {
@@ -136,7 +163,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	}
 	log.Info("listening", slog.String("addr", ln.Addr().String()), slog.Bool("cache", !cfg.CacheDisabled),
 		slog.Int("rate_limit", cfg.RateLimit), slog.String("mongodb_database", cfg.MongoDatabase),
-		slog.Bool("saga_states_sealed", len(cfg.SagaKeys) > 0), slog.Bool("admin_console", cfg.AdminToken != ""))
+		slog.Bool("saga_states_sealed", len(cfg.SagaKeys) > 0), slog.Bool("admin_console", cfg.AdminToken != ""),
+		slog.Bool("otlp", otlp))
 	if ready != nil {
 		ready(ln.Addr())
 	}
@@ -166,7 +194,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 func newLogger(cfg config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(server.WithTraceIDs(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(server.WithTraceIDs(slog.NewTextHandler(w, opts)))
 }

@@ -6,6 +6,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/polystore/polystore/examples/server/internal/chat"
 )
@@ -36,6 +40,12 @@ type Config struct {
 	Limiter Limiter
 	// MaxBodyBytes bounds request bodies (413 beyond). Default: 64 KiB.
 	MaxBodyBytes int64
+	// TracerProvider starts the server span of each request (otelhttp),
+	// named after its route pattern once routed ("POST /users", or the
+	// method alone for a request no route matched), with http.route; the span
+	// context of a request's W3C traceparent header is its parent.
+	// Default (nil): the global provider.
+	TracerProvider trace.TracerProvider
 	// Logger receives request logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -116,6 +126,16 @@ func New(cfg Config) *Handler {
 	}
 
 	h.handler = h.recoverPanics(h.logRequests(h.rateLimit(http.HandlerFunc(h.route))))
+	otelOpts := []otelhttp.Option{
+		// HTTP metrics are http_requests_total's (Registerer): otelhttp's
+		// own would count every request a second time.
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
+		otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})),
+	}
+	if cfg.TracerProvider != nil {
+		otelOpts = append(otelOpts, otelhttp.WithTracerProvider(cfg.TracerProvider))
+	}
+	h.handler = otelhttp.NewHandler(h.handler, "http", otelOpts...)
 	return h
 }
 

@@ -5,7 +5,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/polystore/polystore/examples/server/internal/chat"
 )
@@ -51,6 +55,7 @@ func (h *Handler) logRequests(next http.Handler) http.Handler {
 		if h.requests != nil {
 			h.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 		}
+		routeAttribute(r)
 		level := slog.LevelInfo
 		if sw.status >= 500 {
 			level = slog.LevelError
@@ -63,6 +68,20 @@ func (h *Handler) logRequests(next http.Handler) http.Handler {
 			slog.Duration("duration", time.Since(start)),
 			slog.String("client", clientKey(r)))
 	})
+}
+
+// routeAttribute sets http.route on the request's server span (otelhttp
+// names the span after the pattern itself, once routed).
+func routeAttribute(r *http.Request) {
+	span := trace.SpanFromContext(r.Context())
+	if !span.IsRecording() || r.Pattern == "" {
+		return
+	}
+	path := r.Pattern
+	if _, p, ok := strings.Cut(path, " "); ok {
+		path = p
+	}
+	span.SetAttributes(attribute.String("http.route", path))
 }
 
 // recoverPanics turns a panic in a handler into a logged 500, so one bad

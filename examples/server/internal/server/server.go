@@ -2,17 +2,17 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/polystore/polystore/coord"
 	"github.com/polystore/polystore/docrepo"
@@ -23,6 +23,7 @@ import (
 	"github.com/polystore/polystore/examples/server/internal/pgstore"
 	"github.com/polystore/polystore/examples/server/internal/redisstore"
 	"github.com/polystore/polystore/examples/server/internal/sagas"
+	"github.com/polystore/polystore/pgrepo"
 )
 
 // Stores are the clients the server runs on. The caller opens and closes
@@ -97,6 +98,12 @@ type Options struct {
 	AdminToken string
 	// AdminReadOnly removes the console's Retry and Resolve actions.
 	AdminReadOnly bool
+	// Telemetry is the OpenTelemetry SDK the server reports to: the
+	// repositories, the sagas and the HTTP layer get its providers, and
+	// /metrics serves its registry. The caller shuts it down, after Close.
+	// Default (nil): NewTelemetry with no exporter (nothing leaves the
+	// process; /metrics works), owned and shut down by Close.
+	Telemetry *Telemetry
 	// Logger receives the logs. Default: slog.Default().
 	Logger *slog.Logger
 	// WrapConversations, when set, wraps the MongoDB conversation store:
@@ -124,8 +131,9 @@ func FailFastRedis(o *redis.Options) {
 
 // Server is the example service, ready to serve.
 type Server struct {
-	handler *httpapi.Handler
-	coord   *coord.Coordinator
+	handler      *httpapi.Handler
+	coord        *coord.Coordinator
+	ownTelemetry *Telemetry // built by New, shut down by Close
 }
 
 // New prepares the stores (users migration, coord's tables, conversation
@@ -158,14 +166,37 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 		log = slog.Default()
 	}
 
+	tel, ownTelemetry := opts.Telemetry, (*Telemetry)(nil)
+	if tel == nil {
+		var err error
+		if tel, err = NewTelemetry(ctx, TelemetryOptions{}); err != nil {
+			return nil, err
+		}
+		ownTelemetry = tel
+	}
+	srv, err := build(ctx, st, opts, tel, log)
+	if err != nil {
+		if ownTelemetry != nil {
+			_ = ownTelemetry.Shutdown(context.WithoutCancel(ctx))
+		}
+		return nil, err
+	}
+	srv.ownTelemetry = ownTelemetry
+	return srv, nil
+}
+
+// build is New once the telemetry is there.
+func build(ctx context.Context, st Stores, opts Options, tel *Telemetry, log *slog.Logger) (*Server, error) {
 	if err := pgstore.Migrate(ctx, st.Postgres); err != nil {
 		return nil, fmt.Errorf("server: migrating PostgreSQL: %w", err)
 	}
-	users, err := pgstore.NewUserRepository(st.Postgres)
+	users, err := pgstore.NewUserRepositoryWithOptions(st.Postgres, pgrepo.Options{
+		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider,
+	})
 	if err != nil {
 		return nil, err
 	}
-	convRepo, err := mongostore.NewConversationRepository(st.Mongo)
+	convRepo, err := mongostore.NewConversationRepositoryWithProviders(st.Mongo, tel.TracerProvider, tel.MeterProvider)
 	if err != nil {
 		return nil, err
 	}
@@ -177,25 +208,29 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 		conversations = opts.WrapConversations(conversations)
 	}
 
-	// One registry per server, not the global one: two servers in one test
-	// binary must not collide.
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		postgresPoolMetrics(st.Postgres),
-		redisPoolMetrics(st.Redis),
-	)
+	// The telemetry's registry, not the global one: two servers in one
+	// test binary must not collide.
+	reg := tel.Registry
+	if err := errors.Join(reg.Register(postgresPoolMetrics(st.Postgres)), reg.Register(redisPoolMetrics(st.Redis))); err != nil {
+		return nil, fmt.Errorf("server: registering pool metrics: %w", err)
+	}
 
 	var cache chat.ProfileCache = app.Uncached{}
 	if !opts.CacheDisabled {
 		pc, err := redisstore.NewProfileCache(st.Redis, opts.RedisPrefix, redisstore.ProfileCacheOptions{
 			TTL: opts.CacheTTL, NotFoundTTL: opts.NotFoundTTL,
+			TracerProvider: tel.TracerProvider,
+			// The cache's counts are the profile_cache_* metrics below,
+			// from its Stats: cacherepo's own instruments would count
+			// each hit and miss a second time in /metrics.
+			MeterProvider: metricnoop.NewMeterProvider(),
 		})
 		if err != nil {
 			return nil, err
 		}
-		reg.MustRegister(cacheMetrics(pc.Stats))
+		if err := reg.Register(cacheMetrics(pc.Stats)); err != nil {
+			return nil, fmt.Errorf("server: registering cache metrics: %w", err)
+		}
 		cache = pc
 	}
 
@@ -211,6 +246,10 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 		RecoverEvery:  opts.RecoverEvery,
 		LeaseDuration: opts.SagaLease,
 		Hooks:         joinHooks(coord.SlogHooks(log), stepHooks),
+		// coord's spans (coord.Run, coord.step) and metrics (coord.saga.*,
+		// coord.step.duration) come with the rest of the telemetry.
+		TracerProvider: tel.TracerProvider,
+		MeterProvider:  tel.MeterProvider,
 	}
 	if len(opts.SagaKeys) > 0 {
 		sealer, err := coord.NewSealer(opts.SagaKeys...)
@@ -275,10 +314,13 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 		HealthTimeout: opts.HealthTimeout,
 		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Admin:         admin,
-		Registerer:    reg,
-		Limiter:       limiter,
-		MaxBodyBytes:  opts.MaxBodyBytes,
-		Logger:        log,
+		// otelhttp starts a server span per request; its own metrics are
+		// off: http_requests_total counts requests (one count of each).
+		TracerProvider: tel.TracerProvider,
+		Registerer:     reg,
+		Limiter:        limiter,
+		MaxBodyBytes:   opts.MaxBodyBytes,
+		Logger:         log,
 	})
 	return &Server{handler: h, coord: c}, nil
 }
@@ -295,6 +337,13 @@ func (s *Server) Start(ctx context.Context) error { return s.coord.Start(ctx) }
 // error reports a saga log it could not read (see coord.Coordinator.Recover).
 func (s *Server) Recover(ctx context.Context) (int, error) { return s.coord.Recover(ctx) }
 
-// Close stops the recovery loop, waiting for a recovery in progress. Call
-// it after the HTTP server has drained, before closing the store clients.
-func (s *Server) Close() error { return s.coord.Close() }
+// Close stops the recovery loop, waiting for a recovery in progress, and
+// shuts down the telemetry New built (not one given in Options). Call it
+// after the HTTP server has drained, before closing the store clients.
+func (s *Server) Close() error {
+	err := s.coord.Close()
+	if s.ownTelemetry != nil {
+		err = errors.Join(err, s.ownTelemetry.Shutdown(context.Background()))
+	}
+	return err
+}
