@@ -24,9 +24,11 @@ type Config struct {
 	Sessions chat.SessionService
 	// Leaderboard serves XP and the weekly board. Default: nil, no routes.
 	Leaderboard chat.LeaderboardService
-	// Health lists the stores GET /health checks. Default: none (always 200).
+	// Health lists the stores the readiness report (GET /readyz and its
+	// alias GET /health) checks. Default: none (always 200 "ok").
 	Health []HealthCheck
-	// HealthTimeout bounds each store's check. Default: 2s.
+	// HealthTimeout bounds each store's check; the checks run at once, so
+	// it bounds the whole report too. Default: 1s.
 	HealthTimeout time.Duration
 	// Metrics serves GET /metrics. Default: nil, no /metrics route.
 	Metrics http.Handler
@@ -83,7 +85,7 @@ func New(cfg Config) *Handler {
 		mux:           http.NewServeMux(),
 	}
 	if h.healthTimeout <= 0 {
-		h.healthTimeout = 2 * time.Second
+		h.healthTimeout = time.Second
 	}
 	if h.maxBody <= 0 {
 		h.maxBody = 64 << 10
@@ -117,7 +119,9 @@ func New(cfg Config) *Handler {
 		h.mux.HandleFunc("POST /users/{id}/xp", h.addXP)
 		h.mux.HandleFunc("GET /leaderboard", h.getLeaderboard)
 	}
-	h.mux.HandleFunc("GET /health", h.getHealth)
+	h.mux.HandleFunc("GET /livez", h.getLive)
+	h.mux.HandleFunc("GET /readyz", h.getReady)
+	h.mux.HandleFunc("GET /health", h.getReady)
 	if cfg.Metrics != nil {
 		h.mux.Handle("GET /metrics", cfg.Metrics)
 	}

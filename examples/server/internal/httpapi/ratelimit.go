@@ -20,15 +20,18 @@ type Limiter interface {
 }
 
 // rateLimit answers 429 with Retry-After once a client has spent its budget.
-// /health and /metrics are exempt: probes and scrapers must always get
-// through. When the limiter's store fails, the request goes through (fail
-// open): a Redis outage must not take the whole API down with it.
+// The probes (/livez, /readyz, /health) and /metrics are exempt: probes
+// and scrapers must always get through. When the limiter's store fails,
+// the request goes through (fail open): a Redis outage must not take the
+// whole API down with it (the Redis limiter also stops calling Redis for a
+// while, behind its breaker, so that requests do not each pay the failure).
 func (h *Handler) rateLimit(next http.Handler) http.Handler {
 	if h.limiter == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/health" || r.URL.Path == "/metrics" {
+		switch r.URL.Path {
+		case "/livez", "/readyz", "/health", "/metrics":
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -72,7 +72,9 @@ type Options struct {
 	LoginFailuresPerClient int
 	// MaxBodyBytes bounds request bodies. Default (0): 64 KiB.
 	MaxBodyBytes int64
-	// HealthTimeout bounds each store's check in /health. Default: 2s.
+	// HealthTimeout bounds each store's check in the readiness report
+	// (/readyz, /health); the checks run at once, so it bounds the report.
+	// Default: 1s.
 	HealthTimeout time.Duration
 	// RecoverEvery is the interval of the coordinator's recovery loop,
 	// which finishes sagas that a crash or an outage left unfinished.
@@ -297,8 +299,30 @@ func build(ctx context.Context, st Stores, opts Options, tel *Telemetry, log *sl
 	}
 
 	var limiter httpapi.Limiter
+	var limiterBreaker func() redisstore.BreakerState
 	if opts.RateLimit > 0 {
-		limiter = redisstore.NewRateLimiter(st.Redis, opts.RedisPrefix, opts.RateLimit, opts.RateBurst)
+		rl := redisstore.NewRateLimiterWithOptions(st.Redis, opts.RedisPrefix, redisstore.RateLimiterOptions{
+			Rate: opts.RateLimit, Burst: opts.RateBurst,
+			// One line per change of state, not one per request.
+			OnStateChange: func(from, to redisstore.BreakerState, err error) {
+				if to == redisstore.BreakerOpen && err != nil {
+					log.Warn("rate limit: Redis failed, letting requests through unlimited until it answers again",
+						slog.String("breaker", string(to)), slog.Any("error", err))
+					return
+				}
+				log.Info("rate limit breaker", slog.String("from", string(from)), slog.String("to", string(to)))
+			},
+		})
+		limiter, limiterBreaker = rl, rl.State
+	}
+	// The breakers in front of Redis, as the readiness report shows them.
+	// cacherepo has no breaker of its own yet; once it has, its state
+	// belongs here too, as "profile_cache".
+	redisBreakers := func() map[string]string {
+		if limiterBreaker == nil {
+			return nil
+		}
+		return map[string]string{"rate_limit": string(limiterBreaker())}
 	}
 
 	h := httpapi.New(httpapi.Config{
@@ -306,9 +330,15 @@ func build(ctx context.Context, st Stores, opts Options, tel *Telemetry, log *sl
 		Conversations: app.NewConversations(userService, conversations),
 		Sessions:      sessionService,
 		Leaderboard:   app.NewLeaderboard(users, board),
+		// Redis is optional: profiles are read from PostgreSQL and the
+		// rate limit fails open without it, so the service is degraded,
+		// not down (see README.md, "Health and probes"). PostgreSQL and
+		// MongoDB are required: registration, and every write, needs them.
 		Health: []httpapi.HealthCheck{
 			{Name: "postgres", Ping: users.Ping},
-			{Name: "redis", Ping: func(ctx context.Context) error { return st.Redis.Ping(ctx).Err() }},
+			{Name: "redis", Optional: true, Ping: func(ctx context.Context) error { return st.Redis.Ping(ctx).Err() },
+				Impact:   redisImpact,
+				Breakers: redisBreakers},
 			{Name: "mongodb", Ping: func(ctx context.Context) error { return docrepo.Health(ctx, st.Mongo.Client()) }},
 		},
 		HealthTimeout: opts.HealthTimeout,
@@ -324,6 +354,11 @@ func build(ctx context.Context, st Stores, opts Options, tel *Telemetry, log *sl
 	})
 	return &Server{handler: h, coord: c}, nil
 }
+
+// redisImpact is what the readiness report says stops working while Redis
+// is down.
+const redisImpact = "public reads (profiles, registration) still work from PostgreSQL and MongoDB; " +
+	"login, every request that needs a session, XP and the leaderboard answer 503; no cache, no rate limit"
 
 // Handler returns the HTTP API.
 func (s *Server) Handler() http.Handler { return s.handler }
