@@ -61,6 +61,23 @@ func BenchmarkGetOrLoadHit(b *testing.B) {
 			}
 		}
 	})
+	b.Run("impl=breaker", func(b *testing.B) {
+		// The same hit through Options.Breaker: gobreaker's Allow and done.
+		cb, err := cacherepo.New[user](client, cacherepo.Options{Namespace: prefix + "breaker:", Breaker: &cacherepo.BreakerOptions{}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cb.Set(ctx, id, benchUser, 0); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			u, err := cb.GetOrLoad(ctx, id, load)
+			if err != nil || u.ID != 42 {
+				b.Fatal(u, err)
+			}
+		}
+	})
 	for _, local := range []struct {
 		impl   string
 		shared bool

@@ -36,6 +36,7 @@ type Cache[T any] struct {
 	hub     *hub      // nil without Options.Near and Options.Lock
 	closed  sync.Once
 	tel     *telemetry
+	breaker *breaker // nil without Options.Breaker
 }
 
 // New returns a Cache of T values over client: a *redis.Client (single node
@@ -59,6 +60,18 @@ func New[T any](client redis.UniversalClient, opts Options) (*Cache[T], error) {
 	c := &Cache[T]{client: client, opts: opts, mget: single, detach: opts.Timeout > 0 && !deadlines,
 		counters: new(counters), channel: "cacherepo:" + opts.Namespace, id: newToken('s')[1:],
 		tel: newTelemetry(opts.Namespace, opts.TracerProvider, opts.MeterProvider)}
+	if opts.Breaker != nil {
+		n, onEvent, tel := c.counters, opts.OnEvent, c.tel
+		c.breaker = newBreaker(*opts.Breaker, func(s BreakerState) {
+			kind := breakerEvents[s]
+			n[kind].Add(1)
+			tel.event(context.Background(), kind, nil, 0)
+			if onEvent != nil {
+				onEvent(context.Background(), Event{Kind: kind})
+			}
+		})
+		c.tel.observeBreaker(c.breaker)
+	}
 	_, ring := client.(*redis.Ring)
 	if opts.Near != nil && ring {
 		// A Ring routes a PUBLISH sent from a script to the key's shard and
@@ -138,6 +151,25 @@ func (c *Cache[T]) key(key string) string { return c.opts.Namespace + key }
 // get is the one round trip of a hit, kept free of closures and goroutines
 // unless the Timeout must be enforced by detaching (see call).
 func (c *Cache[T]) get(ctx context.Context, rk string) ([]byte, error) {
+	if c.breaker != nil {
+		return c.guardedGet(ctx, rk)
+	}
+	return c.rawGet(ctx, rk)
+}
+
+// guardedGet is get through the circuit breaker.
+func (c *Cache[T]) guardedGet(ctx context.Context, rk string) ([]byte, error) {
+	done, err := c.breaker.allow()
+	if err != nil {
+		return nil, err
+	}
+	b, err := c.rawGet(ctx, rk)
+	finish(done, ctx, err)
+	return b, err
+}
+
+// rawGet is get without the breaker.
+func (c *Cache[T]) rawGet(ctx context.Context, rk string) ([]byte, error) {
 	if c.opts.Timeout <= 0 {
 		return c.client.Get(ctx, rk).Bytes()
 	}
@@ -169,6 +201,21 @@ type outcome[R any] struct {
 // after that, and at most the client's PoolSize of them can hold a
 // connection at once.
 func call[T, R any](c *Cache[T], ctx context.Context, f func(context.Context) (R, error)) (R, error) {
+	if c.breaker == nil {
+		return timed(c, ctx, f)
+	}
+	done, err := c.breaker.allow()
+	if err != nil {
+		var zero R
+		return zero, err
+	}
+	r, err := timed(c, ctx, f)
+	finish(done, ctx, err)
+	return r, err
+}
+
+// timed is call without the breaker.
+func timed[T, R any](c *Cache[T], ctx context.Context, f func(context.Context) (R, error)) (R, error) {
 	if c.opts.Timeout <= 0 {
 		return f(ctx)
 	}

@@ -127,6 +127,16 @@
 // Stats and Options.OnEvent count the outcomes of GetOrLoad and
 // GetManyOrLoad; the plain operations return theirs to the caller.
 //
+// # Circuit breaker
+//
+// With Options.Breaker, consecutive Redis failures open a circuit breaker
+// (sony/gobreaker): for BreakerOptions.CoolDown no Redis call is made,
+// plain operations fail at once with ErrRedis and ErrBreakerOpen, and
+// GetOrLoad and GetManyOrLoad serve from their loaders, one load per key
+// and at most BreakerOptions.MaxConcurrentLoads at once, the rest failing
+// fast with ErrOverloaded. Then probes go to Redis and close it again.
+// Cache.BreakerState reads the state, e.g. for a health check.
+//
 // # Observability
 //
 // A Cache emits OpenTelemetry spans and metrics through the API alone, to

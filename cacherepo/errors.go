@@ -53,6 +53,18 @@ var (
 	// and by the Err of EventLoaderPanic. The error is a *PanicError, which
 	// holds the panic value and the loader's stack.
 	ErrLoaderPanic = errors.New("cacherepo: loader panicked")
+
+	// ErrBreakerOpen means that the circuit breaker (Options.Breaker) is
+	// open, or half-open with its probes in flight, and Redis was not
+	// called: nothing took effect. It comes wrapped together with ErrRedis,
+	// so code that handles Redis failures handles it too.
+	ErrBreakerOpen = errors.New("cacherepo: circuit breaker open, redis not called")
+
+	// ErrOverloaded means that a load GetOrLoad or GetManyOrLoad would have
+	// run without Redis was refused because BreakerOptions.MaxConcurrentLoads
+	// such loads were already in flight: the loader was not called and
+	// nothing was cached. Retry later or degrade.
+	ErrOverloaded = errors.New("cacherepo: too many loads without redis")
 )
 
 // wrapErr is a sentinel with a message of its own that wraps another.

@@ -446,6 +446,12 @@ func (c *Cache[T]) writeAfterGet(ctx context.Context, key, rk string, seen, entr
 
 // loadOnly serves from load without Redis.
 func (c *Cache[T]) loadOnly(ctx context.Context, key string, load func(context.Context) (T, error)) (*flight[T], error) {
+	release, err := c.acquireLoad(key)
+	if err != nil {
+		c.event(ctx, EventOverloaded, key, err, 0)
+		return nil, err
+	}
+	defer release() // also when the loader panics
 	v, _, _, err := c.runLoader(ctx, key, load)
 	if err != nil {
 		return nil, err

@@ -138,6 +138,7 @@ type batch[T any] struct {
 	joined   map[string]*flightCall[T]
 	loadKeys []string
 	leases   map[string]lease
+	noRedis  bool // Redis failed (or the breaker refused it): loads count against MaxConcurrentLoads
 }
 
 // finish hands the outcome of key to the callers that joined its flight.
@@ -191,6 +192,7 @@ func (c *Cache[T]) getManyOrLoad(ctx context.Context, keys []string, load func(c
 		if err := c.redisFailed(ctx, "MGET", first(keys), err); err != nil {
 			return nil, err
 		}
+		b.noRedis = true
 		entries = make([][]byte, len(keys))
 	}
 
@@ -295,6 +297,7 @@ func (c *Cache[T]) getManyOrLoad(ctx context.Context, keys []string, load func(c
 			if err := c.redisFailed(ctx, "EVALSHA acquire", missing[0], err); err != nil {
 				return nil, err
 			}
+			b.noRedis = true
 			// No leases: the values are loaded but not cached.
 		}
 	}
@@ -354,6 +357,16 @@ func (c *Cache[T]) getManyOrLoad(ctx context.Context, keys []string, load func(c
 // that wait for it.
 func (c *Cache[T]) loadBatch(ctx context.Context, toLoad []string, leases map[string]lease, readAt time.Time, load func(ctx context.Context, missing []string) (map[string]T, error), out map[string]T, b *batch[T]) error {
 	b.loadKeys, b.leases = toLoad, leases
+	if b.noRedis {
+		release, err := c.acquireLoad(toLoad[0])
+		if err != nil {
+			c.event(ctx, EventOverloaded, "", err, 0)
+			c.releaseMany(ctx, toLoad, leases)
+			b.finishRest(nil, err)
+			return err
+		}
+		defer release() // also when the loader panics
+	}
 	start := time.Now()
 	var loaded map[string]T
 	var err error

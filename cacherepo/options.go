@@ -111,6 +111,22 @@ type Options struct {
 	// *redis.Ring (New returns ErrInvalidOptions). Default: nil (off).
 	Near *NearOptions
 
+	// Breaker, when set, puts a circuit breaker (sony/gobreaker) in front of
+	// Redis: after BreakerOptions.Failures consecutive failed calls the
+	// Cache stops calling Redis for BreakerOptions.CoolDown and serves
+	// GetOrLoad and GetManyOrLoad from their loaders (at most
+	// MaxConcurrentLoads loads at once, the rest failing with
+	// ErrOverloaded), then lets probes through and closes again when they
+	// succeed. While it is open, a call that needs Redis (Get, Set,
+	// Invalidate, ...) fails at once with an error wrapping ErrRedis and
+	// ErrBreakerOpen, and a Strict cache returns that error from
+	// GetOrLoad. State changes are events (EventBreakerOpen,
+	// EventBreakerHalfOpen, EventBreakerClosed) and metrics;
+	// Cache.BreakerState reads it. Default: nil (no breaker: every call
+	// tries Redis, as before); &BreakerOptions{} is the recommended setting
+	// for a service that must keep its latency through a Redis outage.
+	Breaker *BreakerOptions
+
 	// OnEvent, when set, is called synchronously for every counted event
 	// (see EventKind), for metrics, logs and tracing. It must be fast and
 	// safe for concurrent use. Default: nil.
@@ -193,6 +209,28 @@ func (o Options) withDefaults() (Options, error) {
 		case n.TTL < 0 || (n.TTL > 0 && n.TTL < time.Millisecond):
 			return bad("Near.TTL %s is negative or under 1ms", n.TTL)
 		}
+	}
+	if b := o.Breaker; b != nil {
+		switch {
+		case b.CoolDown < 0 || (b.CoolDown > 0 && b.CoolDown < time.Millisecond):
+			return bad("Breaker.CoolDown %s is negative or under 1ms", b.CoolDown)
+		case b.MaxConcurrentLoads < 0:
+			return bad("Breaker.MaxConcurrentLoads %d is negative", b.MaxConcurrentLoads)
+		}
+		bo := *b // the caller's struct is left as it is
+		if bo.Failures == 0 {
+			bo.Failures = defaultBreakerFailures
+		}
+		if bo.CoolDown == 0 {
+			bo.CoolDown = defaultBreakerCoolDown
+		}
+		if bo.Probes == 0 {
+			bo.Probes = 1
+		}
+		if bo.MaxConcurrentLoads == 0 {
+			bo.MaxConcurrentLoads = defaultMaxLoads
+		}
+		o.Breaker = &bo
 	}
 	if o.TTL == 0 {
 		o.TTL = defaultTTL

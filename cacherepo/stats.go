@@ -2,6 +2,7 @@ package cacherepo
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 )
@@ -50,7 +51,21 @@ const (
 	// tier coherent (and wakes Lock waiters) dropped or stopped answering;
 	// the near tier was flushed and is bypassed until it is back.
 	EventSubscriptionLost
+	// EventBreakerOpen: the circuit breaker (Options.Breaker) opened: Redis
+	// is not called for BreakerOptions.CoolDown. Empty Key; reported with a
+	// background context, on the goroutine of the call that tripped it.
+	EventBreakerOpen
+	// EventBreakerHalfOpen: the cool-down is over; probes go to Redis.
+	EventBreakerHalfOpen
+	// EventBreakerClosed: the probes succeeded; Redis is called as usual.
+	EventBreakerClosed
+	// EventOverloaded: a load without Redis was refused with ErrOverloaded
+	// (BreakerOptions.MaxConcurrentLoads loads already in flight).
+	EventOverloaded
 )
+
+// breakerEvents is the event of each state the breaker enters.
+var breakerEvents = [...]EventKind{BreakerClosed: EventBreakerClosed, BreakerHalfOpen: EventBreakerHalfOpen, BreakerOpen: EventBreakerOpen}
 
 var eventNames = [...]string{
 	EventHit: "hit", EventMiss: "miss", EventLoad: "load", EventLoadError: "load_error",
@@ -58,6 +73,8 @@ var eventNames = [...]string{
 	EventStaleWriteRefused: "stale_write_refused", EventRedisError: "redis_error",
 	EventCodecError: "codec_error", EventEarlyRefresh: "early_refresh",
 	EventLoaderPanic: "loader_panic", EventNearHit: "near_hit", EventSubscriptionLost: "subscription_lost",
+	EventBreakerOpen: "breaker_open", EventBreakerHalfOpen: "breaker_half_open", EventBreakerClosed: "breaker_closed",
+	EventOverloaded: "overloaded",
 }
 
 // String returns the event's snake_case name ("hit", "stale_write_refused"),
@@ -99,6 +116,10 @@ type Stats struct {
 	LoaderPanics       uint64
 	NearHits           uint64
 	SubscriptionLosses uint64
+	BreakerOpens       uint64 // EventBreakerOpen
+	BreakerHalfOpens   uint64 // EventBreakerHalfOpen
+	BreakerCloses      uint64 // EventBreakerClosed
+	Overloaded         uint64 // EventOverloaded
 }
 
 // Stats returns a snapshot of the Cache's counters. Each counter is read
@@ -119,6 +140,10 @@ func (c *Cache[T]) Stats() Stats {
 		LoaderPanics:       n[EventLoaderPanic].Load(),
 		NearHits:           n[EventNearHit].Load(),
 		SubscriptionLosses: n[EventSubscriptionLost].Load(),
+		BreakerOpens:       n[EventBreakerOpen].Load(),
+		BreakerHalfOpens:   n[EventBreakerHalfOpen].Load(),
+		BreakerCloses:      n[EventBreakerClosed].Load(),
+		Overloaded:         n[EventOverloaded].Load(),
 	}
 }
 
@@ -126,6 +151,9 @@ func (c *Cache[T]) Stats() Stats {
 type counters [len(eventNames)]atomic.Uint64
 
 func (c *Cache[T]) event(ctx context.Context, kind EventKind, key string, err error, d time.Duration) {
+	if kind == EventRedisError && errors.Is(err, ErrBreakerOpen) {
+		return // Redis was not called: not a Redis error (the breaker's events tell)
+	}
 	c.counters[kind].Add(1)
 	c.tel.event(ctx, kind, err, d)
 	if c.opts.OnEvent != nil {

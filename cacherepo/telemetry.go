@@ -37,6 +37,8 @@ const (
 	attrTier = attribute.Key("polystore.cache.tier")
 	// attrLoadResult is a loader's outcome: value, not_found, error, panic.
 	attrLoadResult = attribute.Key("polystore.cache.load.result")
+	// attrBreakerState is the state the circuit breaker entered.
+	attrBreakerState = attribute.Key("polystore.cache.breaker.state")
 )
 
 const systemRedis = "redis"
@@ -105,13 +107,15 @@ const (
 	classServer
 	classRedis
 	classOther
+	classBreakerOpen
+	classOverloaded
 	numClasses
 )
 
 var classNames = [numClasses]string{
 	"", "not_found", "miss", "invalid", "codec", "loader_panic", "canceled",
 	"deadline_exceeded", "timeout", "pool_timeout", "closed", "connection",
-	"server", "redis", "_OTHER",
+	"server", "redis", "_OTHER", "breaker_open", "overloaded",
 }
 
 // classify returns the error.type of err: the cache's own sentinels first,
@@ -131,6 +135,10 @@ func classify(err error) errClass {
 		return classInvalid
 	case errors.Is(err, ErrCodec):
 		return classCodec
+	case errors.Is(err, ErrBreakerOpen):
+		return classBreakerOpen
+	case errors.Is(err, ErrOverloaded):
+		return classOverloaded
 	case errors.Is(err, context.Canceled):
 		return classCanceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -209,6 +217,7 @@ type telemetry struct {
 	loadAdd    [numLoadResults][]metric.AddOption
 	loadRecord [numLoadResults][]metric.RecordOption
 	namespace  attribute.KeyValue
+	meter      metric.Meter
 }
 
 type loadResult uint8
@@ -248,6 +257,7 @@ func newTelemetry(namespace string, tp trace.TracerProvider, mp metric.MeterProv
 		mp = otel.GetMeterProvider()
 	}
 	m := mp.Meter(ScopeName)
+	t.meter = m
 	counter := func(name, unit, desc string) metric.Int64Counter {
 		c, err := m.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
 		if err != nil {
@@ -259,6 +269,7 @@ func newTelemetry(namespace string, tp trace.TracerProvider, mp metric.MeterProv
 	set := func(kvs ...attribute.KeyValue) metric.MeasurementOption {
 		return metric.WithAttributeSet(attribute.NewSet(append(kvs, t.namespace)...))
 	}
+	stateChanges := counter("polystore.cache.breaker.state_changes", "{change}", "Circuit breaker state changes, by polystore.cache.breaker.state entered: open, half_open or closed.")
 	hits := counter("polystore.cache.hits", "{hit}", "Values served from the cache, by tier: redis or near.")
 	for _, e := range []struct {
 		kind    EventKind
@@ -273,6 +284,10 @@ func newTelemetry(namespace string, tp trace.TracerProvider, mp metric.MeterProv
 		{EventStaleWriteRefused, counter("polystore.cache.stale_writes_refused", "{write}", "Loaded values not cached because the key changed or the lease expired while they loaded."), nil},
 		{EventCodecError, counter("polystore.cache.codec_errors", "{error}", "Cached entries that could not be decoded."), nil},
 		{EventEarlyRefresh, counter("polystore.cache.early_refreshes", "{refresh}", "Hits reloaded before their expiry (Options.EarlyRefresh)."), nil},
+		{EventBreakerOpen, stateChanges, []attribute.KeyValue{attrBreakerState.String("open")}},
+		{EventBreakerHalfOpen, stateChanges, []attribute.KeyValue{attrBreakerState.String("half_open")}},
+		{EventBreakerClosed, stateChanges, []attribute.KeyValue{attrBreakerState.String("closed")}},
+		{EventOverloaded, counter("polystore.cache.overloaded", "{load}", "Loads without Redis refused with ErrOverloaded (BreakerOptions.MaxConcurrentLoads)."), nil},
 		{EventSubscriptionLost, counter("polystore.cache.subscription_losses", "{loss}", "Losses of the pub/sub subscription of the near tier and Lock waiters."), nil},
 	} {
 		t.counters[e.kind] = e.counter
@@ -498,4 +513,20 @@ func runLoad[R any](t *telemetry, ctx context.Context, keys int, isNotFound func
 	}
 	span.End()
 	return v, err
+}
+
+// observeBreaker publishes the breaker's state as the gauge
+// polystore.cache.breaker.state: 0 closed, 1 half-open, 2 open. The
+// callback holds the breaker, not the Cache.
+func (t *telemetry) observeBreaker(b *breaker) {
+	ns := metric.WithAttributeSet(attribute.NewSet(t.namespace))
+	_, err := t.meter.Int64ObservableGauge("polystore.cache.breaker.state", metric.WithUnit("{state}"),
+		metric.WithDescription("Circuit breaker state (Options.Breaker): 0 closed, 1 half-open, 2 open."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(int64(BreakerState(b.state.Load())-BreakerClosed), ns)
+			return nil
+		}))
+	if err != nil {
+		otel.Handle(err)
+	}
 }
