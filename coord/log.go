@@ -60,20 +60,25 @@ select 1 / count(*), max(updated_at), coalesce(bool_or(cancel_requested), false)
 ), h as (` + historyFrom("u", 2, 6) + `)
 select updated_at from u`
 
-	// claimSQL takes one unfinished saga whose lease expired, of the
-	// definitions $3, not in $4, for the new owner $1; or dead-letters it
-	// (deadLetterSet).
+	// claimSQL takes up to $5 unfinished sagas of the definition $3 whose
+	// lease expired before $4 (the start of the Recover call), for the new
+	// owner $1; or dead-letters them (deadLetterSet). The lease it sets is
+	// after $4, so a call never takes a saga twice without carrying the ids
+	// it took. The inner select is an ordered scan of coord_saga_claim (a
+	// partial index on the claimable statuses, by name and lease expiry)
+	// bounded by $4 and stopped by the limit, so a claim reads the sagas it
+	// takes, not the backlog (see README.md, Recovery at scale); the array
+	// makes it an init plan, so the update finds its rows by primary key.
 	claimSQL = `with s as (
 	update coord_saga s set lease_owner = $1, lease_expires = now() + $2 * interval '1 millisecond', updated_at = now(),
-		` + strings.ReplaceAll(deadLetterSet, "$DL", "$5") + `
-	from (
+		` + strings.ReplaceAll(deadLetterSet, "$DL", "$6") + `
+	where s.id = any(array(
 		select id from coord_saga
-		where status in ('running', 'compensating') and lease_expires < now() and name = any($3) and not (id = any($4))
+		where status in ('running', 'compensating') and name = $3 and lease_expires < $4
 		order by lease_expires
-		limit 1
+		limit $5
 		for update skip locked
-	) t
-	where s.id = t.id
+	))
 	returning s.*
 ), h as (` + recoveredInsert + `)
 select ` + recordColumns + ` from s`

@@ -37,6 +37,13 @@ type Options struct {
 	// is invalid. Default: 10s.
 	RecoverEvery time.Duration
 
+	// RecoveryWorkers is how many sagas Recover (and the loop of Start)
+	// drives at once in this coordinator; it claims them in batches of at
+	// most that many. Each needs a connection of the pool while it writes
+	// its log, so more workers than the pool's connections only queue.
+	// Negative is invalid. Default (0): 4.
+	RecoveryWorkers int
+
 	// Hooks are called as steps start, succeed, fail and are compensated.
 	// Default: none.
 	Hooks Hooks
@@ -87,6 +94,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("%w: Options.LeaseDuration %v is under 1ms, the log's unit", ErrInvalid, o.LeaseDuration)
 	case o.RecoverEvery < 0:
 		return fmt.Errorf("%w: negative Options.RecoverEvery %v", ErrInvalid, o.RecoverEvery)
+	case o.RecoveryWorkers < 0:
+		return fmt.Errorf("%w: negative Options.RecoveryWorkers %d", ErrInvalid, o.RecoveryWorkers)
 	case o.DeadLetterAfter < 0:
 		return fmt.Errorf("%w: negative Options.DeadLetterAfter %d", ErrInvalid, o.DeadLetterAfter)
 	case o.Retention.validate() != nil:
@@ -108,6 +117,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.RecoverEvery <= 0 {
 		o.RecoverEvery = 10 * time.Second
+	}
+	if o.RecoveryWorkers <= 0 {
+		o.RecoveryWorkers = 4
 	}
 	if o.DeadLetterAfter <= 0 {
 		o.DeadLetterAfter = 10

@@ -48,6 +48,7 @@ func TestOptions_ZeroValueMeansDefaults(t *testing.T) {
 	assert.Equal(t, 30*time.Second, o.LeaseDuration)
 	assert.Equal(t, 10*time.Second, o.RecoverEvery)
 	assert.Equal(t, 10, o.DeadLetterAfter)
+	assert.Equal(t, 4, o.RecoveryWorkers)
 }
 
 // TestInvalidValuesReturnErrInvalid checks every option and argument that
@@ -77,6 +78,7 @@ func TestInvalidValuesReturnErrInvalid(t *testing.T) {
 		}},
 		{"Options.RecoverEvery negative", func() error { _, err := New(ctx, f.pool, Options{RecoverEvery: -1}); return err }},
 		{"Options.DeadLetterAfter negative", func() error { _, err := New(ctx, f.pool, Options{DeadLetterAfter: -1}); return err }},
+		{"Options.RecoveryWorkers negative", func() error { _, err := New(ctx, f.pool, Options{RecoveryWorkers: -1}); return err }},
 		{"Options.Owner not UTF-8", func() error { _, err := New(ctx, f.pool, Options{Owner: "\xff"}); return err }},
 		{"Options.Owner with NUL", func() error { _, err := New(ctx, f.pool, Options{Owner: "a\x00b"}); return err }},
 		{"nil pool", func() error { _, err := New(ctx, nil, Options{}); return err }},

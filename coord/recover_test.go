@@ -96,44 +96,50 @@ func TestRecover_CrashAtEveryBoundaryEndsConsistent(t *testing.T) {
 }
 
 // TestRecover_TwoCoordinatorsRecoverEachSagaExactlyOnce crashes 100 sagas
-// after their first step, then lets two coordinators recover them at once.
+// after their first step, then lets two coordinators recover them at once,
+// with one recovery worker each and with several.
 func TestRecover_TwoCoordinatorsRecoverEachSagaExactlyOnce(t *testing.T) {
-	f := newFixture(t)
-	const sagas = 100
-	_, crashed := f.coordinator(t, Options{Owner: "crashed", LeaseDuration: testLease, crashAt: func(p crashPoint) bool {
-		return p.Stage == stageBeforeAction && p.Step == stepWelcome
-	}})
-	ids := make([]string, sagas)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("u%03d", i)
-		_, err := crashed.Run(context.Background(), ids[i], &regState{UserID: ids[i], Email: ids[i] + "@example.com"})
-		require.ErrorIs(t, err, errCrashed)
-	}
-
-	var taken atomic.Int64
-	var wg sync.WaitGroup
-	for _, owner := range []string{"b", "c"} {
-		c, _ := f.coordinator(t, Options{Owner: owner, LeaseDuration: 10 * time.Second})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			deadline := time.Now().Add(30 * time.Second)
-			for time.Now().Before(deadline) {
-				n, err := c.Recover(context.Background())
-				assert.NoError(t, err)
-				if taken.Add(int64(n)) >= sagas {
-					return
-				}
+	for _, workers := range []int{1, 4, 16} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			const sagas = 100
+			_, crashed := f.coordinator(t, Options{Owner: "crashed", LeaseDuration: testLease, crashAt: func(p crashPoint) bool {
+				return p.Stage == stageBeforeAction && p.Step == stepWelcome
+			}})
+			ids := make([]string, sagas)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("u%03d", i)
+				_, err := crashed.Run(context.Background(), ids[i], &regState{UserID: ids[i], Email: ids[i] + "@example.com"})
+				require.ErrorIs(t, err, errCrashed)
 			}
-		}()
-	}
-	wg.Wait()
 
-	assert.EqualValues(t, sagas, taken.Load(), "each saga taken once")
-	for _, id := range ids {
-		assert.Equal(t, 1, f.callCount(id, stepWelcome, false), "%s: welcome action runs", id)
-		assert.Equal(t, 1, f.callCount(id, stepCache, false), "%s: cache action runs", id)
-		assert.Equal(t, allApplied, f.effects(t, id), id)
+			var taken atomic.Int64
+			var wg sync.WaitGroup
+			for _, owner := range []string{"b", "c"} {
+				c, _ := f.coordinator(t, Options{Owner: owner, LeaseDuration: 10 * time.Second, RecoveryWorkers: workers})
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					deadline := time.Now().Add(30 * time.Second)
+					for time.Now().Before(deadline) {
+						n, err := c.Recover(context.Background())
+						assert.NoError(t, err)
+						if taken.Add(int64(n)) >= sagas {
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+
+			assert.EqualValues(t, sagas, taken.Load(), "each saga taken once")
+			for _, id := range ids {
+				assert.Equal(t, 1, f.callCount(id, stepWelcome, false), "%s: welcome action runs", id)
+				assert.Equal(t, 1, f.callCount(id, stepCache, false), "%s: cache action runs", id)
+				assert.Equal(t, allApplied, f.effects(t, id), id)
+			}
+		})
 	}
 }
 

@@ -1,0 +1,157 @@
+package coord
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/polystore/polystore/internal/servicetest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// backlogSizes are the backlogs TestRecover_BacklogOfAbandonedSagas
+// recovers: 300 by default, or the comma-separated sizes of
+// COORD_RECOVERY_BACKLOG (see README.md, Recovery at scale).
+func backlogSizes(t *testing.T) []int {
+	env := os.Getenv("COORD_RECOVERY_BACKLOG")
+	if env == "" {
+		return []int{300}
+	}
+	var sizes []int
+	for _, s := range strings.Split(env, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		require.NoError(t, err, "COORD_RECOVERY_BACKLOG")
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
+type oneStep struct {
+	ID string `json:"id"`
+}
+
+// abandonIn leaves n sagas of one Action step in the log of pool, as Runs
+// cut before their step by a process dying there leave them: inserted,
+// running, their lease expired. It returns the definition, whose action
+// counts its calls per saga in calls.
+func abandonIn(t *testing.T, ctx context.Context, pool *pgxpool.Pool, n int, calls *sync.Map) *Definition[oneStep] {
+	t.Helper()
+	def := Define("one-step", Step[oneStep]{
+		Name: "act",
+		Action: func(_ context.Context, s *oneStep) error {
+			v, _ := calls.LoadOrStore(s.ID, new(int))
+			callsMu.Lock()
+			*v.(*int)++
+			callsMu.Unlock()
+			return nil
+		},
+	})
+	crashed, err := New(ctx, pool, Options{Owner: "crashed", LeaseDuration: time.Millisecond, crashAt: func(p crashPoint) bool {
+		return p.Stage == stageBeforeAction
+	}})
+	require.NoError(t, err)
+	h, err := Register(crashed, def)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	const writers = 8
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += writers {
+				id := fmt.Sprintf("s%06d", i)
+				_, err := h.Run(ctx, id, &oneStep{ID: id})
+				assert.ErrorIs(t, err, errCrashed)
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, crashed.Close())
+	time.Sleep(5 * time.Millisecond) // the last lease expires
+	return def
+}
+
+var callsMu sync.Mutex
+
+// TestRecover_BacklogOfAbandonedSagas recovers a backlog of abandoned
+// sagas with one coordinator's Recover: each is taken once and ends
+// succeeded, its step run once. It logs the rate (the figures of README.md).
+func TestRecover_BacklogOfAbandonedSagas(t *testing.T) {
+	for _, n := range backlogSizes(t) {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			ctx := context.Background()
+			pool := servicetest.Postgres(t)
+			var calls sync.Map
+			def := abandonIn(t, ctx, pool, n, &calls)
+
+			c, err := New(ctx, pool, Options{Owner: "recoverer"})
+			require.NoError(t, err)
+			_, err = Register(c, def)
+			require.NoError(t, err)
+			start := time.Now()
+			taken, err := c.Recover(ctx)
+			elapsed := time.Since(start)
+			require.NoError(t, err)
+			load, _ := os.ReadFile("/proc/loadavg")
+			t.Logf("recovered %d abandoned sagas in %v: %.0f sagas/s (load average %s)",
+				taken, elapsed.Round(time.Millisecond), float64(taken)/elapsed.Seconds(), strings.TrimSpace(string(load)))
+
+			assert.Equal(t, n, taken)
+			var succeeded int
+			require.NoError(t, pool.QueryRow(ctx, `select count(*) from coord_saga where status = 'succeeded'`).Scan(&succeeded))
+			assert.Equal(t, n, succeeded)
+			once := 0
+			calls.Range(func(_, v any) bool {
+				if *v.(*int) == 1 {
+					once++
+				}
+				return true
+			})
+			assert.Equal(t, n, once, "sagas whose step ran exactly once")
+		})
+	}
+}
+
+// TestRecover_ClaimIsAnOrderedIndexScanWhateverTheBacklog explains the claim
+// against a log of thousands of claimable sagas of two definitions, with
+// finished and dead ones among them and fresh statistics: the plan reads
+// a partial index of the claimable sagas (coord_saga_claim, or
+// coord_saga_lease when the definition's share makes it as cheap) in lease
+// order and stops at the limit, with no sort and
+// no scan of the candidates (the plan before it intersected two indexes
+// and sorted every candidate, for each claim).
+func TestRecover_ClaimIsAnOrderedIndexScanWhateverTheBacklog(t *testing.T) {
+	ctx := context.Background()
+	pool := servicetest.Postgres(t)
+	_, err := New(ctx, pool, Options{})
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `insert into coord_saga (id, name, status, step, state, lease_expires)
+		select 's' || i, case when i % 2 = 0 then 'a' else 'b' end,
+			case when i % 5 = 0 then 'succeeded' when i % 7 = 0 then 'dead' else 'running' end,
+			0, '{}', now() - i * interval '1 millisecond'
+		from generate_series(1, 20000) i`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `analyze coord_saga`)
+	require.NoError(t, err)
+
+	rows, err := pool.Query(ctx, "explain "+claimSQL, "token", int64(1000), "a", time.Now(), 4, 10)
+	require.NoError(t, err)
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	text := strings.Join(plan, "\n")
+	t.Log("\n" + text)
+	assert.Regexp(t, `Limit[^\n]*\n\s*->  LockRows[^\n]*\n\s*->  Index Scan using coord_saga_(claim|lease) on coord_saga `, text,
+		"an ordered scan of a claimable-only index, stopped by the limit")
+	assert.Contains(t, text, "Index Scan using coord_saga_pkey on coord_saga s", "the update finds the claimed rows by key")
+	assert.NotContains(t, text, "Sort")
+	assert.NotContains(t, text, "Bitmap")
+	assert.NotContains(t, text, "Seq Scan")
+}
