@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	rdb := redis.NewClient(redisOpts)
 	defer rdb.Close()
 	// The cache and the rate limit fail open: serve without them, and let
-	// /health say so, rather than refuse to start. The ping gets a share of
+	// /readyz say so (degraded, still 200), rather than refuse to start. The ping gets a share of
 	// the start-up time, not all of it: a Redis that accepts connections
 	// but does not answer must leave time for MongoDB and the migrations.
 	pingCtx, cancelPing := context.WithTimeout(startCtx, 2*time.Second)
