@@ -19,7 +19,8 @@ import (
 
 // backlogSizes are the backlogs TestRecover_BacklogOfAbandonedSagas
 // recovers: 300 by default, or the comma-separated sizes of
-// COORD_RECOVERY_BACKLOG (see README.md, Recovery at scale).
+// COORD_RECOVERY_BACKLOG (see README.md, Recovery at scale). The recovering
+// coordinator has COORD_RECOVERY_WORKERS workers (default: the default).
 func backlogSizes(t *testing.T) []int {
 	env := os.Getenv("COORD_RECOVERY_BACKLOG")
 	if env == "" {
@@ -92,7 +93,8 @@ func TestRecover_BacklogOfAbandonedSagas(t *testing.T) {
 			var calls sync.Map
 			def := abandonIn(t, ctx, pool, n, &calls)
 
-			c, err := New(ctx, pool, Options{Owner: "recoverer"})
+			workers, _ := strconv.Atoi(os.Getenv("COORD_RECOVERY_WORKERS"))
+			c, err := New(ctx, pool, Options{Owner: "recoverer", RecoveryWorkers: workers})
 			require.NoError(t, err)
 			_, err = Register(c, def)
 			require.NoError(t, err)
@@ -101,8 +103,8 @@ func TestRecover_BacklogOfAbandonedSagas(t *testing.T) {
 			elapsed := time.Since(start)
 			require.NoError(t, err)
 			load, _ := os.ReadFile("/proc/loadavg")
-			t.Logf("recovered %d abandoned sagas in %v: %.0f sagas/s (load average %s)",
-				taken, elapsed.Round(time.Millisecond), float64(taken)/elapsed.Seconds(), strings.TrimSpace(string(load)))
+			t.Logf("recovered %d abandoned sagas with %d workers in %v: %.0f sagas/s (load average %s)",
+				taken, c.opts.RecoveryWorkers, elapsed.Round(time.Millisecond), float64(taken)/elapsed.Seconds(), strings.TrimSpace(string(load)))
 
 			assert.Equal(t, n, taken)
 			var succeeded int
