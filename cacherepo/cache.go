@@ -272,7 +272,19 @@ func (c *Cache[T]) valueEntry(key string, v T, ttl, load time.Duration) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	return encodeValue(p, c.opts.EarlyRefresh > 0, time.Now().Add(ttl), load), nil
+	return encodeValue(p, c.opts.EarlyRefresh > 0 || c.opts.StaleIfError > 0, time.Now().Add(ttl), load), nil
+}
+
+// hard is the Redis lifetime of a value entry whose fresh lifetime is ttl:
+// with Options.StaleIfError the entry is kept that much longer, as a stale
+// value.
+func (c *Cache[T]) hard(ttl time.Duration) time.Duration { return ttl + c.opts.StaleIfError }
+
+// fresh reports whether b is an entry to serve as it is: not a value past
+// its soft expiry.
+func fresh(b []byte) bool {
+	e, err := parseEntry(b)
+	return err != nil || e.kind != kindValue || !e.softExpired(time.Now())
 }
 
 // Get returns the cached value of key. It returns ErrMiss when none is
@@ -329,6 +341,10 @@ func (c *Cache[T]) getValue(ctx context.Context, key string) (T, error) {
 		c.mark(ctx, resultMiss)
 		return zero, ErrMiss
 	}
+	if e.softExpired(time.Now()) { // kept only for StaleIfError
+		c.mark(ctx, resultMiss)
+		return zero, ErrMiss
+	}
 	v, err := c.decode(key, e.payload)
 	switch {
 	case err != nil:
@@ -370,6 +386,7 @@ func (c *Cache[T]) set(ctx context.Context, key string, value T, ttl time.Durati
 	if err != nil {
 		return err
 	}
+	ttl = c.hard(ttl)
 	rk := c.key(key)
 	epoch := c.nearEpoch(rk)
 	err = c.run(ctx, func(ctx context.Context) error {
@@ -593,7 +610,7 @@ func (c *Cache[T]) getManyValues(ctx context.Context, keys []string) (map[string
 		if err != nil {
 			return nil, codecErr("decoding", keys[i], err)
 		}
-		if e.kind != kindValue {
+		if e.kind != kindValue || e.softExpired(time.Now()) {
 			continue
 		}
 		v, err := c.decode(keys[i], e.payload)
@@ -704,6 +721,7 @@ func (c *Cache[T]) setMany(ctx context.Context, items map[string]T, ttl time.Dur
 		if err != nil {
 			return err
 		}
+		t = c.hard(t)
 		writes = append(writes, write{c.key(k), b, t})
 		anyKey = k
 	}

@@ -28,7 +28,8 @@
 // # Entries
 //
 // Every value the Cache writes starts with one header byte: a value, a value
-// with early-refresh data (its expiry and last load time), a tombstone, a
+// with its fresh expiry and last load time (Options.EarlyRefresh,
+// Options.StaleIfError; past that expiry it is stale, never a hit), a tombstone, a
 // loader's lease (Options.Lock) or the invalidation marker that Delete and
 // Invalidate leave. A hit is therefore one GET whatever the key holds, and
 // the lease and the marker live in the key itself, so no operation needs two
@@ -126,6 +127,14 @@
 //
 // Stats and Options.OnEvent count the outcomes of GetOrLoad and
 // GetManyOrLoad; the plain operations return theirs to the caller.
+//
+// # Stale if error
+//
+// With Options.StaleIfError, values stay in Redis that long past their
+// fresh TTL. A GetOrLoad after the fresh TTL loads; if the loader fails,
+// it returns the stale value with a nil error and reports
+// EventStaleServed (with the loader's error). Tombstones, Invalidate and
+// the stale-set guarantee work as without it.
 //
 // # Circuit breaker
 //

@@ -14,8 +14,10 @@ import (
 // GET of the hit path, without a companion key:
 //
 //	'v' payload                          a value
-//	'x' expiry(8) delta(4) payload       a value with early-refresh data:
-//	                                     expiry in Unix ms, last load in ms
+//	'x' expiry(8) delta(4) payload       a value with its fresh expiry (soft
+//	                                     expiry: EarlyRefresh, StaleIfError)
+//	                                     in Unix ms, last load in ms; past
+//	                                     it the value is stale, not a hit
 //	't'                                  a tombstone (record not found)
 //	'l' token(16 hex digits)             a lease: a loader is at work (Lock)
 //	'i' token(16 hex digits)             an invalidation marker: what Delete
@@ -75,6 +77,14 @@ func (e entry) shouldRefresh(now time.Time, beta float64) bool {
 	u := 1 - rand.Float64()
 	early := -float64(e.delta) * beta * math.Log(u)
 	return float64(now.UnixMilli())+early >= float64(e.expiry)
+}
+
+// softExpired reports whether e, a value entry, is past the expiry it
+// carries (its fresh TTL): no longer a hit, only a stale value that
+// Options.StaleIfError may serve when a load fails. Entries without an
+// expiry (neither EarlyRefresh nor StaleIfError) never are.
+func (e entry) softExpired(now time.Time) bool {
+	return e.expiry != 0 && now.UnixMilli() >= e.expiry
 }
 
 // encodeValue returns the entry for payload. With refresh data, expiry is

@@ -16,6 +16,9 @@ const refreshFlight = "\x00refresh"
 type flight[T any] struct {
 	v     T
 	entry []byte // v as cached (a value entry), so that joiners decode a copy of their own
+	// staleErr is the loader's error when v is a stale value served in its
+	// place (Options.StaleIfError).
+	staleErr error
 }
 
 // GetOrLoad returns the cached value of key; on a miss it calls load, caches
@@ -102,6 +105,13 @@ func (c *Cache[T]) getOrLoad(ctx context.Context, key string, load func(context.
 	if err == nil {
 		switch e.kind {
 		case kindValue:
+			if e.expiry != 0 && e.softExpired(time.Now()) {
+				// Past its fresh TTL, kept for StaleIfError: a miss whose
+				// load may fall back on it (and whose write replaces it).
+				c.event(ctx, EventMiss, key, nil, 0)
+				m.seen = b
+				return c.loadShared(ctx, key, rk, m, load)
+			}
 			var v T
 			if v, err = c.decode(key, e.payload); err == nil {
 				if e.expiry != 0 && e.shouldRefresh(time.Now(), c.opts.EarlyRefresh) {
@@ -141,6 +151,9 @@ func (c *Cache[T]) nearHit(ctx context.Context, key, rk string, ne nearEntry, lo
 			c.event(ctx, EventTombstoneHit, key, nil, 0)
 			return v, true, tombstoneErr(key)
 		case kindValue:
+			if e.softExpired(time.Now()) {
+				break // to Redis, which knows whether it is still stale
+			}
 			if ne.v != nil {
 				v = ne.v.(T) // NearOptions.Shared: no decode
 			} else {
@@ -191,6 +204,9 @@ func (c *Cache[T]) loadShared(ctx context.Context, key, rk string, m miss, load 
 			if err != nil {
 				return zero, err
 			}
+			if f.staleErr != nil {
+				c.event(ctx, EventStaleServed, key, f.staleErr, 0)
+			}
 			return f.v, nil
 		}
 		select {
@@ -206,6 +222,9 @@ func (c *Cache[T]) loadShared(ctx context.Context, key, rk string, m miss, load 
 				continue
 			}
 			return zero, fc.err
+		}
+		if fc.f.staleErr != nil {
+			c.event(ctx, EventStaleServed, key, fc.f.staleErr, 0)
 		}
 		return c.joined(key, fc.f), nil
 	}
@@ -269,7 +288,9 @@ func (c *Cache[T]) fill(ctx context.Context, key, rk string, m miss, load func(c
 		return c.fillAfterGet(ctx, key, rk, m, load)
 	}
 	var replace []byte
-	if m.undecodable {
+	if m.undecodable || (m.seen != nil && !fresh(m.seen)) {
+		// Undecodable, or a value past its soft expiry that another
+		// instance kept for StaleIfError: the lease may overwrite it.
 		replace = m.seen
 	}
 	l, err := c.acquire(ctx, rk, replace)
@@ -328,7 +349,7 @@ func (c *Cache[T]) fillAfterGet(ctx context.Context, key, rk string, m miss, loa
 			}
 			return c.loadOnly(ctx, key, load)
 		default:
-			if len(b) > 0 && (b[0] == kindValue || b[0] == kindRefresh || b[0] == kindTombstone) {
+			if len(b) > 0 && (b[0] == kindValue || b[0] == kindRefresh || b[0] == kindTombstone) && fresh(b) {
 				if f, err := c.fromEntry(ctx, key, b); err == nil || errors.Is(err, ErrNotFound) {
 					return f, err
 				}
@@ -339,6 +360,9 @@ func (c *Cache[T]) fillAfterGet(ctx context.Context, key, rk string, m miss, loa
 	v, d, notFound, err := c.runLoader(ctx, key, load)
 	entry, ttl, err := c.loaded(key, v, d, notFound, err)
 	if entry == nil {
+		if f := c.staleFor(key, m.seen, err); f != nil {
+			return f, nil
+		}
 		return nil, err
 	}
 	if time.Since(m.start) >= c.opts.LeaseTTL {
@@ -375,7 +399,27 @@ func (c *Cache[T]) loaded(key string, v T, d time.Duration, notFound bool, err e
 	if err != nil {
 		return nil, 0, err
 	}
-	return entry, ttl, nil
+	return entry, c.hard(ttl), nil
+}
+
+// staleFor returns the stale value to serve in place of a failed load
+// (loadErr, neither a not-found nor a panic) when Options.StaleIfError is
+// set and seen, the entry the miss read, is a value past its soft expiry
+// by at most StaleIfError; nil otherwise.
+func (c *Cache[T]) staleFor(key string, seen []byte, loadErr error) *flight[T] {
+	if c.opts.StaleIfError <= 0 || seen == nil || loadErr == nil {
+		return nil
+	}
+	e, err := parseEntry(seen)
+	if err != nil || e.kind != kindValue || e.expiry == 0 ||
+		time.Now().UnixMilli()-e.expiry > c.opts.StaleIfError.Milliseconds() {
+		return nil
+	}
+	v, err := c.decode(key, e.payload)
+	if err != nil {
+		return nil
+	}
+	return &flight[T]{v: v, entry: seen, staleErr: loadErr}
 }
 
 // redisFailed handles a Redis read of GetOrLoad or GetManyOrLoad that
@@ -577,7 +621,7 @@ func (c *Cache[T]) reload(ctx context.Context, key, rk string, old []byte, load 
 	if err != nil {
 		return nil, err
 	}
-	if c.write(ctx, key, rk, string(old), entry, ttl) && c.near != nil {
+	if c.write(ctx, key, rk, string(old), entry, c.hard(ttl)) && c.near != nil {
 		c.near.drop(rk) // the next read stores the new entry
 	}
 	return &flight[T]{v: v, entry: entry}, nil

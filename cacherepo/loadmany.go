@@ -408,6 +408,7 @@ func (c *Cache[T]) loadBatch(ctx context.Context, toLoad []string, leases map[st
 				results = append(results, result[T]{k, nil, err})
 				continue
 			}
+			w.ttl = c.hard(w.ttl)
 			results = append(results, result[T]{k, &flight[T]{v: v, entry: w.entry}, nil})
 		} else {
 			w.entry, w.ttl = tombstoneEntry, jitter(c.opts.NotFoundTTL, c.opts.Jitter)
@@ -506,6 +507,9 @@ func (c *Cache[T]) take(ctx context.Context, key string, b []byte, out map[strin
 		c.event(ctx, EventTombstoneHit, key, nil, 0)
 		return true, nil
 	case kindLease, kindMarker:
+		return false, nil
+	}
+	if e.softExpired(time.Now()) { // kept only for StaleIfError: a miss here
 		return false, nil
 	}
 	v, err := c.decode(key, e.payload)

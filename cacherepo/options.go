@@ -111,6 +111,21 @@ type Options struct {
 	// *redis.Ring (New returns ErrInvalidOptions). Default: nil (off).
 	Near *NearOptions
 
+	// StaleIfError keeps each value in Redis for this long past its fresh
+	// TTL (its soft expiry; the key expires at the hard expiry, TTL, jittered,
+	// plus StaleIfError). A read after the soft expiry is a miss: the
+	// loader runs, and its value replaces the stale one; but if the loader
+	// fails (any error other than a not-found or a panic, a timeout
+	// included), GetOrLoad returns the stale value with a nil error and
+	// reports EventStaleServed (Err: the loader's error) to OnEvent, Stats
+	// and the metrics. Get, GetMany and GetManyOrLoad treat a value past
+	// its soft expiry as a miss and never serve it. Tombstones are not
+	// kept; Delete and Invalidate remove the value, stale or not. Not
+	// available with Lock (New returns ErrInvalidOptions). Values cached
+	// with it carry 12 more bytes (their soft expiry and load time).
+	// Default: 0 (off: a value lives TTL); negative or under 1ms is invalid.
+	StaleIfError time.Duration
+
 	// Breaker, when set, puts a circuit breaker (sony/gobreaker) in front of
 	// Redis: after BreakerOptions.Failures consecutive failed calls the
 	// Cache stops calling Redis for BreakerOptions.CoolDown and serves
@@ -179,7 +194,7 @@ func (o Options) withDefaults() (Options, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"TTL", o.TTL}, {"NotFoundTTL", o.NotFoundTTL}, {"Timeout", o.Timeout}, {"LockWait", o.LockWait}, {"LeaseTTL", o.LeaseTTL}} {
+	}{{"TTL", o.TTL}, {"NotFoundTTL", o.NotFoundTTL}, {"Timeout", o.Timeout}, {"LockWait", o.LockWait}, {"LeaseTTL", o.LeaseTTL}, {"StaleIfError", o.StaleIfError}} {
 		if d.v < 0 {
 			return bad("%s is negative (%s)", d.name, d.v)
 		}
@@ -189,7 +204,7 @@ func (o Options) withDefaults() (Options, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"TTL", o.TTL}, {"NotFoundTTL", o.NotFoundTTL}, {"LeaseTTL", o.LeaseTTL}} {
+	}{{"TTL", o.TTL}, {"NotFoundTTL", o.NotFoundTTL}, {"LeaseTTL", o.LeaseTTL}, {"StaleIfError", o.StaleIfError}} {
 		if d.v > 0 && d.v < time.Millisecond {
 			return bad("%s %s is under Redis's 1ms resolution", d.name, d.v)
 		}
@@ -209,6 +224,11 @@ func (o Options) withDefaults() (Options, error) {
 		case n.TTL < 0 || (n.TTL > 0 && n.TTL < time.Millisecond):
 			return bad("Near.TTL %s is negative or under 1ms", n.TTL)
 		}
+	}
+	if o.StaleIfError > 0 && o.Lock {
+		// Lock's lease replaces the entry while the loader runs: the stale
+		// value would be gone from Redis when it is needed.
+		return bad("StaleIfError cannot be combined with Lock")
 	}
 	if b := o.Breaker; b != nil {
 		switch {

@@ -62,6 +62,10 @@ const (
 	// EventOverloaded: a load without Redis was refused with ErrOverloaded
 	// (BreakerOptions.MaxConcurrentLoads loads already in flight).
 	EventOverloaded
+	// EventStaleServed: GetOrLoad served a value past its fresh TTL
+	// because the loader failed (Options.StaleIfError); Err is the
+	// loader's error, which the caller did not get.
+	EventStaleServed
 )
 
 // breakerEvents is the event of each state the breaker enters.
@@ -74,7 +78,7 @@ var eventNames = [...]string{
 	EventCodecError: "codec_error", EventEarlyRefresh: "early_refresh",
 	EventLoaderPanic: "loader_panic", EventNearHit: "near_hit", EventSubscriptionLost: "subscription_lost",
 	EventBreakerOpen: "breaker_open", EventBreakerHalfOpen: "breaker_half_open", EventBreakerClosed: "breaker_closed",
-	EventOverloaded: "overloaded",
+	EventOverloaded: "overloaded", EventStaleServed: "stale_served",
 }
 
 // String returns the event's snake_case name ("hit", "stale_write_refused"),
@@ -120,6 +124,7 @@ type Stats struct {
 	BreakerHalfOpens   uint64 // EventBreakerHalfOpen
 	BreakerCloses      uint64 // EventBreakerClosed
 	Overloaded         uint64 // EventOverloaded
+	StaleServed        uint64 // EventStaleServed
 }
 
 // Stats returns a snapshot of the Cache's counters. Each counter is read
@@ -144,6 +149,7 @@ func (c *Cache[T]) Stats() Stats {
 		BreakerHalfOpens:   n[EventBreakerHalfOpen].Load(),
 		BreakerCloses:      n[EventBreakerClosed].Load(),
 		Overloaded:         n[EventOverloaded].Load(),
+		StaleServed:        n[EventStaleServed].Load(),
 	}
 }
 

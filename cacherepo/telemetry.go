@@ -287,6 +287,7 @@ func newTelemetry(namespace string, tp trace.TracerProvider, mp metric.MeterProv
 		{EventBreakerOpen, stateChanges, []attribute.KeyValue{attrBreakerState.String("open")}},
 		{EventBreakerHalfOpen, stateChanges, []attribute.KeyValue{attrBreakerState.String("half_open")}},
 		{EventBreakerClosed, stateChanges, []attribute.KeyValue{attrBreakerState.String("closed")}},
+		{EventStaleServed, counter("polystore.cache.stale_served", "{value}", "Values served past their fresh TTL because the loader failed (Options.StaleIfError)."), nil},
 		{EventOverloaded, counter("polystore.cache.overloaded", "{load}", "Loads without Redis refused with ErrOverloaded (BreakerOptions.MaxConcurrentLoads)."), nil},
 		{EventSubscriptionLost, counter("polystore.cache.subscription_losses", "{loss}", "Losses of the pub/sub subscription of the near tier and Lock waiters."), nil},
 	} {
@@ -408,6 +409,7 @@ var eventResults = [len(eventNames)]callResult{
 var spanEvents = [len(eventNames)]string{
 	EventLockWait: "lease_wait", EventRedisError: "redis_error", EventCodecError: "codec_error",
 	EventEarlyRefresh: "early_refresh", EventStaleWriteRefused: "stale_write_refused",
+	EventStaleServed: "stale_served",
 }
 
 // event records an event of the Cache (see Cache.event) in the metrics and
