@@ -127,11 +127,22 @@ func (b *breaker) allow() (done func(error), err error) {
 }
 
 // finish reports the outcome err of a call the caller made with context ctx.
+// A call that failed when or after the caller's own deadline passed says
+// nothing about Redis: the socket's deadline (the same instant) can fire
+// before the context reports it, hence the clock check as well.
 func finish(done func(error), ctx context.Context, err error) {
-	if err != nil && ctx.Err() != nil {
+	if err != nil && callerGaveUp(ctx) {
 		err = errExcluded
 	}
 	done(err)
+}
+
+func callerGaveUp(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 // acquireLoad takes one of the MaxConcurrentLoads slots for a load served

@@ -271,3 +271,18 @@ func TestNew_BreakerOptionsOutOfRangeAreInvalid(t *testing.T) {
 		})
 	}
 }
+
+func TestCache_Breaker_CallersGivingUpDoNotOpenIt(t *testing.T) {
+	t.Parallel()
+	client := brokenClients(t)["unresponsive server"]
+	c, err := cacherepo.New[user](client, cacherepo.Options{
+		Timeout: 10 * time.Second, Breaker: &cacherepo.BreakerOptions{Failures: 1, CoolDown: time.Hour},
+	})
+	require.NoError(t, err)
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		_, _ = c.GetOrLoad(ctx, "u1", (&counter[user]{}).load) // ended by the caller's own deadline
+		cancel()
+	}
+	assert.Equal(t, cacherepo.BreakerClosed, c.BreakerState(), "a caller's deadline says nothing about Redis")
+}

@@ -3,6 +3,7 @@ package cacherepo_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,4 +142,34 @@ func TestNew_StaleIfErrorOutOfRangeOrWithLockIsInvalid(t *testing.T) {
 			assert.ErrorIs(t, err, cacherepo.ErrInvalidOptions)
 		})
 	}
+}
+
+func TestCache_StaleIfError_ServedToEveryCallerOfALoadThatTimesOut(t *testing.T) {
+	t.Parallel()
+	c, _, _ := newCache[user](t, cacherepo.Options{TTL: 50 * time.Millisecond, Jitter: -1, StaleIfError: time.Hour})
+	ctx := context.Background()
+	v1 := user{ID: 1, Name: "Ada"}
+	_, err := c.GetOrLoad(ctx, "u1", (&counter[user]{value: v1}).load)
+	require.NoError(t, err)
+	softExpired(t, c, "u1")
+
+	release := make(chan struct{})
+	timingOut := func(context.Context) (user, error) {
+		<-release
+		return user{}, context.DeadlineExceeded // as a database query past its deadline
+	}
+	const callers = 5
+	var wg sync.WaitGroup
+	got := make([]user, callers)
+	errs := make([]error, callers)
+	for i := range callers {
+		wg.Go(func() { got[i], errs[i] = c.GetOrLoad(ctx, "u1", timingOut) })
+	}
+	close(release)
+	wg.Wait()
+	for i := range callers {
+		assert.NoError(t, errs[i], "caller %d", i)
+		assert.Equal(t, v1, got[i], "caller %d", i)
+	}
+	assert.EqualValues(t, callers, c.Stats().StaleServed, "one event per caller served stale")
 }
