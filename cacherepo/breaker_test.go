@@ -286,3 +286,45 @@ func TestCache_Breaker_CallersGivingUpDoNotOpenIt(t *testing.T) {
 	}
 	assert.Equal(t, cacherepo.BreakerClosed, c.BreakerState(), "a caller's deadline says nothing about Redis")
 }
+
+func TestCache_Breaker_OpenGetManyOrLoadServesFromTheLoaderAndTakesOneSlot(t *testing.T) {
+	t.Parallel()
+	client := brokenClients(t)["closed port"]
+	c, err := cacherepo.New[user](client, cacherepo.Options{
+		Breaker: &cacherepo.BreakerOptions{Failures: 1, CoolDown: time.Hour, MaxConcurrentLoads: 1},
+	})
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = c.GetOrLoad(ctx, "trip", (&counter[user]{}).load)
+	require.NoError(t, err)
+	require.Equal(t, cacherepo.BreakerOpen, c.BreakerState())
+
+	batch := func(_ context.Context, missing []string) (map[string]user, error) {
+		out := map[string]user{}
+		for i, k := range missing {
+			out[k] = user{ID: i + 1}
+		}
+		return out, nil
+	}
+	got, err := c.GetManyOrLoad(ctx, []string{"a", "b"}, batch)
+	require.NoError(t, err, "served from the loader while open")
+	assert.Len(t, got, 2)
+
+	release, started, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		_, err := c.GetOrLoad(ctx, "slow", func(context.Context) (user, error) {
+			close(started)
+			<-release
+			return user{}, nil
+		})
+		done <- err
+	}()
+	<-started
+	_, err = c.GetManyOrLoad(ctx, []string{"c", "d"}, batch)
+	assert.ErrorIs(t, err, cacherepo.ErrOverloaded, "the only slot is taken")
+	close(release)
+	require.NoError(t, <-done)
+	got, err = c.GetManyOrLoad(ctx, []string{"c", "d"}, batch)
+	require.NoError(t, err, "the slot is free again")
+	assert.Len(t, got, 2)
+}

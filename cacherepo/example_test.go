@@ -166,3 +166,58 @@ func ExamplePoolMetrics() {
 	}
 	defer unregister()
 }
+
+// A cache that keeps its latency through a Redis outage: each Redis call is
+// bounded by Timeout, five consecutive failures open the breaker for five
+// seconds (no Redis call at all, loads straight from the database, at most
+// 64 at once), then one probe closes it again.
+func ExampleBreakerOptions() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
+	users, err := cacherepo.New[User](rdb, cacherepo.Options{
+		Namespace: "users:",
+		Timeout:   150 * time.Millisecond,
+		Breaker:   &cacherepo.BreakerOptions{}, // Failures 5, CoolDown 5s, Probes 1, MaxConcurrentLoads 64
+		OnEvent: func(_ context.Context, e cacherepo.Event) {
+			if e.Kind == cacherepo.EventBreakerOpen || e.Kind == cacherepo.EventBreakerClosed {
+				log.Printf("cache breaker: %s", e.Kind)
+			}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	id := "1"
+	u, err := users.GetOrLoad(ctx, id, func(ctx context.Context) (User, error) { return findUser(ctx, id) })
+	switch {
+	case errors.Is(err, cacherepo.ErrOverloaded):
+		log.Print("Redis is down and the database is busy: answer 503") // loader not called
+	case err != nil:
+		log.Print(err)
+	default:
+		fmt.Println(u.Name)
+	}
+	// For /health: "closed", "half_open" or "open".
+	fmt.Println(users.BreakerState())
+}
+
+// Values stay in Redis for a day past their hour of freshness; when the
+// database fails after that hour, GetOrLoad returns the stale value with a
+// nil error and reports EventStaleServed with the database's error.
+func ExampleOptions_staleIfError() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	users, err := cacherepo.New[User](rdb, cacherepo.Options{
+		Namespace:    "users:",
+		TTL:          time.Hour,
+		StaleIfError: 24 * time.Hour,
+		OnEvent: func(_ context.Context, e cacherepo.Event) {
+			if e.Kind == cacherepo.EventStaleServed {
+				log.Printf("served %s stale: %v", e.Key, e.Err)
+			}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = users
+}
