@@ -32,6 +32,12 @@ type ProfileCacheOptions struct {
 	// Timeout bounds each Redis call; past it the profile is served from
 	// PostgreSQL. Default: 200ms.
 	Timeout time.Duration
+	// Breaker, when set, puts cacherepo's circuit breaker in front of
+	// Redis: after consecutive failures the cache stops calling Redis for
+	// a cool-down and loads profiles straight from PostgreSQL, at most
+	// Breaker.MaxConcurrentLoads at once (beyond, Profile answers
+	// CodeUnavailable). Default: nil, no breaker.
+	Breaker *cacherepo.BreakerOptions
 	// OnEvent receives the cache's events (metrics, logs). Default: nil.
 	OnEvent func(context.Context, cacherepo.Event)
 	// TracerProvider and MeterProvider are cacherepo's (its spans
@@ -60,6 +66,7 @@ func NewProfileCache(client redis.UniversalClient, prefix string, opts ProfileCa
 		Timeout:     opts.Timeout,
 		IsNotFound:  func(err error) bool { return chat.ErrorCode(err) == chat.CodeNotFound },
 		OnEvent:     opts.OnEvent,
+		Breaker:     opts.Breaker,
 
 		TracerProvider: opts.TracerProvider,
 		MeterProvider:  opts.MeterProvider,
@@ -87,6 +94,11 @@ func (c *ProfileCache) Profile(ctx context.Context, id uuid.UUID, load func(cont
 		return nil, err // the loader's own error, already classified
 	case errors.Is(err, cacherepo.ErrNotFound):
 		return nil, chat.Wrap(chat.CodeNotFound, err, "user not found") // a cached tombstone
+	case errors.Is(err, cacherepo.ErrOverloaded):
+		// The breaker is open and too many profiles are being loaded
+		// without Redis already: shed this one rather than queue it on
+		// PostgreSQL.
+		return nil, chat.Wrap(chat.CodeUnavailable, err, "too many profile reads while Redis is down")
 	case errors.Is(err, cacherepo.ErrRedis):
 		return nil, chat.Wrap(chat.CodeUnavailable, err, "Redis is unavailable")
 	}
@@ -98,6 +110,10 @@ func (c *ProfileCache) Profile(ctx context.Context, id uuid.UUID, load func(cont
 func (c *ProfileCache) Invalidate(ctx context.Context, id uuid.UUID) error {
 	return c.cache.Invalidate(ctx, id.String())
 }
+
+// BreakerState returns the state of the cache's circuit breaker: "off"
+// (none), "closed", "half_open" or "open".
+func (c *ProfileCache) BreakerState() string { return c.cache.BreakerState().String() }
 
 // Stats returns the cache's counters.
 func (c *ProfileCache) Stats() cacherepo.Stats { return c.cache.Stats() }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/polystore/polystore/cacherepo"
 	"github.com/polystore/polystore/examples/server/internal/chat"
 	"github.com/polystore/polystore/examples/server/internal/redisstore"
 	"github.com/polystore/polystore/internal/servicetest"
@@ -79,4 +80,42 @@ func TestProfileCache_Profile_RedisDownServesFromLoader(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "ada", got.Username)
 	assert.Equal(t, 1, *calls)
+}
+
+func TestProfileCache_Breaker_OpensOnRedisDownAndShedsLoadsBeyondTheBoundAsUnavailable(t *testing.T) {
+	// Nothing listens on port 1. The breaker opens at the first failure,
+	// and lets one load run without Redis at a time.
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { _ = client.Close() })
+	c, err := redisstore.NewProfileCache(client, "test:", redisstore.ProfileCacheOptions{
+		Breaker: &cacherepo.BreakerOptions{Failures: 1, MaxConcurrentLoads: 1},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, "closed", c.BreakerState())
+
+	started, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Profile(context.Background(), uuid.New(), func(context.Context) (*chat.User, error) {
+			close(started)
+			<-release
+			return &chat.User{Username: "ada"}, nil
+		})
+		first <- err
+	}()
+	<-started // the first load holds the only slot
+	assert.Equal(t, "open", c.BreakerState())
+
+	load, calls := countingLoader(&chat.User{Username: "bob"})
+	_, err = c.Profile(context.Background(), uuid.New(), load)
+	require.Error(t, err)
+	assert.Equal(t, chat.CodeUnavailable, chat.ErrorCode(err), "shed: %v", err)
+	assert.ErrorIs(t, err, cacherepo.ErrOverloaded)
+	assert.Zero(t, *calls, "a shed load does not run")
+
+	close(release)
+	require.NoError(t, <-first)
+	u, err := c.Profile(context.Background(), uuid.New(), load)
+	require.NoError(t, err, "the slot is free again")
+	assert.Equal(t, "bob", u.Username)
 }

@@ -48,7 +48,7 @@ const (
 	BreakerOpen BreakerState = "open"
 	// BreakerHalfOpen: the cool-down has ended and one request is probing
 	// Redis; the others are allowed uncounted.
-	BreakerHalfOpen BreakerState = "half-open"
+	BreakerHalfOpen BreakerState = "half_open"
 )
 
 // rateLimitTimeout bounds one limiter call: the API fails open when Redis

@@ -140,10 +140,10 @@ func TestRateLimiter_RedisDown_OpensItsBreakerAndAllowsWithoutCallingRedisUntilI
 	defer mu.Unlock()
 	assert.Equal(t, []string{
 		"closed->open error=true",
-		"open->half-open error=false",
-		"half-open->open error=true",
-		"open->half-open error=false",
-		"half-open->closed error=false",
+		"open->half_open error=false",
+		"half_open->open error=true",
+		"open->half_open error=false",
+		"half_open->closed error=false",
 	}, changes)
 }
 

@@ -104,7 +104,10 @@ func store(t *testing.T, res response, name string) map[string]any {
 
 func TestServer_Probes_AllUp_LiveAndReadyAnswer200OK(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(o *server.Options, _ *server.Stores) { o.RateLimit = 5 })
+	e := newEnv(t, func(o *server.Options, _ *server.Stores) {
+		o.RateLimit = 5
+		o.HealthTimeout = 5 * time.Second // up, even on a loaded machine
+	})
 
 	live := e.do("GET", "/livez", "")
 	require.Equal(t, http.StatusOK, live.Status, "body: %s", live.Raw)
@@ -124,7 +127,7 @@ func TestServer_Probes_AllUp_LiveAndReadyAnswer200OK(t *testing.T) {
 			assert.Contains(t, s, "latency_ms", "%s %s", path, name)
 			assert.NotContains(t, s, "error", "%s %s", path, name)
 		}
-		assert.Equal(t, map[string]any{"rate_limit": "closed"}, store(t, res, "redis")["breakers"], path)
+		assert.Equal(t, map[string]any{"rate_limit": "closed", "profile_cache": "closed"}, store(t, res, "redis")["breakers"], path)
 	}
 
 	// Probes are never rate limited: more of them than the burst (10).
@@ -150,7 +153,7 @@ func TestServer_Probes_RedisDownOrHung_ReadinessIsDegradedNot503(t *testing.T) {
 		// Accepts connections and never answers; this client does not
 		// follow its context's deadline (no FailFastRedis), so only the
 		// report's own bound keeps the probe short.
-		{"hung", hungRedis, false, "no answer within 300ms"},
+		{"hung", hungRedis, false, "no answer within 2s"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -160,7 +163,7 @@ func TestServer_Probes_RedisDownOrHung_ReadinessIsDegradedNot503(t *testing.T) {
 					server.FailFastRedis(opts) // as main does
 				}
 				s.Redis = redis.NewClient(opts)
-				o.HealthTimeout = 300 * time.Millisecond
+				o.HealthTimeout = 2 * time.Second
 				o.RateLimit = 5
 			})
 			t.Cleanup(func() { _ = e.redis.Close() })
@@ -225,7 +228,7 @@ func TestServer_Probes_PostgresOrMongoDown_ReadinessIs503NamingIt(t *testing.T) 
 			var proxy *tcpProxy
 			e := newEnv(t, func(o *server.Options, s *server.Stores) {
 				proxy = tt.cut(t, s)
-				o.HealthTimeout = 500 * time.Millisecond
+				o.HealthTimeout = 3 * time.Second // the cut store fails faster
 			})
 			res := e.do("GET", "/readyz", "")
 			require.Equal(t, http.StatusOK, res.Status, "through the proxy, before the cut: %s", res.Raw)
@@ -277,5 +280,6 @@ func TestServer_RateLimit_RedisDown_LetsRequestsThroughAndItsBreakerOpens(t *tes
 	}
 	res := e.do("GET", "/readyz", "")
 	require.Equal(t, http.StatusOK, res.Status, "body: %s", res.Raw)
-	assert.Equal(t, map[string]any{"rate_limit": "open"}, store(t, res, "redis")["breakers"])
+	assert.Equal(t, map[string]any{"rate_limit": "open", "profile_cache": "open"}, store(t, res, "redis")["breakers"],
+		"the cache's breaker opens too, after its 5 failures")
 }

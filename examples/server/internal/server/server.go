@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/polystore/polystore/cacherepo"
 	"github.com/polystore/polystore/coord"
 	"github.com/polystore/polystore/docrepo"
 	"github.com/polystore/polystore/examples/server/internal/app"
@@ -218,6 +219,7 @@ func build(ctx context.Context, st Stores, opts Options, tel *Telemetry, log *sl
 	}
 
 	var cache chat.ProfileCache = app.Uncached{}
+	var cacheBreaker func() string
 	if !opts.CacheDisabled {
 		pc, err := redisstore.NewProfileCache(st.Redis, opts.RedisPrefix, redisstore.ProfileCacheOptions{
 			TTL: opts.CacheTTL, NotFoundTTL: opts.NotFoundTTL,
@@ -226,6 +228,18 @@ func build(ctx context.Context, st Stores, opts Options, tel *Telemetry, log *sl
 			// from its Stats: cacherepo's own instruments would count
 			// each hit and miss a second time in /metrics.
 			MeterProvider: metricnoop.NewMeterProvider(),
+			// cacherepo's defaults: open after 5 consecutive failures,
+			// 5s cool-down, at most 64 loads at once without Redis.
+			Breaker: &cacherepo.BreakerOptions{},
+			// One line per change of the breaker's state.
+			OnEvent: func(ctx context.Context, ev cacherepo.Event) {
+				switch ev.Kind {
+				case cacherepo.EventBreakerOpen:
+					log.WarnContext(ctx, "profile cache: Redis keeps failing, reading profiles from PostgreSQL without it", slog.String("breaker", "open"))
+				case cacherepo.EventBreakerHalfOpen, cacherepo.EventBreakerClosed:
+					log.InfoContext(ctx, "profile cache breaker", slog.String("event", ev.Kind.String()))
+				}
+			},
 		})
 		if err != nil {
 			return nil, err
@@ -233,7 +247,7 @@ func build(ctx context.Context, st Stores, opts Options, tel *Telemetry, log *sl
 		if err := reg.Register(cacheMetrics(pc.Stats)); err != nil {
 			return nil, fmt.Errorf("server: registering cache metrics: %w", err)
 		}
-		cache = pc
+		cache, cacheBreaker = pc, pc.BreakerState
 	}
 
 	if opts.WrapProfileCache != nil {
@@ -316,13 +330,15 @@ func build(ctx context.Context, st Stores, opts Options, tel *Telemetry, log *sl
 		limiter, limiterBreaker = rl, rl.State
 	}
 	// The breakers in front of Redis, as the readiness report shows them.
-	// cacherepo has no breaker of its own yet; once it has, its state
-	// belongs here too, as "profile_cache".
 	redisBreakers := func() map[string]string {
-		if limiterBreaker == nil {
-			return nil
+		out := map[string]string{}
+		if limiterBreaker != nil {
+			out["rate_limit"] = string(limiterBreaker())
 		}
-		return map[string]string{"rate_limit": string(limiterBreaker())}
+		if cacheBreaker != nil {
+			out["profile_cache"] = cacheBreaker()
+		}
+		return out
 	}
 
 	h := httpapi.New(httpapi.Config{
