@@ -171,3 +171,55 @@ func TestRecover_ClaimIsAnOrderedIndexScanWhateverTheBacklog(t *testing.T) {
 		})
 	}
 }
+
+// TestRecover_TakesEachSagaAtMostOncePerCall recovers a saga whose
+// retriable step always fails, so that each run gives it back to recovery
+// at once: one Recover call takes it once, not again and again, and the
+// next call takes it again. (A call claims only sagas whose lease expired
+// before it began, and every lease a claim or a release sets ends after.)
+// With one worker, the call's next claim comes after the release.
+func TestRecover_TakesEachSagaAtMostOncePerCall(t *testing.T) {
+	for _, workers := range []int{1, 4} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			ctx := context.Background()
+			pool := servicetest.Postgres(t)
+			var mu sync.Mutex
+			tries := 0
+			def := Define("always-retry", Step[oneStep]{
+				Name:   "pivot",
+				Kind:   Pivot,
+				Action: func(context.Context, *oneStep) error { return nil },
+			}, Step[oneStep]{
+				Name: "flaky",
+				Kind: Retriable,
+				Action: func(context.Context, *oneStep) error {
+					mu.Lock()
+					defer mu.Unlock()
+					tries++
+					return errInjected
+				},
+				Retry: RetryPolicy{Attempts: 1, Backoff: time.Millisecond, MaxBackoff: time.Millisecond},
+			})
+			c, err := New(ctx, pool, Options{RecoveryWorkers: workers})
+			require.NoError(t, err)
+			h, err := Register(c, def)
+			require.NoError(t, err)
+			_, err = h.Run(ctx, "s1", &oneStep{ID: "s1"})
+			require.ErrorIs(t, err, ErrIncomplete)
+			time.Sleep(5 * time.Millisecond) // the release's lease of at most 1ms expires
+
+			for call := 1; call <= 2; call++ {
+				n, err := c.Recover(ctx)
+				require.NoError(t, err)
+				assert.Equal(t, 1, n, "call %d takes the saga once", call)
+				mu.Lock()
+				assert.Equal(t, 1+call, tries, "the Run's try and one per call")
+				mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+			}
+			info, err := c.Get(ctx, "s1")
+			require.NoError(t, err)
+			assert.Equal(t, StatusRunning, info.Status)
+		})
+	}
+}
