@@ -104,13 +104,15 @@ func New[T any](client redis.UniversalClient, opts Options) (*Cache[T], error) {
 // the goroutine closes its pub/sub connection and ends as soon as its
 // current Redis call returns (it does not wait for it: a handshake with a
 // server that does not answer can take the client's ReadTimeout). It does
-// not close the client. It is safe to call more than once, and a no-op for
-// other caches; it always returns nil.
+// not close the client. With Options.Breaker it also stops reporting the
+// breaker's state gauge (polystore.cache.breaker.state). It is safe to call
+// more than once, and a no-op for other caches; it always returns nil.
 func (c *Cache[T]) Close() error {
 	c.closed.Do(func() {
 		if c.hub != nil {
 			c.hub.close()
 		}
+		c.tel.close()
 	})
 	return nil
 }

@@ -74,6 +74,10 @@ func TestCache_Telemetry_BreakerStateChangesAndOverloadAreMetrics(t *testing.T) 
 	close(release)
 	require.NoError(t, <-done)
 	assert.Equal(t, int64(1), r.sum(t, "polystore.cache.overloaded"))
+
+	require.NoError(t, c.Close())
+	_, ok = r.gauge(t, "polystore.cache.breaker.state")
+	assert.False(t, ok, "Close stops reporting the gauge")
 }
 
 func TestCache_Telemetry_StaleServedIsAMetric(t *testing.T) {

@@ -218,6 +218,9 @@ type telemetry struct {
 	loadRecord [numLoadResults][]metric.RecordOption
 	namespace  attribute.KeyValue
 	meter      metric.Meter
+	// breakerGauge is the registration of the breaker's state gauge, nil
+	// without a breaker; Close unregisters it.
+	breakerGauge metric.Registration
 }
 
 type loadResult uint8
@@ -522,13 +525,24 @@ func runLoad[R any](t *telemetry, ctx context.Context, keys int, isNotFound func
 // callback holds the breaker, not the Cache.
 func (t *telemetry) observeBreaker(b *breaker) {
 	ns := metric.WithAttributeSet(attribute.NewSet(t.namespace))
-	_, err := t.meter.Int64ObservableGauge("polystore.cache.breaker.state", metric.WithUnit("{state}"),
-		metric.WithDescription("Circuit breaker state (Options.Breaker): 0 closed, 1 half-open, 2 open."),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			o.Observe(int64(BreakerState(b.state.Load())-BreakerClosed), ns)
+	g, err := t.meter.Int64ObservableGauge("polystore.cache.breaker.state", metric.WithUnit("{state}"),
+		metric.WithDescription("Circuit breaker state (Options.Breaker): 0 closed, 1 half-open, 2 open."))
+	if err == nil {
+		t.breakerGauge, err = t.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+			o.ObserveInt64(g, int64(BreakerState(b.state.Load())-BreakerClosed), ns)
 			return nil
-		}))
+		}, g)
+	}
 	if err != nil {
 		otel.Handle(err)
+	}
+}
+
+// close unregisters what observeBreaker registered.
+func (t *telemetry) close() {
+	if t.breakerGauge != nil {
+		if err := t.breakerGauge.Unregister(); err != nil {
+			otel.Handle(err)
+		}
 	}
 }
