@@ -87,6 +87,8 @@ func cacheMetrics(stats func() cacherepo.Stats) prometheus.Collector {
 		counter("profile_cache_tombstone_hits_total", "Reads of unknown users answered by a cached not-found.", st(func(s cacherepo.Stats) uint64 { return s.TombstoneHits })),
 		counter("profile_cache_stale_writes_refused_total", "Loaded profiles not cached because an update invalidated them meanwhile.", st(func(s cacherepo.Stats) uint64 { return s.StaleWritesRefused })),
 		counter("profile_cache_redis_errors_total", "Redis errors the cache absorbed by reading PostgreSQL.", st(func(s cacherepo.Stats) uint64 { return s.RedisErrors })),
+		counter("profile_cache_breaker_opens_total", "Times the cache's circuit breaker opened (Redis not called for a cool-down).", st(func(s cacherepo.Stats) uint64 { return s.BreakerOpens })),
+		counter("profile_cache_overloaded_total", "Profile reads shed (503) while the breaker was open and the bound of loads without Redis was reached.", st(func(s cacherepo.Stats) uint64 { return s.Overloaded })),
 	}
 }
 

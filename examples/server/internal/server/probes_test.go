@@ -282,4 +282,10 @@ func TestServer_RateLimit_RedisDown_LetsRequestsThroughAndItsBreakerOpens(t *tes
 	require.Equal(t, http.StatusOK, res.Status, "body: %s", res.Raw)
 	assert.Equal(t, map[string]any{"rate_limit": "open", "profile_cache": "open"}, store(t, res, "redis")["breakers"],
 		"the cache's breaker opens too, after its 5 failures")
+
+	metrics := e.do("GET", "/metrics", "")
+	require.Equal(t, http.StatusOK, metrics.Status)
+	assert.Regexp(t, `(?m)^rate_limit_breaker_opens_total [1-9]`, string(metrics.Raw))
+	assert.Regexp(t, `(?m)^profile_cache_breaker_opens_total [1-9]`, string(metrics.Raw))
+	assert.Regexp(t, `(?m)^profile_cache_overloaded_total 0$`, string(metrics.Raw), "sequential reads are never shed")
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -315,10 +316,20 @@ func build(ctx context.Context, st Stores, opts Options, tel *Telemetry, log *sl
 	var limiter httpapi.Limiter
 	var limiterBreaker func() redisstore.BreakerState
 	if opts.RateLimit > 0 {
+		limiterOpens := prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rate_limit_breaker_opens_total",
+			Help: "Times the rate limiter's circuit breaker opened (requests let through unlimited, Redis not called, for a cool-down).",
+		})
+		if err := reg.Register(limiterOpens); err != nil {
+			return nil, fmt.Errorf("server: registering rate limit metrics: %w", err)
+		}
 		rl := redisstore.NewRateLimiterWithOptions(st.Redis, opts.RedisPrefix, redisstore.RateLimiterOptions{
 			Rate: opts.RateLimit, Burst: opts.RateBurst,
 			// One line per change of state, not one per request.
 			OnStateChange: func(from, to redisstore.BreakerState, err error) {
+				if to == redisstore.BreakerOpen {
+					limiterOpens.Inc()
+				}
 				if to == redisstore.BreakerOpen && err != nil {
 					log.Warn("rate limit: Redis failed, letting requests through unlimited until it answers again",
 						slog.String("breaker", string(to)), slog.Any("error", err))
