@@ -2,6 +2,7 @@ package docrepo_test
 
 import (
 	"context"
+	"math"
 	"sync"
 	"testing"
 
@@ -406,22 +407,27 @@ func TestTelemetry_NoProviderInstalledAddsNoAllocationToGet(t *testing.T) {
 	a := seed(t, r, article{Title: "t"})[0]
 	coll := db.Collection("articles")
 
-	// Both sides allocate what the driver does; the driver's background
-	// monitoring allocates too, on either side, so the averages over many
-	// calls may differ by one. A span on the global placeholder provider
-	// would cost three or four more.
-	const runs = 300
-	raw := testing.AllocsPerRun(runs, func() {
-		var got article
-		if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: a.ID}}).Decode(&got); err != nil {
-			t.Fatal(err)
-		}
-	})
-	repo := testing.AllocsPerRun(runs, func() {
-		if _, err := r.Get(ctx, a.ID); err != nil {
-			t.Fatal(err)
-		}
-	})
+	// Both sides allocate what the driver does. AllocsPerRun counts the
+	// whole process, and the driver's background monitoring allocates
+	// too, only ever adding: so the two sides are measured in alternate
+	// rounds and the least of each is compared, which background work can
+	// raise but not lower. A span on the global placeholder provider would
+	// cost three or four more.
+	const runs, rounds = 100, 5
+	raw, repo := math.Inf(1), math.Inf(1)
+	for range rounds {
+		raw = min(raw, testing.AllocsPerRun(runs, func() {
+			var got article
+			if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: a.ID}}).Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+		}))
+		repo = min(repo, testing.AllocsPerRun(runs, func() {
+			if _, err := r.Get(ctx, a.ID); err != nil {
+				t.Fatal(err)
+			}
+		}))
+	}
 	assert.LessOrEqual(t, repo, raw+1, "Get allocates what FindOne+Decode does")
 }
 
