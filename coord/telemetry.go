@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"reflect"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +15,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/polystore/polystore/internal/otelglobal"
 )
 
 // ScopeName is the instrumentation scope of the spans and metrics that
@@ -128,31 +129,6 @@ func classify(err error) errClass {
 		return classDeadlineExceeded
 	}
 	return classOther
-}
-
-// globalDefaultTracerProvider is the provider that otel.GetTracerProvider
-// returns until the application installs one: a placeholder that forwards
-// to the provider installed later and starts non-recording spans until
-// then, at the price of allocations per span. While it is still the global
-// provider nothing can record, so a coordinator on the global provider
-// skips its spans. Only the placeholder's own type is taken for it: should
-// anything else be global when coord is initialised, the variable stays
-// nil and spans are always started.
-var globalDefaultTracerProvider = func() trace.TracerProvider {
-	tp := otel.GetTracerProvider()
-	if !isGlobalPlaceholder(tp, "tracerProvider") {
-		return nil
-	}
-	return tp
-}()
-
-// isGlobalPlaceholder reports whether v is the otel package's global
-// placeholder provider of the given type name. If otel ever renames it, the
-// answer is false and coord merely emits as if a provider were installed.
-func isGlobalPlaceholder(v any, typeName string) bool {
-	t := reflect.TypeOf(v)
-	return t != nil && t.Kind() == reflect.Pointer &&
-		t.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global" && t.Elem().Name() == typeName
 }
 
 // telemetry holds a coordinator's tracer and instruments, resolved once by
@@ -283,12 +259,7 @@ func (t *telemetry) tracing() bool {
 	if t.tracerProvider != nil {
 		return !t.noopTracer
 	}
-	switch tp := otel.GetTracerProvider(); tp.(type) {
-	case tracenoop.TracerProvider:
-		return false
-	default:
-		return tp != globalDefaultTracerProvider
-	}
+	return otelglobal.Tracing()
 }
 
 // defTelemetry is what a registered definition's runs emit with, built by

@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/polystore/polystore/internal/otelglobal"
 )
 
 // Config configures Connect. The zero value means the defaults; a setting
@@ -121,7 +123,7 @@ func Connect(ctx context.Context, url string, cfg Config) (*mongo.Client, error)
 func poolMetrics(mp metric.MeterProvider) bool {
 	if mp == nil {
 		mp = otel.GetMeterProvider()
-		if isGlobalPlaceholder(mp, "meterProvider") {
+		if otelglobal.IsPlaceholderMeterProvider(mp) {
 			return false
 		}
 	}

@@ -3,7 +3,6 @@ package pgrepo
 import (
 	"context"
 	"errors"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,8 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/polystore/polystore/internal/otelglobal"
 )
 
 // ScopeName is the instrumentation scope of the spans and metrics that
@@ -158,32 +159,6 @@ func classify(err error) errClass {
 	return classOther
 }
 
-// globalDefaultTracerProvider is the provider that otel.GetTracerProvider
-// returns until the application installs one: a placeholder that forwards
-// to the provider installed later and starts non-recording spans until
-// then, at the price of allocations per span. While it is still the global
-// provider nothing can record, so a repository on the global provider skips
-// its spans. Only the placeholder's own type is taken for it: should
-// anything else be global when pgrepo is initialised, the variable stays
-// nil and spans are always started.
-var globalDefaultTracerProvider = func() trace.TracerProvider {
-	tp := otel.GetTracerProvider()
-	if !isGlobalPlaceholder(tp, "tracerProvider") {
-		return nil
-	}
-	return tp
-}()
-
-// isGlobalPlaceholder reports whether v is the otel package's global
-// placeholder provider of the given type name, which records nothing until
-// a provider is installed. If otel ever renames it, the answer is false and
-// pgrepo merely emits as if a provider were installed.
-func isGlobalPlaceholder(v any, typeName string) bool {
-	t := reflect.TypeOf(v)
-	return t != nil && t.Kind() == reflect.Pointer &&
-		t.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global" && t.Elem().Name() == typeName
-}
-
 // telemetry holds what a repository (or InTx) needs to emit its spans and
 // metrics, built once so that a call only looks things up.
 type telemetry struct {
@@ -263,12 +238,7 @@ func (t *telemetry) tracing() bool {
 	if t.tracerProvider != nil {
 		return !t.noopTracer
 	}
-	switch tp := otel.GetTracerProvider(); tp.(type) {
-	case tracenoop.TracerProvider:
-		return false
-	default:
-		return tp != globalDefaultTracerProvider
-	}
+	return otelglobal.Tracing()
 }
 
 // call is one operation being observed. Its nil span and zero start mean
