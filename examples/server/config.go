@@ -45,6 +45,8 @@ type config struct {
 	SagaKeys        []coord.Key
 	AdminToken      string
 	AdminReadOnly   bool
+	RecoverEvery    time.Duration
+	SagaLease       time.Duration
 }
 
 // loadConfig reads the configuration from args (flags) and getenv. -h
@@ -82,6 +84,8 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (con
 	sagaKeys := fs.String("saga-keys", "", "key ring sealing the saga states, a secret better set through the variable: comma-separated id:base64 of 32 bytes, oldest first, the last seals; empty: states unsealed, password hashes never logged (SAGA_KEYS)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "password (HTTP Basic, any user name) of the saga console under /admin/, a secret better set through the variable; empty: no console (ADMIN_TOKEN)")
 	fs.BoolVar(&c.AdminReadOnly, "admin-readonly", false, "saga console without Retry and Resolve (ADMIN_READONLY)")
+	fs.DurationVar(&c.RecoverEvery, "recover-every", 0, "interval of the saga recovery loop; 0: coord's 10s (RECOVER_EVERY)")
+	fs.DurationVar(&c.SagaLease, "saga-lease", 0, "how long a saga stays reserved to this instance after its last log write; 0: coord's 30s (SAGA_LEASE)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json (LOG_FORMAT)")
 

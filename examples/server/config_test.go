@@ -46,6 +46,18 @@ func TestLoadConfig_SessionAndLoginSettingsFromTheEnvironment(t *testing.T) {
 	assert.Equal(t, 20, c.LoginPerClient)
 }
 
+func TestLoadConfig_RecoveryLoopAndSagaLeaseFromTheEnvironment(t *testing.T) {
+	c, err := loadConfig(nil, env(nil), io.Discard)
+	require.NoError(t, err)
+	assert.Zero(t, c.RecoverEvery, "coord's default")
+	assert.Zero(t, c.SagaLease, "coord's default")
+
+	c, err = loadConfig(nil, env(map[string]string{"RECOVER_EVERY": "1s", "SAGA_LEASE": "3s"}), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, time.Second, c.RecoverEvery)
+	assert.Equal(t, 3*time.Second, c.SagaLease)
+}
+
 func key32(b byte) string {
 	return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32))
 }

@@ -138,6 +138,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 		SagaKeys:                cfg.SagaKeys,
 		AdminToken:              cfg.AdminToken,
 		AdminReadOnly:           cfg.AdminReadOnly,
+		RecoverEvery:            cfg.RecoverEvery,
+		SagaLease:               cfg.SagaLease,
 		Telemetry:               tel,
 		Logger:                  log,
 	})
