@@ -148,7 +148,12 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 // update, and returns its record once it has finished. Its error tells the
 // caller exactly where the saga stands:
 //
-//   - nil: the saga succeeded; every step took effect.
+//   - nil: the saga succeeded; every step took effect, and the log durably
+//     holds a position from which it can only finish succeeded. The final
+//     record itself may not be durable yet when the last steps are
+//     retriable (see README.md, Non-durable records): a PostgreSQL crash
+//     that loses it makes recovery replay those idempotent steps and end
+//     the saga succeeded again.
 //   - ErrNotStarted: nothing took effect and nothing is in the log (the
 //     record's insert failed, or ctx had ended, before it could commit).
 //     No step ran. Running it again with the same id is safe; so is

@@ -348,6 +348,9 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 		evs = append(evs, event{EventCompensated, at, attempts + 1, ""})
 	}
 	w, err := e.writeStmt(op == opAction, evs...)
+	if err == nil && !e.def.recordDurable(op == opAction, at) {
+		w.sql = writeAsyncSQL
+	}
 	if err == nil {
 		err = record(w)
 	}
@@ -355,6 +358,52 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 		e.status, e.step, e.attempts, e.cause, e.updated = status, at, attempts, cause, updated
 	}
 	return err
+}
+
+// recordDurable reports whether the log record written after the action
+// (forward) or the compensation of step at succeeded must be durable when
+// its transaction commits, or may be committed without waiting for the
+// WAL flush. A non-durable record may be lost by a PostgreSQL crash (with
+// the later ones: the WAL is sequential, so a durable commit flushes every
+// record before it); recovery then finds the saga where the record before
+// it left it and replays the step, as after a coordinator crash just
+// before the record. That is safe only where nothing that happens before
+// the next durable commit depends on the record (README.md, Non-durable
+// records, has the proof):
+//
+//   - a retriable step's: its replay is retried until it succeeds and never
+//     compensated, and every later step is retriable too;
+//   - a compensatable Action's when the next step is a TxAction: no effect
+//     happens outside PostgreSQL before that step's durable commit;
+//   - a compensation's that leaves the saga compensating: a compensation is
+//     idempotent, replaying it never leads forward again.
+//
+// The other records stay durable: the record's insert, every transaction
+// of a TxAction or TxCompensate (the step's own writes), the pivot's (Run
+// then reports the saga past it), the switch to compensation, failed
+// tries, the final compensated record, and operator actions.
+func (d *Definition[S]) recordDurable(forward bool, at int) bool {
+	st := &d.steps[at]
+	if !forward {
+		if st.TxCompensate != nil {
+			return true
+		}
+		for i := at - 1; i >= 0; i-- { // a lower step left to compensate
+			if d.steps[i].hasCompensation() {
+				return false
+			}
+		}
+		return true
+	}
+	switch {
+	case st.TxAction != nil:
+		return true
+	case st.Kind == Retriable:
+		return false
+	case st.Kind == Compensatable && at+1 < len(d.steps) && d.steps[at+1].TxAction != nil:
+		return false
+	}
+	return true
 }
 
 // writeStmt is the log write of the saga's current position, appending evs

@@ -483,3 +483,119 @@ func assertFinal(t *testing.T, f *fixture, id string, status Status) {
 		t.Errorf("%s: not final: %s", id, status)
 	}
 }
+
+// durableLog makes the fixture's database keep, in coord_saga_durable, each
+// saga's row as of its last write committed with synchronous_commit on: what
+// a PostgreSQL crash would leave of it, since a record committed without the
+// WAL flush can be lost while every durable one before it stays (the WAL is
+// sequential). The trigger reads the setting of the writing transaction, so
+// it sees what coord really asked for.
+func durableLog(t *testing.T, f *fixture) {
+	t.Helper()
+	require.NoError(t, Migrate(context.Background(), f.pool))
+	_, err := f.pool.Exec(context.Background(), `
+create table coord_saga_durable (like coord_saga);
+create function coord_saga_keep_durable() returns trigger language plpgsql as $$
+begin
+	if current_setting('synchronous_commit') <> 'off' then
+		delete from coord_saga_durable where id = new.id;
+		insert into coord_saga_durable select new.*;
+	end if;
+	return null;
+end $$;
+create trigger coord_saga_keep_durable after insert or update on coord_saga
+	for each row execute function coord_saga_keep_durable();`)
+	require.NoError(t, err)
+}
+
+// loseNonDurable puts the saga id back as its last durable write left it,
+// with its lease expired, as a PostgreSQL crash and restart would (the
+// history is left as it is: it only tells the timeline). It returns the
+// status it had before and the one restored.
+func loseNonDurable(t *testing.T, f *fixture, id string) (before, after Status) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, f.pool.QueryRow(ctx, `select status from coord_saga where id = $1`, id).Scan(&before))
+	require.NoError(t, f.pool.QueryRow(ctx, `select status from coord_saga_durable where id = $1`, id).Scan(&after),
+		"the record's insert is durable")
+	err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `delete from coord_saga where id = $1`, id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `insert into coord_saga select * from coord_saga_durable where id = $1`, id)
+		return err
+	})
+	require.NoError(t, err)
+	_, err = f.pool.Exec(ctx, `update coord_saga set lease_expires = now() - interval '1 second' where id = $1`, id)
+	require.NoError(t, err)
+	return before, after
+}
+
+// TestRecover_PostgresLosingTheNonDurableRecordsEndsConsistent cuts a run
+// at each boundary it crosses (and once lets it finish), then puts the
+// saga's record back to its last durable write, as a PostgreSQL crash would
+// that loses the records committed without waiting for the WAL flush; a
+// new coordinator recovers it: the three stores must end consistent, with
+// the outcome the run had reached. In the registration saga the records
+// after the MongoDB step (the next one is a TxAction) and after the
+// retriable Redis step are not durable, and so is the compensation of the
+// MongoDB step (the PostgreSQL one is left to compensate).
+func TestRecover_PostgresLosingTheNonDurableRecordsEndsConsistent(t *testing.T) {
+	scenarios := []struct {
+		name   string
+		setup  func(f *fixture)
+		status Status
+		want   effects
+		// lost is the status the record falls back to when the finished
+		// run's non-durable records are lost.
+		lost Status
+	}{
+		{"success", func(*fixture) {}, StatusSucceeded, allApplied, StatusRunning},
+		{"pivot fails", func(f *fixture) { f.fail(stepActivate, false, -1) }, StatusCompensated, noneLeft, StatusCompensated},
+		{"mongo step fails after its write", func(f *fixture) { f.failAfterWrite(stepWelcome, -1) }, StatusCompensated, noneLeft, StatusCompensated},
+		{"retriable step fails twice", func(f *fixture) { f.fail(stepCache, false, 2) }, StatusSucceeded, allApplied, StatusRunning},
+	}
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			durableLog(t, f)
+			sc.setup(f)
+			points := boundaries(t, f, "probe")
+			require.NotEmpty(t, points)
+			recoverer, _ := f.coordinator(t, Options{Owner: "recoverer", LeaseDuration: testLease})
+
+			// i == len(points): the run is not cut, it returns its outcome.
+			for i := 0; i <= len(points); i++ {
+				id := fmt.Sprintf("lost-%d", i)
+				name := "finished"
+				if i < len(points) {
+					name = fmt.Sprintf("%02d %s", i, points[i])
+				}
+				t.Run(name, func(t *testing.T) {
+					sc.setup(f) // the same failures as the probe met, so the same boundaries
+					n := 0
+					_, crashed := f.coordinator(t, Options{Owner: "crashed", LeaseDuration: testLease, crashAt: func(crashPoint) bool {
+						n++
+						return n == i+1
+					}})
+					_, err := crashed.Run(context.Background(), id, &regState{UserID: id, Email: id + "@example.com"})
+					if i < len(points) {
+						require.ErrorIs(t, err, errCrashed)
+					} else {
+						require.True(t, err == nil || errors.Is(err, ErrCompensated), "Run: %v", err)
+					}
+
+					before, after := loseNonDurable(t, f, id)
+					if i == len(points) {
+						assert.Equal(t, sc.status, before, "the run finished")
+						assert.Equal(t, sc.lost, after, "what the last durable write left")
+					}
+					info := recoverUntilFinal(t, recoverer, id)
+					assert.Equal(t, sc.status, info.Status)
+					assert.Equal(t, sc.want, f.effects(t, id))
+				})
+			}
+		})
+	}
+}

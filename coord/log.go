@@ -44,6 +44,16 @@ select created_at, updated_at from i`
 ), h as (` + historyFrom("u", 2, 9) + `)
 select 1 / count(*), max(updated_at), coalesce(bool_or(cancel_requested), false) from u`
 
+	// writeAsyncSQL is writeSQL committed without waiting for the WAL
+	// flush (synchronous_commit off for its own transaction only), for the
+	// records whose loss only makes recovery replay an idempotent step
+	// (see Definition.recordDurable and README.md, Non-durable records).
+	// The setting is a volatile CTE that the final select reads, so it is
+	// evaluated in the statement's transaction: no round trip more.
+	writeAsyncSQL = strings.Replace(writeSQL, "select 1 / count(*), max(updated_at), coalesce(bool_or(cancel_requested), false) from u",
+		`, async as (select set_config('synchronous_commit', 'off', true))
+select 1 / count(*), max(updated_at), coalesce(bool_or(cancel_requested), false) from u, async`, 1)
+
 	// leaseSQL renews the lease ($3 milliseconds from now).
 	leaseSQL = `with u as (
 	update coord_saga set lease_expires = now() + $3 * interval '1 millisecond'
