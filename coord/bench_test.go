@@ -10,8 +10,9 @@ import (
 )
 
 // BenchmarkThreeWrites compares a three-step saga (PostgreSQL insert in the
-// step's transaction, MongoDB insert, Redis set) with the same three writes
-// done directly. It reports sagas/s and the PostgreSQL round trips per saga
+// step's transaction, MongoDB insert and Redis set through the barrier
+// helpers, one after the other: impl=polystore-sequential) with the same
+// three writes done directly (impl=raw). It reports sagas/s and the PostgreSQL round trips per saga
 // (pg-rt/op), and the extra ones per step against the raw writes
 // (extra-pg-rt/step).
 func BenchmarkThreeWrites(b *testing.B) {
@@ -47,7 +48,7 @@ func BenchmarkThreeWrites(b *testing.B) {
 	b.Run("impl=raw", func(b *testing.B) {
 		run(b, "raw", func(s *benchState) error { return w.raw(ctx, s) })
 	})
-	b.Run("impl=polystore", func(b *testing.B) {
+	b.Run("impl=polystore-sequential", func(b *testing.B) {
 		run(b, "saga", func(s *benchState) error {
 			_, err := h.Run(ctx, s.ID, s)
 			return err
