@@ -22,10 +22,54 @@ type stepCtxKey struct{}
 type stepCtx struct {
 	key string
 	op  string
+	// uncompensable: the step has no compensation (a pivot, a retriable
+	// step, or a compensatable step without one), so no compensation ever
+	// runs under key.
+	uncompensable bool
+	// leaseUntil, when not nil, returns a time before which, by this
+	// process's clock, no other run can take the saga over (see
+	// withRunStep); the zero time when that is not known.
+	leaseUntil func() time.Time
 }
 
+// withStep returns ctx for a try of the action or compensation (op) of the
+// step whose StepKey is key, when nothing more is known about the run: the
+// barriers then assume that the step's compensation may have run.
 func withStep(ctx context.Context, key, op string) context.Context {
 	return context.WithValue(ctx, stepCtxKey{}, stepCtx{key: key, op: op})
+}
+
+// withRunStep is withStep for a try run by a coordinator, which tells the
+// barriers what its log already proves, so that MongoInsert can skip its
+// tombstone check (README.md, "The MongoDB barrier in one round trip"):
+//
+//   - compensable is false for a step without a compensation;
+//   - leaseUntil (nil: unknown) returns a time before which no other run
+//     can take the saga over and compensate the step: the time this
+//     process sent the last write that set the run's lease and committed
+//     durably (a non-durable one may be lost by a PostgreSQL crash, and the
+//     lease with it), plus the lease, minus a margin for the clocks' rates;
+//     the zero time once the run no longer knows it holds the lease.
+//
+// Both are sound only for a try of an action run while the log says the
+// saga is running forward at this step, under the run's lease, and with
+// the switch to compensation always a durable record: a compensation of
+// the step then needs another run to take the saga over first.
+func withRunStep(ctx context.Context, key, op string, compensable bool, leaseUntil func() time.Time) context.Context {
+	return context.WithValue(ctx, stepCtxKey{}, stepCtx{key: key, op: op, uncompensable: !compensable, leaseUntil: leaseUntil})
+}
+
+// compensationExcluded reports whether no compensation of s's step can
+// have run before a command sent now: s is an action's, and its step has
+// no compensation or its run still holds the lease.
+func (s stepCtx) compensationExcluded() bool {
+	if s.op != opAction {
+		return false
+	}
+	if s.uncompensable {
+		return true
+	}
+	return s.leaseUntil != nil && time.Now().Before(s.leaseUntil())
 }
 
 // isNil reports whether v is nil, or a nil pointer, map, slice, func,
@@ -211,9 +255,12 @@ const mongoBarrierCollection = "coord_barrier"
 // The insert itself is atomic; the tombstone check before it is not atomic
 // with it, since a server without transactions (FerretDB) cannot make it so.
 // That is safe while one coordinator at a time runs the saga, which the
-// lease ensures. It returns whether it inserted, an error wrapping
-// ErrInvalid when ctx is not a step's or coll or doc is nil, or the
-// driver's error.
+// lease ensures. The check costs a round trip, which MongoInsert skips when
+// the coordinator's log already excludes the compensation: the step has
+// none, or its run holds the lease (README.md, "The MongoDB barrier in one
+// round trip"); the insert is then its only command. It returns whether it
+// inserted, an error wrapping ErrInvalid when ctx is not a step's or coll
+// or doc is nil, or the driver's error.
 func MongoInsert(ctx context.Context, coll *mongo.Collection, doc any) (bool, error) {
 	if err := checkArgs("MongoInsert", "collection", coll, "document", doc); err != nil {
 		return false, err
@@ -222,13 +269,15 @@ func MongoInsert(ctx context.Context, coll *mongo.Collection, doc any) (bool, er
 	if err != nil {
 		return false, err
 	}
-	tomb := coll.Database().Collection(mongoBarrierCollection)
-	err = tomb.FindOne(ctx, bson.D{{Key: "_id", Value: s.key + ":compensate"}}).Err()
-	if err == nil {
-		return false, nil
-	}
-	if !errors.Is(err, mongo.ErrNoDocuments) {
-		return false, fmt.Errorf("coord: mongo barrier %q: %w", s.key, err)
+	if !s.compensationExcluded() {
+		tomb := coll.Database().Collection(mongoBarrierCollection)
+		err = tomb.FindOne(ctx, bson.D{{Key: "_id", Value: s.key + ":compensate"}}).Err()
+		if err == nil {
+			return false, nil
+		}
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			return false, fmt.Errorf("coord: mongo barrier %q: %w", s.key, err)
+		}
 	}
 	if _, err := coll.InsertOne(ctx, doc); err != nil {
 		if mongo.IsDuplicateKeyError(err) {

@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +11,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	mongoevent "go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // Each barrier is checked for the four cases of the saga model: a replayed
@@ -130,6 +134,107 @@ func TestMongoBarrier_AppliesEachOperationAtMostOnce(t *testing.T) {
 	assert.ErrorIs(t, err, ErrInvalid, "outside a step")
 	_, err = MongoDelete(ctx, coll, "d3")
 	assert.ErrorIs(t, err, ErrInvalid, "outside a step")
+}
+
+// mongoCommands records the commands a MongoDB client sends, one per round
+// trip.
+type mongoCommands struct {
+	mu    sync.Mutex
+	names []string
+}
+
+func (m *mongoCommands) started(_ context.Context, e *mongoevent.CommandStartedEvent) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.names = append(m.names, e.CommandName)
+}
+
+// take returns the commands sent since the last call, and forgets them.
+func (m *mongoCommands) take() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	names := m.names
+	m.names = nil
+	return names
+}
+
+// countedMongo returns a database of the test's own on a client whose
+// commands cmds records.
+func countedMongo(t *testing.T) (*mongo.Database, *mongoCommands) {
+	t.Helper()
+	name := servicetest.Mongo(t).Name() // dropped when the test ends
+	cmds := &mongoCommands{}
+	client, err := mongo.Connect(options.Client().ApplyURI(servicetest.MongoURL(t)).
+		SetMonitor(&mongoevent.CommandMonitor{Started: cmds.started}))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	return client.Database(name), cmds
+}
+
+func TestMongoInsert_TakesOneRoundTripWhenTheLogExcludesTheCompensation(t *testing.T) {
+	db, cmds := countedMongo(t)
+	coll := db.Collection("docs")
+	ctx := context.Background()
+	held := func() time.Time { return time.Now().Add(time.Hour) }
+	expired := func() time.Time { return time.Now().Add(-time.Second) }
+	unknown := func() time.Time { return time.Time{} }
+
+	tests := []struct {
+		name string
+		step func(key string) context.Context
+		want []string // the commands of a first insert, and of its replay
+	}{
+		{"no run information (a direct call)", func(key string) context.Context {
+			return withStep(ctx, key, opAction)
+		}, []string{"find", "insert"}},
+		{"step without compensation", func(key string) context.Context {
+			return withRunStep(ctx, key, opAction, false, nil)
+		}, []string{"insert"}},
+		{"lease held", func(key string) context.Context {
+			return withRunStep(ctx, key, opAction, true, held)
+		}, []string{"insert"}},
+		{"lease expired", func(key string) context.Context {
+			return withRunStep(ctx, key, opAction, true, expired)
+		}, []string{"find", "insert"}},
+		{"lease no longer known", func(key string) context.Context {
+			return withRunStep(ctx, key, opAction, true, unknown)
+		}, []string{"find", "insert"}},
+		{"in a compensation", func(key string) context.Context {
+			return withRunStep(ctx, key, opCompensate, false, held)
+		}, []string{"find", "insert"}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := string(rune('a' + i))
+			step := tt.step("s/" + id)
+			cmds.take()
+			ok, err := MongoInsert(step, coll, bson.D{{Key: "_id", Value: id}})
+			require.NoError(t, err)
+			assert.True(t, ok)
+			assert.Equal(t, tt.want, cmds.take(), "first insert")
+			ok, err = MongoInsert(step, coll, bson.D{{Key: "_id", Value: id}})
+			require.NoError(t, err)
+			assert.False(t, ok, "replay")
+			assert.Equal(t, tt.want, cmds.take(), "replay")
+			n, err := coll.CountDocuments(ctx, bson.D{{Key: "_id", Value: id}})
+			require.NoError(t, err)
+			assert.EqualValues(t, 1, n)
+		})
+	}
+
+	// Once the lease is no longer known to be held, the tombstone is
+	// honoured again: a late action after its compensation does nothing.
+	t.Run("tombstone honoured once the lease expired", func(t *testing.T) {
+		cmds.take()
+		ok, err := MongoDelete(withStep(ctx, "s/late", opCompensate), coll, "late")
+		require.NoError(t, err)
+		assert.False(t, ok, "null compensation")
+		assert.Equal(t, []string{"insert", "delete"}, cmds.take(), "MongoDelete: its tombstone, then the delete")
+		ok, err = MongoInsert(withRunStep(ctx, "s/late", opAction, true, expired), coll, bson.D{{Key: "_id", Value: "late"}})
+		require.NoError(t, err)
+		assert.False(t, ok, "hanging action")
+		assert.Equal(t, []string{"find"}, cmds.take())
+	})
 }
 
 // TestTx_FirstStatementOfEveryKindCommitsWithTheLog runs TxActions whose
