@@ -45,10 +45,16 @@ func newConcurrentThreeWrites(tb testing.TB) (threeWrites, *Handle[benchState]) 
 // saga of BenchmarkThreeWrites (PostgreSQL insert in the step's
 // transaction, MongoDB insert, Redis set), sagasInFlight at a time, with the
 // same three writes done directly at the same concurrency. It reports
-// sagas/s; the target is polystore at 0.75x raw or more. Run both
-// sides in one run, interleaved:
+// sagas/s; the target is polystore at 0.75x raw or more. -count
+// repeats each side in a row, so to interleave them under a changing load
+// alternate one process per side:
 //
-//	go test -run '^$' -bench ThreeWritesConcurrent -count 6 ./coord/
+//	go test -c -o /tmp/coord.test ./coord/ && cd coord
+//	for i in 1 2 3 4 5 6; do for impl in raw polystore-sequential; do
+//		/tmp/coord.test -test.run '^$' -test.benchtime 2s \
+//			-test.bench "ThreeWritesConcurrent/impl=$impl\$"
+//	done; done | tee /tmp/concurrent.txt
+//	benchstat -col /impl /tmp/concurrent.txt
 func BenchmarkThreeWritesConcurrent(b *testing.B) {
 	w, seq := newConcurrentThreeWrites(b)
 	ctx := context.Background()
