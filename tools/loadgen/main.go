@@ -8,6 +8,9 @@
 //	get-user    GET /users/{id} over -users users it registers first (and
 //	            reads once each, to warm the cache, unless -warm=false)
 //	post-users  POST /users with a new username each time
+//	mixed       registrations (each followed by a login), profile reads,
+//	            PATCHes, conversations and deletions, each user's requests
+//	            in sequence (package mixed, also the load of tools/chaos)
 //
 // Start the server without its rate limit (RATE_LIMIT=-1), or loadgen
 // measures 429s; start it with CACHE_DISABLED=true to measure reads that go
@@ -34,6 +37,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/polystore/polystore/tools/loadgen/mixed"
 )
 
 // Bounds on a run, so that a typo cannot start an endless flood.
@@ -63,7 +68,7 @@ func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	rawURL := fs.String("url", "http://127.0.0.1:8080", "server base URL (loopback addresses only)")
-	fs.StringVar(&c.scenario, "scenario", "get-user", "get-user or post-users")
+	fs.StringVar(&c.scenario, "scenario", "get-user", "get-user, post-users or mixed")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long to send requests (at most 5m)")
 	fs.IntVar(&c.requests, "requests", 0, "stop after this many requests; 0: only -duration bounds the run (at most 1000000)")
 	fs.IntVar(&c.concurrency, "concurrency", 8, "requests in flight at once")
@@ -73,8 +78,8 @@ func parseFlags(args []string) (config, error) {
 		return c, err
 	}
 	switch {
-	case c.scenario != "get-user" && c.scenario != "post-users":
-		return c, fmt.Errorf("-scenario %q: want get-user or post-users", c.scenario)
+	case c.scenario != "get-user" && c.scenario != "post-users" && c.scenario != "mixed":
+		return c, fmt.Errorf("-scenario %q: want get-user, post-users or mixed", c.scenario)
 	case c.duration <= 0 || c.duration > maxDuration:
 		return c, fmt.Errorf("-duration %s: want more than 0 and at most %s", c.duration, maxDuration)
 	case c.requests < 0 || c.requests > maxRequests:
@@ -154,6 +159,8 @@ func run(args []string, out io.Writer) error {
 		next = func(i int) (*http.Request, error) {
 			return newUserRequest(cfg.base, fmt.Sprintf("load_%s_%d", runID, i))
 		}
+	case "mixed":
+		return runMixed(client, cfg, "mix"+runID, out)
 	}
 
 	results, elapsed := measure(client, cfg, next)
@@ -232,6 +239,45 @@ func report(out io.Writer, cfg config, results []result, elapsed time.Duration) 
 		fmt.Fprintf(out, "latency of successful requests: p50 %s  p90 %s  p99 %s  max %s\n",
 			round(percentile(ok, 50)), round(percentile(ok, 90)), round(percentile(ok, 99)), round(ok[len(ok)-1]))
 	}
+}
+
+// runMixed sends the mixed load and reports it as the other scenarios
+// are, then each kind of request's answers.
+func runMixed(client *http.Client, cfg config, prefix string, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.duration)
+	defer cancel()
+	rec := &mixed.Record{}
+	start := time.Now()
+	err := mixed.Run(ctx, mixed.Config{Base: cfg.base, Client: client, Workers: cfg.concurrency,
+		MaxRequests: cfg.requests, Prefix: prefix}, rec)
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	all := rec.Snapshot()
+	results := make([]result, len(all))
+	byOp := map[mixed.Op]map[int]int{}
+	for i, r := range all {
+		results[i] = result{status: r.Status, latency: r.Latency}
+		if byOp[r.Op] == nil {
+			byOp[r.Op] = map[int]int{}
+		}
+		byOp[r.Op][r.Status]++
+	}
+	report(out, cfg, results, elapsed)
+	for _, op := range mixed.Ops {
+		codes := make([]int, 0, len(byOp[op]))
+		for c := range byOp[op] {
+			codes = append(codes, c)
+		}
+		slices.Sort(codes)
+		fmt.Fprintf(out, "%s:", op)
+		for _, c := range codes {
+			fmt.Fprintf(out, " %d×%d", byOp[op][c], c)
+		}
+		fmt.Fprintln(out)
+	}
+	return nil
 }
 
 // percentile returns the p-th percentile (nearest rank) of sorted.
