@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/polystore/polystore/tools/loadgen/mixed"
+)
+
+// TestChaosShort runs the short version of the harness (make test): a few
+// faults under load, and requires that none broke a promise; then it
+// breaks each promise on purpose (selfCheck) and requires that the checks
+// report every one, so that a blind check cannot pass. Where PostgreSQL's programs or
+// redis-server are missing it skips, unless POLYSTORE_REQUIRE_SERVICES is
+// set, as make test sets it: then it fails.
+func TestChaosShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the harness takes about a minute")
+	}
+	var missing []string
+	for _, bin := range []string{filepath.Join(pgBinDir, "initdb"), filepath.Join(pgBinDir, "pg_ctl")} {
+		if _, err := os.Stat(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		missing = append(missing, "redis-server")
+	}
+	if len(missing) > 0 {
+		if os.Getenv("POLYSTORE_REQUIRE_SERVICES") != "" {
+			t.Fatalf("the chaos harness needs %s", strings.Join(missing, ", "))
+		}
+		t.Skipf("the chaos harness needs %s", strings.Join(missing, ", "))
+	}
+	cfg, err := parseFlags([]string{"-short"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.selfCheck = true
+	if root := os.Getenv("CHAOS_ROOT"); root != "" {
+		cfg.root = root
+	}
+	// Within go test's own 10 minutes, whose panic would skip the cleanup.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	var out, progress bytes.Buffer
+	sum, err := run(ctx, cfg, &out, &progress)
+	t.Log("\n" + progress.String() + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.rows) != len(shortScenarios) {
+		t.Errorf("ran %d scenarios, want %d (%v)", len(sum.rows), len(shortScenarios), shortScenarios)
+	}
+	for _, r := range sum.rows {
+		if len(r.results) == 0 {
+			t.Errorf("scenario %s sent no request", r.name)
+		}
+		for _, v := range r.violations {
+			t.Errorf("scenario %s: %s", r.name, v)
+		}
+	}
+	for _, m := range sum.missed {
+		t.Errorf("a promise broken on purpose after the scenarios was not reported: %s", m)
+	}
+}
+
+// TestCheckStatuses_Rules is the status rules as a table: which answers
+// break a promise, in which scenario.
+func TestCheckStatuses_Rules(t *testing.T) {
+	faultAt := time.Unix(100, 0)
+	healed := faultAt.Add(10 * time.Second)
+	during := faultAt.Add(time.Second)
+	redisDown := scenario{name: "redis-down", fault: fault{kind: "down", store: storeRedis}}
+	redisRestart := scenario{name: "redis-restart", redisData: true, fault: fault{kind: "restart", store: storeRedis}}
+	pgDown := scenario{name: "postgres-down", fault: fault{kind: "down", store: storePostgres}}
+	baseline := scenario{name: "baseline", fault: fault{kind: "none", store: "-"}}
+	tests := []struct {
+		name     string
+		s        scenario
+		result   mixed.Result
+		violates bool
+	}{
+		{"a 503 to a read while PostgreSQL is down", pgDown, mixed.Result{Op: mixed.OpRead, Status: 503}, false},
+		{"a 429", pgDown, mixed.Result{Op: mixed.OpRead, Status: 429}, false},
+		{"a 500", pgDown, mixed.Result{Op: mixed.OpRegister, Status: 500}, true},
+		{"a 404", pgDown, mixed.Result{Op: mixed.OpRead, Status: 404}, true},
+		{"no answer", pgDown, mixed.Result{Op: mixed.OpRead, Status: 0}, true},
+		{"a 503 to a read while only Redis is down", redisDown, mixed.Result{Op: mixed.OpRead, Status: 503}, true},
+		{"a 503 to a registration while only Redis is down", redisDown, mixed.Result{Op: mixed.OpRegister, Status: 503}, true},
+		{"a 503 to a PATCH (a session) while only Redis is down", redisDown, mixed.Result{Op: mixed.OpPatch, Status: 503, NeedsSession: true}, false},
+		{"a 401 to a session a Redis restart lost", redisRestart, mixed.Result{Op: mixed.OpPatch, Status: 401, NeedsSession: true, SessionLost: true}, false},
+		{"a 401 to a session with Redis only down", redisDown, mixed.Result{Op: mixed.OpPatch, Status: 401, NeedsSession: true, SessionLost: true}, true},
+		{"a 503 with every store up", baseline, mixed.Result{Op: mixed.OpPatch, Status: 503, NeedsSession: true}, true},
+		{"a 200 with every store up", baseline, mixed.Result{Op: mixed.OpRead, Status: 200}, false},
+		{"a 503 before the fault, left by the previous one", pgDown, mixed.Result{Op: mixed.OpRead, Status: 503, Start: faultAt.Add(-time.Second)}, false},
+		{"a 500 before the fault", pgDown, mixed.Result{Op: mixed.OpRead, Status: 500, Start: faultAt.Add(-time.Second)}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var v violations
+			r := tt.result
+			if r.Start.IsZero() {
+				r.Start = during
+			}
+			checkStatuses(tt.s, []mixed.Result{r}, faultAt, healed, &v)
+			if got := len(v) > 0; got != tt.violates {
+				t.Errorf("violates = %v (%v), want %v", got, v, tt.violates)
+			}
+		})
+	}
+}
