@@ -156,8 +156,9 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 //     the saga succeeded again.
 //   - ErrNotStarted: nothing took effect and nothing is in the log (the
 //     record's insert failed, or ctx had ended, before it could commit).
-//     No step ran. Running it again with the same id is safe; so is
-//     reporting a failure.
+//     No step took effect: at most a first TxAction was called, in the
+//     transaction that carried the record and did not commit. Running it
+//     again with the same id is safe; so is reporting a failure.
 //   - ErrIncomplete: the saga is durably in the log and not finished as far
 //     as this call knows (ctx ended, a retriable step has not succeeded yet,
 //     the log could not be written, the lease was lost, or another run
@@ -175,14 +176,23 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 //     failing; the saga is left in the failed status for a person
 //     (Coordinator.Failed).
 //
-// Run first inserts the saga's record (one round trip); no step runs before
-// that insert has committed. When a saga with this id already exists (the
-// insert finds it), Run calls no step: it waits for that saga to finish and
-// returns its outcome, with *state set to the state in the log. The only
-// exception is a saga whose lease expired (its coordinator died or gave
-// up): Run then takes it over and drives it, as Recover would. So
-// concurrent Runs of one id call each step's code once between them (once
-// per try), and a Run of a finished saga calls none.
+// The saga's record is in the log before any step takes effect. When the
+// first step is a TxAction, the record's insert is the first statement of
+// that step's transaction and commits with it (no round trip of its own):
+// the saga appears in the log with its first step done, or not at all (a
+// try that fails rolls the record back with it; Run then inserts the
+// record alone and goes on as for any failed try). Otherwise Run inserts
+// the record on its own (one round trip) before calling any step. When a
+// saga with this id already exists (the insert finds it), no step takes
+// effect: the insert in a first TxAction's transaction fails before the
+// step's first statement runs (the step's code is called, its statements
+// are refused, and its error is ignored), and Run calls no other step. It
+// waits for that saga to finish and returns its outcome, with *state set
+// to the state in the log. The only exception is a saga whose lease
+// expired (its coordinator died or gave up): Run then takes it over and
+// drives it, as Recover would. So concurrent Runs of one id make each step
+// take effect once between them, call each Action once (once per try),
+// and a Run of a finished saga calls none but a first TxAction, refused.
 //
 // The Info returned is the record as the database has it, timestamps
 // included, also with ErrIncomplete (then as last read: it is zero only if
@@ -226,6 +236,19 @@ func (h *Handle[S]) run(ctx context.Context, span trace.Span, id string, state *
 	e := h.newExecution(id, c.newToken(), state, StatusRunning, 0)
 	// Stored with the record, so that a recovery links to this trace.
 	e.traceContext = encodeTraceContext(ctx)
+	if h.def.steps[0].TxAction != nil {
+		// The record's insert goes first in the step's transaction and
+		// commits with it: no round trip and no commit of its own.
+		e.pending = data
+		info, err := e.drive(ctx)
+		switch {
+		case errors.Is(err, errExists):
+			return h.await(ctx, span, id, state)
+		case unlogged(err):
+			return Info{}, err
+		}
+		return info, err
+	}
 	// The saga must be in the log before any step's code is called.
 	switch err := e.insert(ctx, data); {
 	case errors.Is(err, errExists):
@@ -299,7 +322,8 @@ const (
 // flight, on fresh connections (the pool's may all be broken): it inserts
 // the record again, which is harmless if the first insert committed, since
 // the record names this run's token. It reports whether the saga is this
-// run's; its error means the log could not be reached in settleTries tries.
+// run's (e.reinserted: because this insert took effect, so the first did
+// not); its error means the log could not be reached in settleTries tries.
 func (e *execution[S]) settleInsert(ctx context.Context, data []byte) (bool, error) {
 	ctx = context.WithoutCancel(ctx) // the answer is owed even to a caller who gave up
 	wait := settleWait
@@ -328,6 +352,7 @@ func (e *execution[S]) settleOnce(ctx context.Context, data []byte) (bool, error
 	defer conn.Close(ctx)
 	err = conn.QueryRow(ctx, insertSQL, e.insertArgs(data)...).Scan(&e.created, &e.updated)
 	if err == nil {
+		e.reinserted = true
 		return true, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {

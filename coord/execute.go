@@ -50,6 +50,13 @@ type execution[S any] struct {
 	created, updated time.Time // the record's timestamps, as the database set them
 	cancel           bool      // Cancel asked the saga to stop, as the last log write read
 
+	// pending is the record's state while its insert rides in the
+	// transaction of the first try of a first step that is a TxAction
+	// (Run), nil once the record is in the log: then the record commits
+	// with the step, in one transaction, or not at all (see firstTryFailed).
+	pending    []byte
+	reinserted bool // settleInsert's insert took effect (so the one in flight did not)
+
 	traceContext []byte     // of the Run that started the saga (see encodeTraceContext)
 	stepSpan     trace.Span // the current step's span, nil when not traced
 	try          int        // the current step's try, for its span
@@ -89,6 +96,9 @@ func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 		if err == nil {
 			continue
 		}
+		if unlogged(err) {
+			return e.info(), err
+		}
 		if stopped(ctx, err) {
 			return e.abandon(ctx, err, 0)
 		}
@@ -121,6 +131,12 @@ func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 // cut, its context ended, the log could not be written or the lease is lost.
 func stopped(ctx context.Context, err error) bool {
 	return errors.Is(err, errCrashed) || errors.Is(err, ErrIncomplete) || ctx.Err() != nil
+}
+
+// unlogged reports whether err ends a run whose record is not in the log
+// (its first try carried it; see execution.pending), or not known to be.
+func unlogged(err error) bool {
+	return errors.Is(err, errExists) || errors.Is(err, ErrNotStarted) || errors.Is(err, ErrOutcomeUnknown)
 }
 
 // abandon ends the run, leaving the saga in the log for recovery, which may
@@ -219,6 +235,13 @@ func (e *execution[S]) runStep(ctx context.Context, comp bool) (err error) {
 		defer func() {
 			e.stepSpan = nil
 			span.SetAttributes(attrAttempt.Int(e.try))
+			if errors.Is(err, errExists) {
+				// Not a failure: the first step's transaction, which carried
+				// the record, found the saga in the log and ran nothing.
+				span.AddEvent("saga exists")
+				span.End()
+				return
+			}
 			endWithError(span, err)
 		}()
 	}
@@ -251,6 +274,11 @@ func (e *execution[S]) runTries(ctx context.Context, comp bool) error {
 			err = e.move(op, func(w stmt) error { return e.exec(ctx, w) })
 		}
 		ev.Elapsed = time.Since(start)
+		if err != nil && e.pending != nil {
+			if err = e.firstTryFailed(ctx, err); unlogged(err) || errors.Is(err, errCrashed) {
+				return err
+			}
+		}
 		if !errors.Is(err, errCrashed) {
 			e.c.tel.stepDuration.Record(ctx, ev.Elapsed.Seconds(), e.tel.durationOptions(at, comp, classify(err))...)
 		}
@@ -418,7 +446,7 @@ func (e *execution[S]) writeStmt(withState bool, evs ...event) (stmt, error) {
 		state = data
 	}
 	args := append([]any{e.id, e.token, e.status, e.step, state, e.attempts, e.cause, e.c.leaseMillis()}, e.eventArgs(evs)...)
-	return stmt{writeSQL, args, []any{new(int64), &e.updated, &e.cancel}}, nil
+	return stmt{sql: writeSQL, args: args, scan: []any{new(int64), &e.updated, &e.cancel}}, nil
 }
 
 // write records the saga's current position in the log, and evs in its
@@ -498,7 +526,13 @@ func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn fun
 		sctx, cancel = context.WithTimeout(sctx, st.Timeout)
 		defer cancel()
 	}
-	tx, err := beginStepTx(sctx, e.c.pool, stmt{sql: leaseSQL, args: []any{e.id, e.token, e.c.leaseMillis()}})
+	open := stmt{sql: leaseSQL, args: []any{e.id, e.token, e.c.leaseMillis()}}
+	if e.pending != nil {
+		// The record's insert instead: the saga's row is then this
+		// transaction's own, so it needs no lease check.
+		open = stmt{sql: insertFirstSQL, args: e.insertArgs(e.pending), scan: []any{new(int64), &e.created, &e.updated}, zero: errExists}
+	}
+	tx, err := beginStepTx(sctx, e.c.pool, open)
 	if err != nil {
 		return err
 	}
@@ -521,18 +555,78 @@ func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn fun
 		if err == nil {
 			return nil
 		}
-		if err := e.txError(err); stopped(ctx, err) {
+		if err := e.txError(err); errors.Is(err, ErrIncomplete) || errors.Is(err, errCrashed) {
 			return err
 		}
-		if !notApplied(err) && !errors.Is(err, pgx.ErrTxCommitRollback) && ctx.Err() == nil {
+		// With the record in this transaction (pending), even a commit that
+		// the caller's ctx cut must be settled: the saga may be in the log.
+		if !notApplied(err) && !errors.Is(err, pgx.ErrTxCommitRollback) && (ctx.Err() == nil || e.pending != nil) {
 			// The connection failed (or the server ended it: FATAL), perhaps
 			// after COMMIT took effect: the log says whether it did, since it
 			// commits with the step. Recording a failed try instead could
 			// move the log back before a step that committed.
-			return fmt.Errorf("%w: saga %q: step %q: commit outcome unknown: %w", ErrIncomplete, e.id, st.Name, err)
+			return fmt.Errorf("%w: saga %q: step %q: %w: %w", ErrIncomplete, e.id, st.Name, errCommitUnknown, err)
 		}
 		return err
 	})
+	if err == nil && e.pending != nil {
+		e.pending = nil
+		e.c.tel.started.Add(ctx, 1, e.tel.nameOpts...)
+	}
+	return err
+}
+
+// errCommitUnknown marks a step's COMMIT whose outcome the run cannot know.
+var errCommitUnknown = errors.New("coord: commit outcome unknown")
+
+// firstTryFailed handles the failed first try of a first step that is a
+// TxAction, whose transaction was to commit the saga's record with the
+// step (see execution.pending), and returns the error the try ends with.
+// When the transaction surely did not commit (the try failed, the step's
+// statements or the COMMIT were refused, the connection broke before
+// COMMIT), nothing is in the log: the record is inserted on its own, as
+// for any other saga, and the failure is the step's try, which the retry
+// policy handles. When the COMMIT's outcome is unknown, the record is
+// inserted again on a fresh connection (settleInsert), which tells whether
+// the saga is this run's: then it is in the log (at its first step, or
+// past it if the COMMIT took effect) and the run stops with ErrIncomplete
+// for recovery. Errors: errExists (the id is another run's: Run awaits
+// it), ErrNotStarted and ErrOutcomeUnknown (as for the insert), errCrashed.
+func (e *execution[S]) firstTryFailed(ctx context.Context, err error) error {
+	data := e.pending
+	switch {
+	case errors.Is(err, errExists), errors.Is(err, errCrashed):
+		return err
+	case errors.Is(err, errCommitUnknown):
+		ours, rerr := e.settleInsert(ctx, data)
+		switch {
+		case rerr != nil:
+			return fmt.Errorf("%w: saga %q: the commit of its first step, which carried its record, failed (%v) and the log could not be read (%w): run it again with the same id",
+				ErrOutcomeUnknown, e.id, err, rerr)
+		case !ours:
+			return errExists // the COMMIT did not take effect: it would have inserted the record
+		}
+		e.pending = nil
+		e.c.tel.started.Add(ctx, 1, e.tel.nameOpts...)
+		if e.reinserted {
+			// The COMMIT did not take effect (the record was not there): a
+			// failed try, with the record now logged at the first step.
+			return fmt.Errorf("saga %q: step %q: its transaction did not commit: %v", e.id, e.def.steps[0].Name, err)
+		}
+		// The COMMIT took effect: the step is done, as its record says.
+		e.advance()
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: saga %q: %w", ErrNotStarted, e.id, err)
+	}
+	if ierr := e.insert(ctx, data); ierr != nil {
+		return ierr
+	}
+	e.pending = nil
+	e.c.tel.started.Add(ctx, 1, e.tel.nameOpts...)
+	if e.crash(stageAfterInsert, 0) {
+		return errCrashed
+	}
 	return err
 }
 

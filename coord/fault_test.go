@@ -24,9 +24,11 @@ import (
 // or pg_terminate_backend on the test's own database, and check that Run's
 // error says exactly where the saga stands.
 
-// A proxyFault is what the proxy does to the first message from the client
-// that contains its marker (a saga id: the insert of that saga's record is
-// the first statement to carry it).
+// A proxyFault is what the proxy does to a message from the client that
+// contains its marker (a saga id: the first to carry it is the insert of
+// that saga's record, alone or in the first batch of its first step's
+// transaction when that step is a TxAction; the second is then that
+// transaction's COMMIT batch, with the step's record).
 type proxyFault int
 
 const (
@@ -52,6 +54,7 @@ type pgProxy struct {
 	// refuseAfterFault makes the proxy refuse new connections once the
 	// fault has struck.
 	refuseAfterFault bool
+	skip             int // messages carrying the marker to let through first
 }
 
 func newPgProxy(t *testing.T, target string) *pgProxy {
@@ -104,6 +107,10 @@ func (p *pgProxy) toServer(client, server net.Conn, lost chan struct{}, once *sy
 			p.mu.Lock()
 			fault := p.fault
 			hit := fault != 0 && bytes.Contains(buf[:n], p.marker)
+			if hit && p.skip > 0 {
+				p.skip--
+				hit = false
+			}
 			if hit {
 				p.fault = 0
 				if p.refuseAfterFault {
@@ -191,9 +198,15 @@ func (p *pgProxy) setRefuse(v bool) {
 // arm makes the proxy apply fault to the first client message carrying
 // marker.
 func (p *pgProxy) arm(fault proxyFault, marker string, refuseAfter bool) {
+	p.armAfter(fault, marker, refuseAfter, 0)
+}
+
+// armAfter makes the proxy apply fault to the client message carrying
+// marker that follows skip others carrying it.
+func (p *pgProxy) armAfter(fault proxyFault, marker string, refuseAfter bool, skip int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.fault, p.marker, p.refuseAfterFault = fault, []byte(marker), refuseAfter
+	p.fault, p.marker, p.refuseAfterFault, p.skip = fault, []byte(marker), refuseAfter, skip
 }
 
 // proxiedPool returns a pool on the fixture's database through the proxy.
@@ -220,8 +233,27 @@ func pgTarget(t *testing.T, f *fixture) string {
 }
 
 func TestRun_BrokenConnectionErrorSaysWhetherTheSagaIsLogged(t *testing.T) {
+	// refuseFrom returns a hook that makes PostgreSQL unreachable before the
+	// first try of step.
+	refuseFrom := func(step string) func(p *pgProxy) func(crashPoint) bool {
+		return func(p *pgProxy) func(crashPoint) bool {
+			var once sync.Once
+			return func(pt crashPoint) bool {
+				if pt.Stage == stageBeforeAction && pt.Step == step {
+					once.Do(func() {
+						p.setRefuse(true)
+						p.cut()
+					})
+				}
+				return false
+			}
+		}
+	}
 	tests := []struct {
 		name string
+		// actionFirst runs the saga without its PostgreSQL step, so that
+		// its first step is an Action and its record's insert goes alone.
+		actionFirst bool
 		// prepare breaks the way to PostgreSQL before Run; hook may break
 		// it at a boundary of the run.
 		prepare func(p *pgProxy, pool *pgxpool.Pool, id string)
@@ -230,7 +262,7 @@ func TestRun_BrokenConnectionErrorSaysWhetherTheSagaIsLogged(t *testing.T) {
 		logged  bool  // the saga is in the log after Run
 	}{
 		{
-			name: "database unreachable before the insert",
+			name: "database unreachable before the first transaction",
 			prepare: func(p *pgProxy, pool *pgxpool.Pool, _ string) {
 				p.setRefuse(true)
 				pool.Reset()
@@ -238,49 +270,97 @@ func TestRun_BrokenConnectionErrorSaysWhetherTheSagaIsLogged(t *testing.T) {
 			wantErr: ErrNotStarted,
 		},
 		{
-			name: "insert lost on its way",
+			name: "first transaction lost on its way",
+			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
+				p.arm(faultDrop, id, false)
+			},
+			logged: true, // rolled back; the record inserted alone, the step tried again
+		},
+		{
+			name: "answer to the first transaction's statements lost",
+			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
+				p.arm(faultLoseReply, id, false)
+			},
+			logged: true,
+		},
+		{
+			name: "first transaction lost, then the database unreachable",
+			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
+				p.arm(faultDrop, id, true)
+			},
+			wantErr: ErrNotStarted, // it never reached COMMIT
+		},
+		{
+			name: "COMMIT carrying the record lost on its way",
+			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
+				p.armAfter(faultDrop, id, false, 1)
+			},
+			logged: true, // inserted again on a fresh connection: a failed try, tried again
+		},
+		{
+			name: "answer of the COMMIT carrying the record lost",
+			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
+				p.armAfter(faultLoseReply, id, false, 1)
+			},
+			logged: true, // the fresh connection finds the run's own record, past the step
+		},
+		{
+			name: "COMMIT carrying the record lost, then the database unreachable",
+			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
+				p.armAfter(faultDrop, id, true, 1)
+			},
+			wantErr: ErrOutcomeUnknown,
+		},
+		{
+			name: "answer of the COMMIT carrying the record lost, then the database unreachable",
+			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
+				p.armAfter(faultLoseReply, id, true, 1)
+			},
+			wantErr: ErrOutcomeUnknown,
+			logged:  true,
+		},
+		{
+			name:    "database unreachable from the first TxAction on",
+			hook:    refuseFrom(stepCreateUser),
+			wantErr: ErrNotStarted,
+		},
+		{
+			name:    "database unreachable from the pivot on",
+			hook:    refuseFrom(stepActivate),
+			wantErr: ErrIncomplete,
+			logged:  true,
+		},
+		{
+			name:        "first step an Action: insert lost on its way",
+			actionFirst: true,
 			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
 				p.arm(faultDrop, id, false)
 			},
 			logged: true, // inserted again on a fresh connection, then run
 		},
 		{
-			name: "answer of the committed insert lost",
+			name:        "first step an Action: answer of the committed insert lost",
+			actionFirst: true,
 			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
 				p.arm(faultLoseReply, id, false)
 			},
 			logged: true, // the fresh connection finds the run's own record
 		},
 		{
-			name: "insert lost, then the database unreachable",
+			name:        "first step an Action: insert lost, then the database unreachable",
+			actionFirst: true,
 			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
 				p.arm(faultDrop, id, true)
 			},
 			wantErr: ErrOutcomeUnknown,
 		},
 		{
-			name: "answer of the committed insert lost, then the database unreachable",
+			name:        "first step an Action: answer of the committed insert lost, then the database unreachable",
+			actionFirst: true,
 			prepare: func(p *pgProxy, _ *pgxpool.Pool, id string) {
 				p.arm(faultLoseReply, id, true)
 			},
 			wantErr: ErrOutcomeUnknown,
-			logged:  true,
-		},
-		{
-			name: "database unreachable from the first TxAction on",
-			hook: func(p *pgProxy) func(crashPoint) bool {
-				var once sync.Once
-				return func(pt crashPoint) bool {
-					if pt.Stage == stageBeforeAction && pt.Step == stepCreateUser {
-						once.Do(func() {
-							p.setRefuse(true)
-							p.cut()
-						})
-					}
-					return false
-				}
-			},
-			wantErr: ErrIncomplete,
 			logged:  true,
 		},
 	}
@@ -294,9 +374,18 @@ func TestRun_BrokenConnectionErrorSaysWhetherTheSagaIsLogged(t *testing.T) {
 			if tt.hook != nil {
 				opts.crashAt = tt.hook(p)
 			}
+			def := f.definition
+			done := allApplied
+			if tt.actionFirst {
+				def = func() *Definition[regState] {
+					d := f.definition()
+					return Define(d.name, d.steps[1:]...)
+				}
+				done = effects{Conversation: true, Cached: true}
+			}
 			c, err := New(context.Background(), pool, opts)
 			require.NoError(t, err)
-			h, err := Register(c, f.definition())
+			h, err := Register(c, def())
 			require.NoError(t, err)
 			id := "u-" + strconv.FormatUint(rand.Uint64(), 36)
 			if tt.prepare != nil {
@@ -307,7 +396,7 @@ func TestRun_BrokenConnectionErrorSaysWhetherTheSagaIsLogged(t *testing.T) {
 			if tt.wantErr == nil {
 				require.NoError(t, err)
 				assert.Equal(t, StatusSucceeded, info.Status)
-				assert.Equal(t, allApplied, f.effects(t, id))
+				assert.Equal(t, done, f.effects(t, id))
 			} else {
 				require.ErrorIs(t, err, tt.wantErr)
 				for _, other := range []error{ErrNotStarted, ErrIncomplete, ErrOutcomeUnknown, ErrCompensated, ErrFailed} {
@@ -319,17 +408,21 @@ func TestRun_BrokenConnectionErrorSaysWhetherTheSagaIsLogged(t *testing.T) {
 			// The log, read directly.
 			direct, err := New(context.Background(), f.pool, Options{Owner: "direct", LeaseDuration: testLease})
 			require.NoError(t, err)
-			hd, err := Register(direct, f.definition())
+			hd, err := Register(direct, def())
 			require.NoError(t, err)
 			_, err = direct.Get(context.Background(), id)
 			if tt.logged {
 				require.NoError(t, err, "the saga is in the log")
 			} else {
 				require.ErrorIs(t, err, ErrNotFound)
+				// Only the first TxAction may have been called: its
+				// transaction, which carried the record, did not commit.
+				calls := f.allCalls(id)
+				delete(calls, stepCreateUser)
 				assert.Equal(t, map[string]int{
-					stepCreateUser: 0, stepWelcome: 0, stepActivate: 0, stepCache: 0,
+					stepWelcome: 0, stepActivate: 0, stepCache: 0,
 					opName(stepCreateUser, true): 0, opName(stepWelcome, true): 0, opName(stepActivate, true): 0, opName(stepCache, true): 0,
-				}, f.allCalls(id), "no step ran")
+				}, calls, "no other step ran")
 				assert.Equal(t, noneLeft, f.effects(t, id))
 			}
 
@@ -344,7 +437,7 @@ func TestRun_BrokenConnectionErrorSaysWhetherTheSagaIsLogged(t *testing.T) {
 				require.NoError(t, err)
 			}
 			assert.Equal(t, StatusSucceeded, info.Status)
-			assert.Equal(t, allApplied, f.effects(t, id))
+			assert.Equal(t, done, f.effects(t, id))
 			assert.Equal(t, 1, f.callCount(id, stepWelcome, false), "the MongoDB step ran once")
 		})
 	}
@@ -431,7 +524,9 @@ func TestRun_ConnectionsCutRepeatedlyEveryOutcomeIsTrue(t *testing.T) {
 			_, err := c.Get(ctx, id)
 			assert.ErrorIs(t, err, ErrNotFound, id)
 			assert.Equal(t, noneLeft, f.effects(t, id), id)
-			assert.Zero(t, f.callCount(id, stepCreateUser, false), id)
+			// The first step, a TxAction, may have been called: its
+			// transaction, which carried the record, did not commit.
+			assert.Zero(t, f.callCount(id, stepWelcome, false), id)
 		case errors.Is(res.err, ErrIncomplete):
 			counts["incomplete"]++
 			_, err := c.Get(ctx, id)
@@ -563,7 +658,7 @@ func TestRecover_PostgresLosingTheNonDurableRecordsEndsConsistent(t *testing.T) 
 			sc.setup(f)
 			points := boundaries(t, f, "probe")
 			require.NotEmpty(t, points)
-			recoverer, _ := f.coordinator(t, Options{Owner: "recoverer", LeaseDuration: testLease})
+			recoverer, rh := f.coordinator(t, Options{Owner: "recoverer", LeaseDuration: testLease})
 
 			// i == len(points): the run is not cut, it returns its outcome.
 			for i := 0; i <= len(points); i++ {
@@ -586,16 +681,38 @@ func TestRecover_PostgresLosingTheNonDurableRecordsEndsConsistent(t *testing.T) 
 						require.True(t, err == nil || errors.Is(err, ErrCompensated), "Run: %v", err)
 					}
 
-					before, after := loseNonDurable(t, f, id)
-					if i == len(points) {
-						assert.Equal(t, sc.status, before, "the run finished")
-						assert.Equal(t, sc.lost, after, "what the last durable write left")
+					if _, err := recoverer.Get(context.Background(), id); !errors.Is(err, ErrNotFound) {
+						before, after := loseNonDurable(t, f, id)
+						if i == len(points) {
+							assert.Equal(t, sc.status, before, "the run finished")
+							assert.Equal(t, sc.lost, after, "what the last durable write left")
+						}
 					}
-					info := recoverUntilFinal(t, recoverer, id)
+					info := finishCut(t, f, recoverer, rh, id)
 					assert.Equal(t, sc.status, info.Status)
 					assert.Equal(t, sc.want, f.effects(t, id))
 				})
 			}
 		})
 	}
+}
+
+// finishCut finishes the saga id whose run was cut, as its caller would:
+// recovery (c) drives it when it is in the log. A run cut before its first
+// commit logged nothing when its first step is a TxAction (the record rides
+// in that step's transaction): then nothing took effect, and Run again with
+// the same id (h), what ErrNotStarted advises, runs it.
+func finishCut(t *testing.T, f *fixture, c *Coordinator, h *Handle[regState], id string) Info {
+	t.Helper()
+	_, err := c.Get(context.Background(), id)
+	if errors.Is(err, ErrNotFound) {
+		assert.Equal(t, noneLeft, f.effects(t, id), "a saga not in the log took no effect")
+		info, err := h.Run(context.Background(), id, &regState{UserID: id, Email: id + "@example.com"})
+		if err != nil {
+			require.ErrorIs(t, err, ErrCompensated)
+		}
+		return info
+	}
+	require.NoError(t, err)
+	return recoverUntilFinal(t, c, id)
 }

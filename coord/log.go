@@ -29,6 +29,14 @@ var (
 ), h as (` + historyFrom("i", 4, 6) + `)
 select created_at, updated_at from i`
 
+	// insertFirstSQL is insertSQL as the first statement of the transaction
+	// of a first step that is a TxAction, which then commits the record
+	// with the step (see execution.pending): it fails with a division by
+	// zero when the id exists, so that the step's statements never run for
+	// another run's saga. It returns the record's timestamps.
+	insertFirstSQL = strings.Replace(insertSQL, "select created_at, updated_at from i",
+		"select 1 / count(*), max(created_at), max(updated_at) from i", 1)
+
 	// ownerSQL reads who holds the saga $1, when its insert's outcome was
 	// unknown.
 	ownerSQL = `select lease_owner, created_at, updated_at from coord_saga where id = $1`

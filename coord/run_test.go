@@ -176,6 +176,11 @@ func TestRun_ExistingIDReturnsItsOutcomeAndCallsNoStep(t *testing.T) {
 			calls := f.allCalls("u1")
 
 			for range 2 {
+				// The first step, a TxAction, carries the record's insert in
+				// its transaction: its code is called, and the insert finding
+				// the saga refuses the transaction before the step's
+				// statement runs. No other step is called.
+				calls[stepCreateUser]++
 				again := regState{UserID: "u1", Email: "other@example.com"}
 				info, err := h.Run(ctx, "u1", &again)
 				if tt.wantErr == nil {
@@ -186,7 +191,7 @@ func TestRun_ExistingIDReturnsItsOutcomeAndCallsNoStep(t *testing.T) {
 				assert.Equal(t, tt.status, info.Status)
 				assert.Equal(t, first.UpdatedAt, info.UpdatedAt)
 				assert.Equal(t, "u1@example.com", again.Email, "state is the logged one")
-				assert.Equal(t, calls, f.allCalls("u1"), "no step's code was called again")
+				assert.Equal(t, calls, f.allCalls("u1"), "no other step's code was called again")
 				assert.Equal(t, tt.want, f.effects(t, "u1"))
 			}
 		})
@@ -237,7 +242,17 @@ func TestRun_SameIDConcurrentlyCallsEachStepOnce(t *testing.T) {
 					delete(got, op)
 				}
 			}
-			assert.Equal(t, want, got, "each step's code called once in all")
+			if firstTx {
+				// Each Run's first try carries the record's insert; the
+				// inserts that find the saga refuse their transaction before
+				// the step's statement runs (the users row is inserted once,
+				// checked below).
+				assert.GreaterOrEqual(t, got[stepCreateUser], 1)
+				assert.LessOrEqual(t, got[stepCreateUser], runners)
+				delete(got, stepCreateUser)
+				delete(want, stepCreateUser)
+			}
+			assert.Equal(t, want, got, "each other step's code called once in all")
 			e := f.effects(t, "u1")
 			assert.True(t, e.Conversation && e.Cached)
 			assert.Equal(t, firstTx, e.User && e.Active)

@@ -23,11 +23,27 @@ type Tx interface {
 }
 
 // stmt is one statement of the coordinator's own, queued in a batch; when
-// scan is set, its one row is scanned into it.
+// scan is set, its one row is scanned into it. zero is the error that a
+// division by zero in it means (nil: ErrLeaseLost, see logError).
 type stmt struct {
 	sql  string
 	args []any
 	scan []any
+	zero error
+}
+
+// result reads the result of s from br, translating its errors.
+func (s *stmt) result(br pgx.BatchResults) error {
+	var err error
+	if s.scan != nil {
+		err = br.QueryRow().Scan(s.scan...)
+	} else {
+		_, err = br.Exec()
+	}
+	if err != nil && s.zero != nil && divisionByZero(err) {
+		return s.zero
+	}
+	return logError(err)
 }
 
 // stepTx is the transaction of a TxAction or TxCompensate. It is begun
@@ -72,10 +88,10 @@ func (t *stepTx) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, erro
 		_ = br.Close()
 		return nil, err
 	}
-	for range t.prefix {
-		if _, err := br.Exec(); err != nil {
+	for i := range t.prefix {
+		if err := t.prefix[i].result(br); err != nil {
 			_ = br.Close()
-			t.err = logError(err)
+			t.err = err
 			return nil, t.err
 		}
 	}
@@ -212,17 +228,19 @@ func (t *stepTx) commit(ctx context.Context, suffix ...stmt) error {
 		br = t.tx.SendBatch(ctx, b)
 	}
 	defer br.Close()
-	for i := range skip + len(suffix) {
-		var err error
-		if i >= skip && suffix[i-skip].scan != nil {
-			err = br.QueryRow().Scan(suffix[i-skip].scan...)
-		} else {
-			_, err = br.Exec()
+	if skip > 0 { // BEGIN
+		if _, err := br.Exec(); err != nil {
+			return err
 		}
-		if err != nil {
-			if !began || i > 0 { // all but BEGIN are the coordinator's
-				err = logError(err)
+		for i := range t.prefix {
+			if err := t.prefix[i].result(br); err != nil {
+				t.err = err
+				return err
 			}
+		}
+	}
+	for i := range suffix {
+		if err := suffix[i].result(br); err != nil {
 			return err
 		}
 	}
@@ -305,11 +323,15 @@ func (r *row) Scan(dest ...any) error {
 
 // logError translates the errors of the coordinator's own log statements.
 func logError(err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		if pgErr.Code == "22012" { // the lease check divides by the rows it updated
-			return fmt.Errorf("%w: %w", ErrLeaseLost, err)
-		}
+	if divisionByZero(err) { // the lease check divides by the rows it updated
+		return fmt.Errorf("%w: %w", ErrLeaseLost, err)
 	}
 	return err
+}
+
+// divisionByZero reports whether err is PostgreSQL's division by zero, the
+// way the log's statements fail when the row they need is not there.
+func divisionByZero(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "22012"
 }
