@@ -1,4 +1,4 @@
-# polystore: make test | make run | make lint | make bench | make load | make services
+# polystore: make test | make run | make lint | make bench | make load | make chaos | make services
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -19,7 +19,7 @@ PKG ?= ./...
 # Brings up the servers (idempotent) and exports their URLs for the recipe.
 SERVICES := services_env=$$(scripts/services); eval "$$services_env"
 
-.PHONY: services services-stop test test-containers lint bench run load
+.PHONY: services services-stop test test-containers lint bench run load chaos
 
 ## services: start PostgreSQL, Redis and FerretDB/MongoDB if needed; print their URLs
 services:
@@ -32,13 +32,14 @@ services-stop:
 		if [ "$$(redis-cli -p $$n config get dir 2>/dev/null | tail -n 1)" = "$(CURDIR)/.state/redis-cluster/$$n" ]; then \
 			redis-cli -p $$n shutdown nosave >/dev/null 2>&1 || true; fi; done
 
-## test: vet and run every test, with the race detector, against real servers.
+## test: vet and run every test, with the race detector, against real servers,
+## then the short version of the fault-injection harness (CHAOSTEST).
 ## The output leaves out passing tests but keeps failures and every skip with
 ## its reason (a server that lacks a feature), so that no skip goes unseen;
 ## the whole of it is in .state/test.log.
 test:
 	@$(SERVICES); export POLYSTORE_REQUIRE_SERVICES=1; \
-	go vet ./... && (cd $(BROWSERTEST) && go vet ./...) && $(GOTEST)
+	go vet ./... && (cd $(BROWSERTEST) && go vet ./...) && $(GOTEST) && $(CHAOSTEST)
 
 # BROWSERTEST is the module of the saga console's tests in headless Chromium:
 # a module of its own, so that chromedp stays out of the library's go.mod.
@@ -49,6 +50,13 @@ BROWSERTEST := coord/coordhttp/browsertest
 # their reasons, not the passing tests.
 GOTEST := { go test -race -count=1 -v ./... && (cd $(BROWSERTEST) && go test -race -count=1 -v ./...); } 2>&1 | \
 	tee .state/test.log | grep -Ev '^(=== (RUN|PAUSE|CONT|NAME) |[[:space:]]*--- PASS: |PASS$$)'
+
+# CHAOSTEST runs the tests of tools/chaos and tools/loadgen, among them
+# TestChaosShort, the short version of the harness (a few faults under load,
+# about a minute, on private stores it starts itself; its table is in the
+# output): it fails when a promise is broken or a process does not come up.
+CHAOSTEST := (cd tools && go test -count=1 -v ./chaos ./loadgen/...) 2>&1 | \
+	tee -a .state/test.log | grep -Ev '^(=== (RUN|PAUSE|CONT|NAME) |[[:space:]]*--- PASS: |PASS$$)'
 
 ## test-containers: every test with no POSTGRES_URL, REDIS_URL or MONGODB_URL,
 ## so that internal/servicetest starts its own containers with
@@ -90,3 +98,10 @@ run:
 ## load: bounded load on the example server from this machine (scripts/load)
 load:
 	@scripts/load
+
+## chaos: the fault-injection harness (tools/chaos), every scenario: the example
+## server under load while its stores fail and come back, on private stores it
+## starts and stops itself; prints the table of examples/server/README.md,
+## "Resilience under faults", and fails on any invariant violation
+chaos:
+	cd tools && go run ./chaos
