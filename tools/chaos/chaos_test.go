@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,18 +15,16 @@ import (
 // TestChaosShort runs the short version of the harness (make test): a few
 // faults under load, and requires that none broke a promise; then it
 // breaks each promise on purpose (selfCheck) and requires that the checks
-// report every one, so that a blind check cannot pass. Where PostgreSQL's programs or
-// redis-server are missing it skips, unless POLYSTORE_REQUIRE_SERVICES is
-// set, as make test sets it: then it fails.
+// report every one, so that a blind check cannot pass. Where PostgreSQL's
+// programs or redis-server are missing it skips, unless
+// POLYSTORE_REQUIRE_SERVICES is set, as make test sets it: then it fails.
 func TestChaosShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the harness takes about a minute")
 	}
 	var missing []string
-	for _, bin := range []string{filepath.Join(pgBinDir, "initdb"), filepath.Join(pgBinDir, "pg_ctl")} {
-		if _, err := os.Stat(bin); err != nil {
-			missing = append(missing, bin)
-		}
+	if _, err := pgBinDir(); err != nil {
+		missing = append(missing, "PostgreSQL's initdb and pg_ctl")
 	}
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		missing = append(missing, "redis-server")

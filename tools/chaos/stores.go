@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,8 +21,42 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// pgBinDir is where Debian's postgresql-15 puts initdb and pg_ctl.
-const pgBinDir = "/usr/lib/postgresql/15/bin"
+// pgBinDir returns the directory of initdb and pg_ctl: PG_BINDIR, else
+// Debian's /usr/lib/postgresql/15/bin (this project's), else the newest
+// /usr/lib/postgresql/*/bin, else pg_config --bindir, else initdb's on PATH.
+func pgBinDir() (string, error) {
+	has := func(dir string) bool {
+		_, err := os.Stat(filepath.Join(dir, "initdb"))
+		return err == nil
+	}
+	if dir := os.Getenv("PG_BINDIR"); dir != "" {
+		if !has(dir) {
+			return "", fmt.Errorf("PG_BINDIR=%s has no initdb", dir)
+		}
+		return dir, nil
+	}
+	if has("/usr/lib/postgresql/15/bin") {
+		return "/usr/lib/postgresql/15/bin", nil
+	}
+	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	slices.SortFunc(found, func(a, b string) int { return cmp.Compare(pgMajor(a), pgMajor(b)) })
+	if len(found) > 0 {
+		return filepath.Dir(found[len(found)-1]), nil
+	}
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil && has(strings.TrimSpace(string(out))) {
+		return strings.TrimSpace(string(out)), nil
+	}
+	if path, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(path), nil
+	}
+	return "", errors.New("no initdb: install PostgreSQL's server programs (postgresql on Debian) or set PG_BINDIR")
+}
+
+// pgMajor is the major version in /usr/lib/postgresql/<major>/bin/initdb.
+func pgMajor(path string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(path))))
+	return n
+}
 
 // proc is a process the harness started and stops by its pid.
 type proc struct {
@@ -105,6 +141,7 @@ func waitFor(ctx context.Context, timeout time.Duration, check func() error) err
 
 // pgCluster is a private PostgreSQL cluster in a temp dir on a free port.
 type pgCluster struct {
+	bin            string // initdb's and pg_ctl's directory
 	dir, data, log string
 	port           int
 	asPostgres     bool // running as root: initdb and pg_ctl run as the postgres user
@@ -112,11 +149,15 @@ type pgCluster struct {
 
 // startPostgres runs initdb and starts a cluster under dir.
 func startPostgres(ctx context.Context, dir string) (*pgCluster, error) {
+	bin, err := pgBinDir()
+	if err != nil {
+		return nil, err
+	}
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	c := &pgCluster{dir: filepath.Join(dir, "pg"), port: port, asPostgres: os.Geteuid() == 0}
+	c := &pgCluster{bin: bin, dir: filepath.Join(dir, "pg"), port: port, asPostgres: os.Geteuid() == 0}
 	c.data, c.log = filepath.Join(c.dir, "data"), filepath.Join(c.dir, "postgres.log")
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return nil, err
@@ -160,7 +201,7 @@ func (c *pgCluster) url(db string) string {
 // run runs one of PostgreSQL's programs, as the postgres user when the
 // harness is root.
 func (c *pgCluster) run(ctx context.Context, prog string, args ...string) error {
-	bin := filepath.Join(pgBinDir, prog)
+	bin := filepath.Join(c.bin, prog)
 	if c.asPostgres {
 		args = append([]string{"-u", "postgres", "--", bin}, args...)
 		bin = "runuser"
