@@ -78,6 +78,8 @@ type Coordinator struct {
 	opts Options
 	tel  *telemetry
 
+	leaseArg any // leaseMillis, boxed once for the log's statements
+
 	mu      sync.Mutex
 	sagas   map[string]driver
 	closed  bool
@@ -110,6 +112,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Coordinator, e
 		return nil, err
 	}
 	c := &Coordinator{pool: pool, opts: opts.withDefaults(), sagas: map[string]driver{}, tel: newTelemetry(opts)}
+	c.leaseArg = c.leaseMillis()
 	c.observeWaiting()
 	return c, nil
 }
@@ -119,6 +122,8 @@ type Handle[S any] struct {
 	c   *Coordinator
 	def *Definition[S]
 	tel *defTelemetry
+	// stepArgs are the step names, boxed once for the log's statements.
+	stepArgs []any
 }
 
 // Register checks d and registers it with c under its name, so that Run and
@@ -139,7 +144,10 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 	if _, ok := c.sagas[d.name]; ok {
 		return nil, fmt.Errorf("%w: saga %q is already registered", ErrInvalid, d.name)
 	}
-	h := &Handle[S]{c: c, def: d, tel: newDefTelemetry(d)}
+	h := &Handle[S]{c: c, def: d, tel: newDefTelemetry(d), stepArgs: make([]any, len(d.steps))}
+	for i, st := range d.steps {
+		h.stepArgs[i] = st.Name
+	}
 	c.sagas[d.name] = h
 	return h, nil
 }
@@ -304,9 +312,9 @@ func (e *execution[S]) insertArgs(data []byte) []any {
 	if e.traceContext != nil {
 		traceContext = e.traceContext
 	}
-	args := make([]any, 0, 11) // as many as insertSQL has
-	args = append(args, e.id, e.def.name, data, e.token, e.c.leaseMillis())
-	args = append(args, e.eventArgs([]event{{kind: EventCreated}, {kind: EventStarted}})...)
+	args := make([]any, 0, 16) // as many as insertSQL has
+	args = append(args, e.idArg, e.def.name, data, e.tokenArg, e.c.leaseArg)
+	args = e.appendEvents(args, event{kind: EventCreated}, event{kind: EventStarted})
 	return append(args, traceContext)
 }
 

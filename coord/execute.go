@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -57,13 +58,36 @@ type execution[S any] struct {
 	pending    []byte
 	reinserted bool // settleInsert's insert took effect (so the one in flight did not)
 
+	// Boxed once for the log's statements, and the buffers of its writes
+	// (see writeStmt).
+	idArg, tokenArg any
+	stepArgs        []any
+	writeArgs       []any
+	writeScan       []any
+	one             int64
+
 	traceContext []byte     // of the Run that started the saga (see encodeTraceContext)
 	stepSpan     trace.Span // the current step's span, nil when not traced
 	try          int        // the current step's try, for its span
 }
 
 func (h *Handle[S]) newExecution(id, token string, state *S, status Status, step int) *execution[S] {
-	return &execution[S]{c: h.c, def: h.def, tel: h.tel, id: id, token: token, state: state, status: status, step: step}
+	return &execution[S]{c: h.c, def: h.def, tel: h.tel, stepArgs: h.stepArgs, id: id, idArg: id, token: token, tokenArg: token,
+		state: state, status: status, step: step}
+}
+
+// stepArg returns the name of step i boxed, "" past the ends.
+func (e *execution[S]) stepArg(i int) any {
+	if i < 0 || i >= len(e.stepArgs) {
+		return ""
+	}
+	return e.stepArgs[i]
+}
+
+// statusArgs are the statuses a run writes, boxed once.
+var statusArgs = map[Status]any{
+	StatusRunning: string(StatusRunning), StatusCompensating: string(StatusCompensating), StatusSucceeded: string(StatusSucceeded),
+	StatusCompensated: string(StatusCompensated), StatusFailed: string(StatusFailed),
 }
 
 func (e *execution[S]) crash(stage string, step int) bool {
@@ -149,8 +173,8 @@ func (e *execution[S]) abandon(ctx context.Context, err error, delay time.Durati
 		// Best effort: recovery would take the saga when the lease ends anyway.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		var updated time.Time
-		args := append([]any{e.id, e.token, delay.Milliseconds(), e.attempts, e.cause},
-			e.eventArgs([]event{{EventReleased, e.step, e.attempts, err.Error()}})...)
+		args := e.appendEvents([]any{e.idArg, e.tokenArg, delay.Milliseconds(), e.attempts, e.cause},
+			event{EventReleased, e.step, e.attempts, err.Error()})
 		if e.c.pool.QueryRow(wctx, releaseSQL, args...).Scan(&updated) == nil {
 			e.updated = updated
 		}
@@ -445,8 +469,13 @@ func (e *execution[S]) writeStmt(withState bool, evs ...event) (stmt, error) {
 		}
 		state = data
 	}
-	args := append([]any{e.id, e.token, e.status, e.step, state, e.attempts, e.cause, e.c.leaseMillis()}, e.eventArgs(evs)...)
-	return stmt{sql: writeSQL, args: args, scan: []any{new(int64), &e.updated, &e.cancel}}, nil
+	// The buffers are the execution's own: a write is done with them (sent
+	// on its own, or with its transaction's COMMIT) before the next one.
+	e.writeArgs = e.appendEvents(append(e.writeArgs[:0], e.idArg, e.tokenArg, statusArgs[e.status], e.step, state, e.attempts, e.cause, e.c.leaseArg), evs...)
+	if e.writeScan == nil {
+		e.writeScan = []any{&e.one, &e.updated, &e.cancel}
+	}
+	return stmt{sql: writeSQL, args: e.writeArgs, scan: e.writeScan}, nil
 }
 
 // write records the saga's current position in the log, and evs in its
@@ -487,32 +516,39 @@ func (e *execution[S]) call(ctx context.Context, st *Step[S], op string, fn func
 
 // keepLease renews the lease every third of it until the returned function
 // is called; that function returns the error wrapping ErrLeaseLost when the
-// lease was lost, after cancelling the step through cancel.
+// lease was lost, after cancelling the step through cancel. A timer, not a
+// goroutine with a ticker: most steps end before the first renewal, and a
+// timer that never fires costs less to set up and stop.
 func (e *execution[S]) keepLease(ctx context.Context, cancel context.CancelCauseFunc) func() error {
-	stop := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		t := time.NewTicker(e.c.opts.LeaseDuration / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				done <- nil
-				return
-			case <-t.C:
-				_, err := e.c.pool.Exec(ctx, leaseSQL, e.id, e.token, e.c.leaseMillis())
-				if err = logError(err); errors.Is(err, ErrLeaseLost) {
-					err = fmt.Errorf("%w: saga %q: %w", ErrIncomplete, e.id, err)
-					cancel(err)
-					done <- err
-					return
-				}
-			}
+	var k struct {
+		mu      sync.Mutex // held by a renewal, so that stopping waits for it
+		stopped bool
+		lost    error
+		t       *time.Timer
+	}
+	period := e.c.opts.LeaseDuration / 3
+	k.mu.Lock() // the first renewal waits for k.t to be set
+	k.t = time.AfterFunc(period, func() {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if k.stopped {
+			return
 		}
-	}()
+		_, err := e.c.pool.Exec(ctx, leaseSQL, e.idArg, e.tokenArg, e.c.leaseArg)
+		if err = logError(err); errors.Is(err, ErrLeaseLost) {
+			k.lost = fmt.Errorf("%w: saga %q: %w", ErrIncomplete, e.id, err)
+			cancel(k.lost)
+			return
+		}
+		k.t.Reset(period)
+	})
+	k.mu.Unlock()
 	return func() error {
-		close(stop)
-		return <-done
+		k.t.Stop()
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		k.stopped = true
+		return k.lost
 	}
 }
 

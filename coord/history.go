@@ -84,18 +84,35 @@ type event struct {
 	err     string
 }
 
-// eventArgs are the 5 array parameters of historyFrom for evs.
-func (e *execution[S]) eventArgs(evs []event) []any {
-	kinds := make([]string, len(evs))
-	steps := make([]int32, len(evs))
-	names := make([]string, len(evs))
-	attempts := make([]int32, len(evs))
-	errs := make([]string, len(evs))
-	for i, ev := range evs {
-		kinds[i], steps[i], names[i], attempts[i], errs[i] = string(ev.kind), int32(ev.step), e.def.stepName(ev.step), int32(ev.attempt), ev.err
+// maxEvents is how many events one log write appends at most (the insert:
+// created and started; a step's record: succeeded and the next started).
+const maxEvents = 2
+
+// appendEvents appends to args the parameters of historyFrom for evs (at
+// most maxEvents): five per event slot, NULL for an empty slot. The values
+// are boxed once (kindArgs, the step names in stepArgs), so that a write's
+// history allocates nothing but its error texts.
+func (e *execution[S]) appendEvents(args []any, evs ...event) []any {
+	for i := range maxEvents {
+		if i >= len(evs) {
+			args = append(args, nil, nil, nil, nil, nil)
+			continue
+		}
+		ev := evs[i]
+		args = append(args, kindArgs[ev.kind], ev.step, e.stepArg(ev.step), ev.attempt, ev.err)
 	}
-	return []any{kinds, steps, names, attempts, errs}
+	return args
 }
+
+// kindArgs are the event kinds a log write appends, boxed once.
+var kindArgs = func() map[EventKind]any {
+	m := map[EventKind]any{}
+	for _, k := range []EventKind{EventCreated, EventStarted, EventSucceeded, EventTryFailed, EventFailed,
+		EventCompensationTryFailed, EventCompensated, EventCompensationFailed, EventReleased, EventCancelled} {
+		m[k] = string(k)
+	}
+	return m
+}()
 
 const historySQL = `select seq, saga_id, at, event, step, step_name, attempt, error, actor, reason
 from coord_history where saga_id = $1 order by seq`
