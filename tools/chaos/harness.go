@@ -315,6 +315,7 @@ func (h *harness) runScenario(ctx context.Context, i int, s scenario) (row, erro
 		return r, err
 	}
 	checkStatuses(s, r.results, r.faultAt, r.healedAt, &r.violations)
+	h.noteUnavailable(r)
 
 	// Goroutines back to their idle level, polled (the pools close what
 	// they no longer need at their own pace).
@@ -342,6 +343,22 @@ func (h *harness) runScenario(ctx context.Context, i int, s scenario) (row, erro
 		return r, fmt.Errorf("the example server exited: %s", lastLines(readFile(h.server.log), 10))
 	}
 	return r, nil
+}
+
+// noteUnavailable logs why the first 503 of each kind of request and phase
+// was answered: the 503s are allowed, but the log says what caused them.
+func (h *harness) noteUnavailable(r row) {
+	seen := map[string]bool{}
+	for _, res := range r.results {
+		if res.Status != http.StatusServiceUnavailable {
+			continue
+		}
+		key := fmt.Sprintf("%s, %s", res.Op, phase(res.Start, r.faultAt, r.healedAt))
+		if !seen[key] {
+			seen[key] = true
+			h.logf("  503 to %s: %s", key, strings.TrimSpace(res.Error))
+		}
+	}
 }
 
 // failedSince returns the failed sagas not reported by an earlier scenario.
