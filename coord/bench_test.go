@@ -12,9 +12,10 @@ import (
 // BenchmarkThreeWrites compares a three-step saga (PostgreSQL insert in the
 // step's transaction, MongoDB insert and Redis set through the barrier
 // helpers, one after the other: impl=polystore-sequential) with the same
-// three writes done directly (impl=raw). It reports sagas/s and the PostgreSQL round trips per saga
-// (pg-rt/op), and the extra ones per step against the raw writes
-// (extra-pg-rt/step).
+// three writes done directly (impl=raw), and with the saga whose log
+// records are all durable (impl=polystore-sequential-durable). It reports
+// sagas/s and the PostgreSQL round trips per saga (pg-rt/op), and the extra
+// ones per step against the raw writes (extra-pg-rt/step).
 func BenchmarkThreeWrites(b *testing.B) {
 	var rt roundTrips
 	w, h := newThreeWrites(b, &rt)
@@ -51,6 +52,19 @@ func BenchmarkThreeWrites(b *testing.B) {
 	b.Run("impl=polystore-sequential", func(b *testing.B) {
 		run(b, "saga", func(s *benchState) error {
 			_, err := h.Run(ctx, s.ID, s)
+			return err
+		})
+	})
+	// The same saga with every log record durable: what the records
+	// committed without waiting for the WAL flush save (README.md,
+	// Non-durable records).
+	durable, err := New(ctx, w.pool, Options{allDurable: true})
+	require.NoError(b, err)
+	hd, err := Register(durable, w.saga())
+	require.NoError(b, err)
+	b.Run("impl=polystore-sequential-durable", func(b *testing.B) {
+		run(b, "saga-durable", func(s *benchState) error {
+			_, err := hd.Run(ctx, s.ID, s)
 			return err
 		})
 	})

@@ -400,7 +400,7 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 		evs = append(evs, event{EventCompensated, at, attempts + 1, ""})
 	}
 	w, err := e.writeStmt(op == opAction, evs...)
-	if err == nil && !e.def.recordDurable(op == opAction, at) {
+	if err == nil && !e.c.opts.allDurable && !e.def.recordDurable(op == opAction, at) {
 		w.sql = writeAsyncSQL
 	}
 	if err == nil {
@@ -499,7 +499,10 @@ func (e *execution[S]) exec(ctx context.Context, s stmt) error {
 // call runs fn, an Action or Compensate, with the step's key and timeout,
 // renewing the lease while it runs.
 func (e *execution[S]) call(ctx context.Context, st *Step[S], op string, fn func(context.Context, *S) error) error {
-	sctx, cancel := context.WithCancelCause(withStep(ctx, e.id+"/"+st.Name, op))
+	// A step without a compensation tells the barriers so: MongoInsert then
+	// needs no tombstone check (README.md, "The MongoDB barrier in one
+	// round trip"). The run's lease is not passed yet (nil: unknown).
+	sctx, cancel := context.WithCancelCause(withRunStep(ctx, e.id+"/"+st.Name, op, st.hasCompensation(), nil))
 	defer cancel(nil)
 	if st.Timeout > 0 {
 		var cancelT context.CancelFunc

@@ -81,6 +81,10 @@ type Options struct {
 	// crashAt, when it returns true, makes the coordinator abandon the run at
 	// that point as a process that died there would. Tests only.
 	crashAt func(crashPoint) bool
+
+	// allDurable makes every log record durable (no synchronous_commit
+	// off), to measure what the non-durable ones save. Benchmarks only.
+	allDurable bool
 }
 
 // validate reports the first field New cannot honour, wrapping ErrInvalid.
