@@ -137,16 +137,18 @@ func TestMongoBarrier_AppliesEachOperationAtMostOnce(t *testing.T) {
 }
 
 // mongoCommands records the commands a MongoDB client sends, one per round
-// trip.
+// trip, as "<command> <collection>".
 type mongoCommands struct {
 	mu    sync.Mutex
 	names []string
 }
 
 func (m *mongoCommands) started(_ context.Context, e *mongoevent.CommandStartedEvent) {
+	// A command's first element is its name with its collection as value.
+	coll, _ := e.Command.Index(0).Value().StringValueOK()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.names = append(m.names, e.CommandName)
+	m.names = append(m.names, e.CommandName+" "+coll)
 }
 
 // take returns the commands sent since the last call, and forgets them.
@@ -186,22 +188,22 @@ func TestMongoInsert_TakesOneRoundTripWhenTheLogExcludesTheCompensation(t *testi
 	}{
 		{"no run information (a direct call)", func(key string) context.Context {
 			return withStep(ctx, key, opAction)
-		}, []string{"find", "insert"}},
+		}, []string{"find coord_barrier", "insert docs"}},
 		{"step without compensation", func(key string) context.Context {
 			return withRunStep(ctx, key, opAction, false, nil)
-		}, []string{"insert"}},
+		}, []string{"insert docs"}},
 		{"lease held", func(key string) context.Context {
 			return withRunStep(ctx, key, opAction, true, held)
-		}, []string{"insert"}},
+		}, []string{"insert docs"}},
 		{"lease expired", func(key string) context.Context {
 			return withRunStep(ctx, key, opAction, true, expired)
-		}, []string{"find", "insert"}},
+		}, []string{"find coord_barrier", "insert docs"}},
 		{"lease no longer known", func(key string) context.Context {
 			return withRunStep(ctx, key, opAction, true, unknown)
-		}, []string{"find", "insert"}},
+		}, []string{"find coord_barrier", "insert docs"}},
 		{"in a compensation", func(key string) context.Context {
 			return withRunStep(ctx, key, opCompensate, false, held)
-		}, []string{"find", "insert"}},
+		}, []string{"find coord_barrier", "insert docs"}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -229,12 +231,45 @@ func TestMongoInsert_TakesOneRoundTripWhenTheLogExcludesTheCompensation(t *testi
 		ok, err := MongoDelete(withStep(ctx, "s/late", opCompensate), coll, "late")
 		require.NoError(t, err)
 		assert.False(t, ok, "null compensation")
-		assert.Equal(t, []string{"insert", "delete"}, cmds.take(), "MongoDelete: its tombstone, then the delete")
+		assert.Equal(t, []string{"insert coord_barrier", "delete docs"}, cmds.take(), "MongoDelete: its tombstone, then the delete")
 		ok, err = MongoInsert(withRunStep(ctx, "s/late", opAction, true, expired), coll, bson.D{{Key: "_id", Value: "late"}})
 		require.NoError(t, err)
 		assert.False(t, ok, "hanging action")
-		assert.Equal(t, []string{"find"}, cmds.take())
+		assert.Equal(t, []string{"find coord_barrier"}, cmds.take())
 	})
+}
+
+// TestMongoInsert_InASagaChecksTheTombstoneOnlyInACompensatableStep runs a
+// saga with a MongoInsert in a compensatable step, in its pivot and in a
+// retriable step, and counts the MongoDB commands: the coordinator tells
+// the barriers which steps have no compensation, whose insert then goes
+// alone.
+func TestMongoInsert_InASagaChecksTheTombstoneOnlyInACompensatableStep(t *testing.T) {
+	db, cmds := countedMongo(t)
+	ctx := context.Background()
+	c, err := New(ctx, servicetest.Postgres(t), Options{})
+	require.NoError(t, err)
+	type S struct{ ID string }
+	insert := func(coll string) func(context.Context, *S) error {
+		return func(ctx context.Context, s *S) error {
+			_, err := MongoInsert(ctx, db.Collection(coll), bson.D{{Key: "_id", Value: s.ID}})
+			return err
+		}
+	}
+	h, err := Register(c, Define("mongo-steps",
+		Step[S]{Name: "conversation", Action: insert("compensatable"), Compensate: func(ctx context.Context, s *S) error {
+			_, err := MongoDelete(ctx, db.Collection("compensatable"), s.ID)
+			return err
+		}},
+		Step[S]{Name: "activate", Kind: Pivot, Action: insert("pivot")},
+		Step[S]{Name: "announce", Kind: Retriable, Action: insert("retriable")},
+	))
+	require.NoError(t, err)
+
+	cmds.take()
+	_, err = h.Run(ctx, "saga", &S{ID: "d1"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"find coord_barrier", "insert compensatable", "insert pivot", "insert retriable"}, cmds.take())
 }
 
 // TestTx_FirstStatementOfEveryKindCommitsWithTheLog runs TxActions whose
