@@ -191,6 +191,9 @@ func (h *harness) runAll(ctx context.Context, out io.Writer) (summary, error) {
 		}
 		list = append(list, s)
 	}
+	if err := h.warmUp(ctx); err != nil {
+		return sum, err
+	}
 	for i, s := range list {
 		if ctx.Err() != nil {
 			return sum, ctx.Err()
@@ -223,6 +226,19 @@ func (h *harness) runAll(ctx context.Context, out io.Writer) (summary, error) {
 		}
 	}
 	return sum, nil
+}
+
+// warmUp sends the load for a few seconds before the first scenario,
+// unrecorded, so that the first "before the fault" is a server whose pools,
+// caches and heap have reached their steady state, as the others' are.
+func (h *harness) warmUp(ctx context.Context) error {
+	base, err := url.Parse(h.server.base)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	return mixed.Run(wctx, mixed.Config{Base: base, Client: h.client, Workers: h.cfg.workers, Prefix: "warm"}, &mixed.Record{})
 }
 
 // row is one scenario's line of the table.
@@ -316,6 +332,7 @@ func (h *harness) runScenario(ctx context.Context, i int, s scenario) (row, erro
 	}
 	checkStatuses(s, r.results, r.faultAt, r.healedAt, &r.violations)
 	h.noteUnavailable(r)
+	h.noteByOp(r)
 
 	// Goroutines back to their idle level, polled (the pools close what
 	// they no longer need at their own pace).
@@ -343,6 +360,24 @@ func (h *harness) runScenario(ctx context.Context, i int, s scenario) (row, erro
 		return r, fmt.Errorf("the example server exited: %s", lastLines(readFile(h.server.log), 10))
 	}
 	return r, nil
+}
+
+// noteByOp logs each kind of request's count and latency during the fault:
+// the table's percentiles mix them.
+func (h *harness) noteByOp(r row) {
+	byOp := map[mixed.Op][]time.Duration{}
+	for _, res := range r.results {
+		if !res.Start.Before(r.faultAt) && res.Start.Before(r.healedAt) {
+			byOp[res.Op] = append(byOp[res.Op], res.Latency)
+		}
+	}
+	var parts []string
+	for _, op := range mixed.Ops {
+		if l := byOp[op]; len(l) > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d (%s)", op, len(l), percentiles(l)))
+		}
+	}
+	h.logf("  during the fault: %s", strings.Join(parts, ", "))
 }
 
 // noteUnavailable logs why the first 503 of each kind of request and phase
