@@ -388,7 +388,8 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 		return errCrashed
 	}
 	status, at, attempts, cause, updated := e.status, e.step, e.attempts, e.cause, e.updated
-	var evs []event
+	var buf [maxEvents]event
+	evs := buf[:0]
 	if op == opAction {
 		e.advance()
 		evs = append(evs, event{EventSucceeded, at, attempts + 1, ""})
@@ -565,11 +566,11 @@ func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn fun
 		sctx, cancel = context.WithTimeout(sctx, st.Timeout)
 		defer cancel()
 	}
-	open := stmt{sql: leaseSQL, args: []any{e.id, e.token, e.c.leaseMillis()}}
+	open := stmt{sql: leaseSQL, args: []any{e.idArg, e.tokenArg, e.c.leaseArg}}
 	if e.pending != nil {
 		// The record's insert instead: the saga's row is then this
 		// transaction's own, so it needs no lease check.
-		open = stmt{sql: insertFirstSQL, args: e.insertArgs(e.pending), scan: []any{new(int64), &e.created, &e.updated}, zero: errExists}
+		open = stmt{sql: insertFirstSQL, args: e.insertArgs(e.pending), scan: []any{&e.one, &e.created, &e.updated}, zero: errExists}
 	}
 	tx, err := beginStepTx(sctx, e.c.pool, open)
 	if err != nil {
