@@ -19,21 +19,29 @@ func printTable(out io.Writer, cfg config, sum summary) {
 	fmt.Fprintln(out, "| scenario | requests | answers by status | 503s before, during, after the fault | p50 / p99 during | p50 / p99 after | recovery | checked: users, PATCHed, deleted, 202s | goroutines | heap goal MiB | failed sagas | violations |")
 	fmt.Fprintln(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range sum.rows {
+		// During: every request in flight at some point of the fault, the
+		// ones it caught on their way included (a blackhole can hold all
+		// of them from before it began to its end); after: those started
+		// after the healing. The 503s go by when the request started.
 		var during, after []time.Duration
 		var unavailable [3]int
 		for _, res := range r.results {
-			i := 0
-			switch {
-			case res.Start.Before(r.faultAt):
-			case res.Start.Before(r.healedAt):
-				i = 1
+			end := res.Start.Add(res.Latency)
+			if res.Start.Before(r.healedAt) && end.After(r.faultAt) {
 				during = append(during, res.Latency) // unanswered ones too: their wait counts
-			default:
-				i = 2
+			}
+			if !res.Start.Before(r.healedAt) {
 				after = append(after, res.Latency)
 			}
 			if res.Status == http.StatusServiceUnavailable {
-				unavailable[i]++
+				switch {
+				case res.Start.Before(r.faultAt):
+					unavailable[0]++
+				case res.Start.Before(r.healedAt):
+					unavailable[1]++
+				default:
+					unavailable[2]++
+				}
 			}
 		}
 		c := r.checked
