@@ -34,18 +34,26 @@
 // Each saga is a row of coord_saga: status, next step, state, attempts, last
 // error and a lease (owner, expiry). A TxAction or TxCompensate runs in the
 // coordinator's transaction, so its writes and the step's log record commit
-// together; any other step's log record is written right after it. Every
-// write checks the lease. Coordinator.Recover, and the loop of
-// Coordinator.Start, take the sagas whose lease expired with FOR UPDATE SKIP
-// LOCKED, in batches from an ordered index scan so that a claim costs the
-// same whatever the backlog, and drive them on from the log on
-// Options.RecoveryWorkers goroutines: a running saga is resumed forward
-// (its current step runs again), a compensating one goes on compensating.
+// together (a first TxAction's transaction also inserts the saga's record,
+// so the saga appears in the log with its first step done, or not at all);
+// any other step's log record is written right after it. Every write checks
+// the lease. The records whose loss only makes recovery replay idempotent
+// steps (after a retriable step, after a compensatable Action followed by a
+// TxAction, a compensation's progress) commit without waiting for the WAL
+// flush; the rest, and every record an external effect depends on, are
+// durable (README.md, Non-durable log records). Coordinator.Recover, and
+// the loop of Coordinator.Start, take the sagas whose lease expired with
+// FOR UPDATE SKIP LOCKED, in batches from an ordered index scan so that a
+// claim costs the same whatever the backlog, and drive them on from the
+// log on Options.RecoveryWorkers goroutines: a running saga is resumed
+// forward (its current step runs again), a compensating one goes on
+// compensating.
 //
 // # Idempotency
 //
-// Run inserts the saga's record before any step's code is called; with an
-// id that exists it calls no step and returns that saga's outcome (see
+// Run inserts the saga's record before any step takes effect; with an id
+// that exists no step takes effect (a first TxAction is called, its
+// statements refused) and Run returns that saga's outcome (see
 // Handle.Run for the exact outcomes: nil, ErrNotStarted, ErrIncomplete,
 // ErrOutcomeUnknown, ErrCompensated, ErrFailed). Since a step can run
 // again after a crash, each step has a
