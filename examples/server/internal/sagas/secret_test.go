@@ -24,15 +24,24 @@ import (
 )
 
 // cutBeforeInsert is the user store, except that while cut is set its
-// CreateUserIn waits for its context to end without inserting: the process
-// that ran the registration is gone before the insert committed.
+// CreateUserIn fails once as an unavailable store would, then waits for its
+// context to end without inserting: the process that ran the registration
+// is gone before the insert committed. The failed first try is what puts
+// the saga in the log before the insert: coord inserts the record in the
+// first step's transaction, and a try that fails rolls it back, so the
+// record is then inserted on its own before the next try.
 type cutBeforeInsert struct {
 	*pgstore.UserRepository
 	cut     bool
+	failed  bool
 	reached chan struct{}
 }
 
 func (c *cutBeforeInsert) CreateUserIn(ctx context.Context, db pgrepo.DB, u *chat.User) error {
+	if c.cut && !c.failed {
+		c.failed = true
+		return chat.Errorf(chat.CodeUnavailable, "the user store is down (test)")
+	}
 	if c.cut {
 		close(c.reached)
 		<-ctx.Done()
