@@ -250,7 +250,6 @@ type row struct {
 	goroutines        [2]float64 // before, after
 	heap              [2]float64
 	failed            []sagaRow
-	operations        int
 	violations        violations
 	recoveryTook      time.Duration
 	checked           checked
@@ -306,7 +305,6 @@ func (h *harness) runScenario(ctx context.Context, i int, s scenario) (row, erro
 		return r, err
 	}
 	r.results = rec.Snapshot()
-	r.operations = len(rec.Operations)
 	h.lastRec = rec
 	r.heap = [2]float64{before.heapGoal, after.heapGoal}
 
