@@ -24,6 +24,7 @@ type config struct {
 	RedisPoolSize   int
 	MongoMaxPool    int
 	StoreTimeout    time.Duration
+	RequestTimeout  time.Duration
 	ReadTimeout     time.Duration
 	WriteTimeout    time.Duration
 	IdleTimeout     time.Duration
@@ -65,6 +66,7 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (con
 	fs.IntVar(&c.RedisPoolSize, "redis-pool-size", 0, "Redis pool size; 0: 10 per CPU (REDIS_POOL_SIZE)")
 	fs.IntVar(&c.MongoMaxPool, "mongodb-max-pool-size", 0, "MongoDB pool size; 0: the driver's 100 (MONGODB_MAX_POOL_SIZE)")
 	fs.DurationVar(&c.StoreTimeout, "store-timeout", 10*time.Second, "bound on connecting to each store and on migrations at start (STORE_TIMEOUT)")
+	fs.DurationVar(&c.RequestTimeout, "request-timeout", 3*time.Second, "deadline of each API request's work in the stores, then 503 (a logged write: 202); 0: 3s; negative: none (REQUEST_TIMEOUT)")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 10*time.Second, "HTTP read timeout (READ_TIMEOUT)")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", 30*time.Second, "HTTP write timeout (WRITE_TIMEOUT)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "HTTP keep-alive idle timeout (IDLE_TIMEOUT)")

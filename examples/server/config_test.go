@@ -58,6 +58,16 @@ func TestLoadConfig_RecoveryLoopAndSagaLeaseFromTheEnvironment(t *testing.T) {
 	assert.Equal(t, 3*time.Second, c.SagaLease)
 }
 
+func TestLoadConfig_RequestTimeoutFromTheEnvironment(t *testing.T) {
+	c, err := loadConfig(nil, env(nil), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, 3*time.Second, c.RequestTimeout)
+
+	c, err = loadConfig(nil, env(map[string]string{"REQUEST_TIMEOUT": "1500ms"}), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, 1500*time.Millisecond, c.RequestTimeout)
+}
+
 func key32(b byte) string {
 	return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32))
 }

@@ -81,7 +81,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	otel.SetMeterProvider(tel.MeterProvider)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 
-	pool, err := pgrepo.Open(startCtx, cfg.PostgresURL, pgrepo.Config{MaxConns: int32(cfg.PGMaxConns)})
+	// The request deadline bounds what a request waits for a store. The
+	// drivers' own bounds on opening a connection and, for MongoDB, on
+	// finding a server are set to it too, so that the work no request's
+	// deadline reaches (the saga recovery loop, the pools' background
+	// connects) waits no longer for either.
+	var connectTimeout time.Duration
+	if cfg.RequestTimeout > 0 {
+		connectTimeout = cfg.RequestTimeout
+	}
+	pool, err := pgrepo.Open(startCtx, cfg.PostgresURL, pgrepo.Config{MaxConns: int32(cfg.PGMaxConns), ConnectTimeout: connectTimeout})
 	if err != nil {
 		return fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
@@ -110,6 +119,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 
 	mongoClient, err := docrepo.Connect(startCtx, cfg.MongoURL, docrepo.Config{
 		MaxPoolSize: uint64(max(cfg.MongoMaxPool, 0)), AppName: "polystore-example",
+		ConnectTimeout: connectTimeout, ServerSelectionTimeout: connectTimeout,
 		MeterProvider: tel.MeterProvider, // the pool's metrics
 	})
 	if err != nil {
@@ -122,13 +132,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 	}()
 
 	srv, err := server.New(startCtx, server.Stores{Postgres: pool, Redis: rdb, Mongo: mongoClient.Database(cfg.MongoDatabase)}, server.Options{
-		RedisPrefix:   cfg.RedisPrefix,
-		CacheTTL:      cfg.CacheTTL,
-		CacheDisabled: cfg.CacheDisabled,
-		RateLimit:     cfg.RateLimit,
-		RateBurst:     cfg.RateBurst,
-		BcryptCost:    cfg.BcryptCost,
-		MaxBodyBytes:  cfg.MaxBodyBytes,
+		RedisPrefix:    cfg.RedisPrefix,
+		CacheTTL:       cfg.CacheTTL,
+		CacheDisabled:  cfg.CacheDisabled,
+		RateLimit:      cfg.RateLimit,
+		RateBurst:      cfg.RateBurst,
+		RequestTimeout: cfg.RequestTimeout,
+		BcryptCost:     cfg.BcryptCost,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
 
 		SessionIdleTimeout:      cfg.SessionIdle,
 		SessionLifetime:         cfg.SessionLifetime,

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"math"
@@ -60,6 +61,14 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	status := statusOf(err)
+	if status >= 500 && chat.ErrorCode(err) != chat.CodeUnavailable && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+		// An error nobody classified, once the request's deadline has
+		// passed (a wait cut short, such as one on another request's
+		// load of the same profile), is the deadline's doing: a store too
+		// slow to answer, not a bug.
+		err = chat.Wrap(chat.CodeUnavailable, err, "a store did not answer in time; whether the request took effect is unknown")
+		status = http.StatusServiceUnavailable
+	}
 	switch status {
 	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", retryAfterUnavailable)

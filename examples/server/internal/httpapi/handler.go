@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -42,6 +43,12 @@ type Config struct {
 	Limiter Limiter
 	// MaxBodyBytes bounds request bodies (413 beyond). Default: 64 KiB.
 	MaxBodyBytes int64
+	// RequestTimeout is the deadline of each API request's context, so
+	// that a store that never answers (a blackholed connection, a server
+	// that cannot be selected) costs a request this long at most, then a
+	// 503 with Retry-After. The probes (bounded by HealthTimeout), /metrics
+	// and the admin console get none. Default (0): no deadline.
+	RequestTimeout time.Duration
 	// TracerProvider starts the server span of each request (otelhttp),
 	// named after its route pattern once routed ("POST /users", or the
 	// method alone for a request no route matched), with http.route; the span
@@ -62,6 +69,7 @@ type Handler struct {
 	healthTimeout time.Duration
 	limiter       Limiter
 	maxBody       int64
+	timeout       time.Duration
 	log           *slog.Logger
 	requests      *prometheus.CounterVec
 	limited       prometheus.Counter
@@ -81,6 +89,7 @@ func New(cfg Config) *Handler {
 		healthTimeout: cfg.HealthTimeout,
 		limiter:       cfg.Limiter,
 		maxBody:       cfg.MaxBodyBytes,
+		timeout:       cfg.RequestTimeout,
 		log:           cfg.Logger,
 		mux:           http.NewServeMux(),
 	}
@@ -105,19 +114,19 @@ func New(cfg Config) *Handler {
 		cfg.Registerer.MustRegister(h.requests, h.limited)
 	}
 
-	h.mux.HandleFunc("POST /users", h.createUser)
-	h.mux.HandleFunc("GET /users/{id}", h.getUser)
-	h.mux.HandleFunc("PATCH /users/{id}", h.patchUser)
-	h.mux.HandleFunc("DELETE /users/{id}", h.deleteUser)
-	h.mux.HandleFunc("GET /operations/{id...}", h.getOperation)
-	h.mux.HandleFunc("POST /users/{id}/conversations", h.createConversation)
-	h.mux.HandleFunc("GET /users/{id}/conversations", h.listConversations)
-	h.mux.HandleFunc("POST /conversations/{id}/messages", h.appendMessage)
-	h.mux.HandleFunc("POST /sessions", h.createSession)
-	h.mux.HandleFunc("DELETE /sessions/current", h.deleteSession)
+	h.mux.HandleFunc("POST /users", h.bounded(h.createUser))
+	h.mux.HandleFunc("GET /users/{id}", h.bounded(h.getUser))
+	h.mux.HandleFunc("PATCH /users/{id}", h.bounded(h.patchUser))
+	h.mux.HandleFunc("DELETE /users/{id}", h.bounded(h.deleteUser))
+	h.mux.HandleFunc("GET /operations/{id...}", h.bounded(h.getOperation))
+	h.mux.HandleFunc("POST /users/{id}/conversations", h.bounded(h.createConversation))
+	h.mux.HandleFunc("GET /users/{id}/conversations", h.bounded(h.listConversations))
+	h.mux.HandleFunc("POST /conversations/{id}/messages", h.bounded(h.appendMessage))
+	h.mux.HandleFunc("POST /sessions", h.bounded(h.createSession))
+	h.mux.HandleFunc("DELETE /sessions/current", h.bounded(h.deleteSession))
 	if cfg.Leaderboard != nil {
-		h.mux.HandleFunc("POST /users/{id}/xp", h.addXP)
-		h.mux.HandleFunc("GET /leaderboard", h.getLeaderboard)
+		h.mux.HandleFunc("POST /users/{id}/xp", h.bounded(h.addXP))
+		h.mux.HandleFunc("GET /leaderboard", h.bounded(h.getLeaderboard))
 	}
 	h.mux.HandleFunc("GET /livez", h.getLive)
 	h.mux.HandleFunc("GET /readyz", h.getReady)
@@ -146,6 +155,20 @@ func New(cfg Config) *Handler {
 // ServeHTTP serves the API.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.handler.ServeHTTP(w, r)
+}
+
+// bounded gives an API route's request the deadline RequestTimeout says:
+// every store call of the request takes its context, so that none waits
+// longer for a store that does not answer (see writeError for the answer).
+func (h *Handler) bounded(next http.HandlerFunc) http.HandlerFunc {
+	if h.timeout <= 0 {
+		return next
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+		defer cancel()
+		next(w, r.WithContext(ctx))
+	}
 }
 
 // route dispatches to the mux, turning its plain-text 404 and 405 answers

@@ -74,6 +74,12 @@ type Options struct {
 	LoginFailuresPerClient int
 	// MaxBodyBytes bounds request bodies. Default (0): 64 KiB.
 	MaxBodyBytes int64
+	// RequestTimeout is the deadline of each API request (not of the
+	// probes, /metrics or the admin console): a store that does not answer
+	// costs a request this long at most, then a 503 with Retry-After, or a
+	// 202 for a write whose saga is durably logged (recovery finishes it).
+	// Default (0): DefaultRequestTimeout, 3s; negative: no deadline.
+	RequestTimeout time.Duration
 	// HealthTimeout bounds each store's check in the readiness report
 	// (/readyz, /health); the checks run at once, so it bounds the report.
 	// Default: 1s.
@@ -119,6 +125,13 @@ type Options struct {
 	WrapProfileCache func(chat.ProfileCache) chat.ProfileCache
 }
 
+// DefaultRequestTimeout is Options.RequestTimeout's default: far above
+// what a request takes with its stores up (milliseconds; a login's bcrypt
+// tens of them), and short enough that an answer, with what the sagas may
+// add after it (see README.md, "Resilience under faults"), comes within
+// the 10s that HTTP clients commonly wait.
+const DefaultRequestTimeout = 3 * time.Second
+
 // FailFastRedis makes go-redis give up as fast as the cache and the rate
 // limit need: they fail open when Redis is down, and should learn it fast.
 // It shortens the dial retries (5 tries, 100ms apart by default) to 2 tries
@@ -155,6 +168,9 @@ func New(ctx context.Context, st Stores, opts Options) (*Server, error) {
 	}
 	if opts.RateBurst == 0 {
 		opts.RateBurst = 2 * opts.RateLimit
+	}
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
 	}
 	if opts.LoginWindow == 0 {
 		opts.LoginWindow = 15 * time.Minute
@@ -377,6 +393,7 @@ func build(ctx context.Context, st Stores, opts Options, tel *Telemetry, log *sl
 		Registerer:     reg,
 		Limiter:        limiter,
 		MaxBodyBytes:   opts.MaxBodyBytes,
+		RequestTimeout: max(opts.RequestTimeout, 0),
 		Logger:         log,
 	})
 	return &Server{handler: h, coord: c}, nil
