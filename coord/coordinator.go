@@ -499,6 +499,7 @@ func (h *Handle[S]) resumeInto(ctx context.Context, rec record, token string, st
 			ErrInvalid, rec.ID, rec.Status, rec.Step, len(h.def.steps), h.def.name)
 	}
 	e := h.newExecution(rec.ID, token, state, rec.Status, rec.Step)
+	e.resumedAt = rec.Step
 	e.created, e.updated = rec.CreatedAt, rec.UpdatedAt
 	e.attempts, e.cause = rec.Attempts, rec.Error // the step's tries go on where the log left them
 	e.cancel = rec.cancel

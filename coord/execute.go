@@ -69,11 +69,14 @@ type execution[S any] struct {
 	traceContext []byte     // of the Run that started the saga (see encodeTraceContext)
 	stepSpan     trace.Span // the current step's span, nil when not traced
 	try          int        // the current step's try, for its span
+
+	resumedAt   int     // the step this run resumed the saga at from the log; -1 for a new saga
+	groupEvents []event // the members' events of a group's log record (see appendDone)
 }
 
 func (h *Handle[S]) newExecution(id, token string, state *S, status Status, step int) *execution[S] {
 	return &execution[S]{c: h.c, def: h.def, tel: h.tel, stepArgs: h.stepArgs, id: id, idArg: id, token: token, tokenArg: token,
-		state: state, status: status, step: step}
+		state: state, status: status, step: step, resumedAt: -1}
 }
 
 // stepArg returns the name of step i boxed, "" past the ends.
@@ -132,10 +135,10 @@ func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 			e.cause = fmt.Sprintf("compensating step %q: %v (after %s)", st.Name, err, e.cause)
 			e.causeErr = fmt.Errorf("compensating step %q: %w", st.Name, err)
 			e.status = StatusFailed
-			err = e.write(ctx, false, event{EventCompensationFailed, e.step, e.attempts, err.Error()})
+			err = e.write(ctx, false, e.failureEvents(EventCompensationFailed, err)...)
 		case st.Kind == Retriable:
 			// Never compensated: leave it to recovery, after a backoff.
-			wait := st.Retry.withDefaults().wait(e.attempts)
+			wait := e.retriableWait(st, err)
 			return e.abandon(ctx, fmt.Errorf("%w: retriable step %q: %w", ErrIncomplete, st.Name, err), wait)
 		default:
 			err = e.startCompensation(ctx, err)
@@ -174,7 +177,7 @@ func (e *execution[S]) abandon(ctx context.Context, err error, delay time.Durati
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		var updated time.Time
 		args := e.appendEvents([]any{e.idArg, e.tokenArg, delay.Milliseconds(), e.attempts, e.cause},
-			event{EventReleased, e.step, e.attempts, err.Error()})
+			event{EventReleased, e.step, e.attempts, err.Error(), ""})
 		if e.c.pool.QueryRow(wctx, releaseSQL, args...).Scan(&updated) == nil {
 			e.updated = updated
 		}
@@ -189,18 +192,18 @@ func (e *execution[S]) abandon(ctx context.Context, err error, delay time.Durati
 // startCompensation turns a saga whose step failed with err to compensation.
 func (e *execution[S]) startCompensation(ctx context.Context, err error) error {
 	st := &e.def.steps[e.step]
-	failed := event{EventFailed, e.step, e.attempts, err.Error()}
+	failed := e.failureEvents(EventFailed, err)
 	e.causeErr = fmt.Errorf("step %q: %w", st.Name, err)
 	e.cause = e.causeErr.Error()
 	e.attempts = 0
 	e.status = StatusCompensating
-	// An Action may have taken effect before it failed, so it is compensated
-	// too; a failed TxAction's transaction rolled back.
-	if !(st.Action != nil && st.hasCompensation()) {
+	// An Action (or a group's) may have taken effect before it failed, so it
+	// is compensated too; a failed TxAction's transaction rolled back.
+	if !st.undoneWhenItFails() {
 		e.step--
 	}
 	e.skipUncompensated()
-	if err := e.write(ctx, false, failed); err != nil {
+	if err := e.write(ctx, false, failed...); err != nil {
 		return err
 	}
 	if e.crash(stageAfterFailLog, e.step) {
@@ -212,13 +215,14 @@ func (e *execution[S]) startCompensation(ctx context.Context, err error) error {
 // cancelNow turns a running saga that Cancel asked to stop, at a step
 // boundary before its pivot, to compensation of what it did. The current
 // step's action is compensated only if a try of it ran (an Action may have
-// taken effect before it failed).
+// taken effect before it failed), or for a group if a previous run may
+// have started it.
 func (e *execution[S]) cancelNow(ctx context.Context) error {
 	st := &e.def.steps[e.step]
-	ev := event{EventCancelled, e.step, e.attempts, ""}
+	ev := event{EventCancelled, e.step, e.attempts, "", ""}
 	e.causeErr = ErrCancelled
 	e.cause = ErrCancelled.Error()
-	if !(e.attempts > 0 && st.Action != nil && st.hasCompensation()) {
+	if !((e.attempts > 0 || e.groupMayHaveRun()) && st.undoneWhenItFails()) {
 		e.step--
 	}
 	e.attempts = 0
@@ -247,6 +251,9 @@ func (e *execution[S]) skipUncompensated() {
 // with the step's retry policy and records its success. It returns the last
 // try's error, or an error that stops the run (see stopped).
 func (e *execution[S]) runStep(ctx context.Context, comp bool) (err error) {
+	if e.def.steps[e.step].members != nil {
+		return e.runGroup(ctx, comp) // a span per member
+	}
 	if e.c.tel.tracing() {
 		k := 0
 		if comp {
@@ -340,7 +347,7 @@ func (e *execution[S]) retryOrGiveUp(ctx context.Context, pol RetryPolicy, attem
 	if e.status == StatusCompensating {
 		kind = EventCompensationTryFailed
 	}
-	if err := e.write(ctx, false, event{kind, e.step, attempt, e.cause}); err != nil {
+	if err := e.write(ctx, false, event{kind, e.step, attempt, e.cause, ""}); err != nil {
 		return err
 	}
 	if e.stepSpan != nil && e.stepSpan.IsRecording() {
@@ -392,17 +399,17 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 	evs := buf[:0]
 	if op == opAction {
 		e.advance()
-		evs = append(evs, event{EventSucceeded, at, attempts + 1, ""})
+		evs = e.appendDone(evs, EventSucceeded, at, attempts)
 		if e.status == StatusRunning {
-			evs = append(evs, event{EventStarted, e.step, 0, ""})
+			evs = append(evs, event{EventStarted, e.step, 0, "", ""})
 		}
 	} else {
 		e.retreat()
-		evs = append(evs, event{EventCompensated, at, attempts + 1, ""})
+		evs = e.appendDone(evs, EventCompensated, at, attempts)
 	}
 	w, err := e.writeStmt(op == opAction, evs...)
 	if err == nil && !e.c.opts.allDurable && !e.def.recordDurable(op == opAction, at) {
-		w.sql = writeAsyncSQL
+		w.sql = writeSQLFor(len(evs), true)
 	}
 	if err == nil {
 		err = record(w)
@@ -476,7 +483,7 @@ func (e *execution[S]) writeStmt(withState bool, evs ...event) (stmt, error) {
 	if e.writeScan == nil {
 		e.writeScan = []any{&e.one, &e.updated, &e.cancel}
 	}
-	return stmt{sql: writeSQL, args: e.writeArgs, scan: e.writeScan}, nil
+	return stmt{sql: writeSQLFor(len(evs), false), args: e.writeArgs, scan: e.writeScan}, nil
 }
 
 // write records the saga's current position in the log, and evs in its

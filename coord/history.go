@@ -82,6 +82,7 @@ type event struct {
 	step    int
 	attempt int
 	err     string
+	name    string // the step's name when not the position's: a group's member
 }
 
 // maxEvents is how many events one log write appends at most (the insert:
@@ -89,17 +90,23 @@ type event struct {
 const maxEvents = 2
 
 // appendEvents appends to args the parameters of historyFrom for evs (at
-// most maxEvents): five per event slot, NULL for an empty slot. The values
+// most maxEvents, except in the record of a parallel group: see
+// writeSQLFor): five per event slot, NULL for an empty slot. The values
 // are boxed once (kindArgs, the step names in stepArgs), so that a write's
-// history allocates nothing but its error texts.
+// history allocates nothing but its error texts (and a group member's
+// name).
 func (e *execution[S]) appendEvents(args []any, evs ...event) []any {
-	for i := range maxEvents {
+	for i := range max(maxEvents, len(evs)) {
 		if i >= len(evs) {
 			args = append(args, nil, nil, nil, nil, nil)
 			continue
 		}
 		ev := evs[i]
-		args = append(args, kindArgs[ev.kind], ev.step, e.stepArg(ev.step), ev.attempt, ev.err)
+		name := e.stepArg(ev.step)
+		if ev.name != "" {
+			name = ev.name
+		}
+		args = append(args, kindArgs[ev.kind], ev.step, name, ev.attempt, ev.err)
 	}
 	return args
 }

@@ -8,7 +8,9 @@ import (
 
 // Hooks are called by the coordinator as steps run, for logs and metrics.
 // Every field may be nil. They run on the saga's goroutine, so they must be
-// quick and must not call the coordinator.
+// quick and must not call the coordinator. The step hooks of a parallel
+// group's members (see Parallel) run on the members' goroutines, so they
+// may be called concurrently and must be safe for concurrent use.
 type Hooks struct {
 	// StepStarted is called before each try of an action or compensation.
 	StepStarted func(ctx context.Context, e StepEvent)

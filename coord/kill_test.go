@@ -29,6 +29,7 @@ const (
 	childMongo      = "COORD_KILL_MONGO"
 	childMongoDB    = "COORD_KILL_MONGO_DB"
 	childSagaID     = "COORD_KILL_SAGA"
+	childGroup      = "COORD_KILL_GROUP" // set: the saga with parallel groups (group_test.go)
 	hangSignal      = "coord-kill-test: hanging"
 	childLeaseInMS  = 300
 	childWaitForMax = 60 * time.Second
@@ -71,7 +72,11 @@ func runChild(step string) error {
 	if err != nil {
 		return err
 	}
-	h, err := Register(c, f.definition())
+	d := f.definition()
+	if os.Getenv(childGroup) != "" {
+		d = groupDefinition(f, nil)
+	}
+	h, err := Register(c, d)
 	if err != nil {
 		return err
 	}

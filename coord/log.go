@@ -144,8 +144,13 @@ select ` + recordColumns + ` from s`
 // is empty. Scalars, not arrays: encoding five arrays cost a write about
 // thirty allocations.
 func historyFrom(from string, actor, first int) string {
+	return historySlots(from, actor, first, maxEvents)
+}
+
+// historySlots is historyFrom with n event slots.
+func historySlots(from string, actor, first, n int) string {
 	var slots []string
-	for i := range maxEvents {
+	for i := range n {
 		p := first + 5*i
 		slots = append(slots, fmt.Sprintf("($%d::text, $%d::int, $%d::text, $%d::int, $%d::text, %d)", p, p+1, p+2, p+3, p+4, i))
 	}

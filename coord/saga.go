@@ -84,10 +84,28 @@ type Step[S any] struct {
 	// Timeout bounds each try of the action or compensation. Negative is
 	// invalid. Default (0): none.
 	Timeout time.Duration
+
+	// members are the steps of a parallel group (see Parallel); nil for a
+	// plain step.
+	members []Step[S]
 }
 
+// hasCompensation reports whether the step has something to undo: a
+// compensation, or for a group one of its members'.
 func (st *Step[S]) hasCompensation() bool {
+	for i := range st.members {
+		if st.members[i].hasCompensation() {
+			return true
+		}
+	}
 	return st.Compensate != nil || st.TxCompensate != nil
+}
+
+// undoneWhenItFails reports whether the step is compensated when it fails:
+// an Action (or a group of them) may have taken effect before its error,
+// while a failed TxAction's transaction rolled back.
+func (st *Step[S]) undoneWhenItFails() bool {
+	return (st.Action != nil || st.members != nil) && st.hasCompensation()
 }
 
 // Definition is a saga definition: a name and ordered steps. Build it with
@@ -155,6 +173,10 @@ func (d *Definition[S]) validate() error {
 			return fmt.Errorf("%w: %s: a step name must not contain \"/\"", ErrInvalid, where)
 		case seen[st.Name]:
 			return fmt.Errorf("%w: %s: duplicate step name", ErrInvalid, where)
+		case st.members != nil:
+			if err := checkGroup(where, st, seen); err != nil {
+				return err
+			}
 		case (st.Action == nil) == (st.TxAction == nil):
 			return fmt.Errorf("%w: %s needs exactly one of Action and TxAction", ErrInvalid, where)
 		case st.Compensate != nil && st.TxCompensate != nil:

@@ -35,6 +35,7 @@ const (
 	attrCompensation = attribute.Key("polystore.saga.compensation")
 	attrResumedBy    = attribute.Key("polystore.saga.resumed_by")
 	attrActor        = attribute.Key("polystore.saga.actor")
+	attrGroup        = attribute.Key("polystore.saga.group") // the parallel group of a member's span
 	// attrAttempt numbers the try that a retry event starts; on a step's
 	// span, the tries it ran (counted from the first in the log, so a
 	// recovery goes on from where the log left them).
@@ -285,6 +286,9 @@ type stepTelemetry struct {
 	// duration caches the options of coord.step.duration by action or
 	// compensation and outcome, built at their first measurement.
 	duration [2][numClasses]atomic.Pointer[[]metric.RecordOption]
+	// members are the telemetry of a parallel group's members (see
+	// Parallel): their spans and durations are per member.
+	members []stepTelemetry
 }
 
 var finalStatuses = []Status{StatusSucceeded, StatusCompensated, StatusFailed, StatusResolved, StatusDead}
@@ -306,6 +310,18 @@ func newDefTelemetry[S any](d *Definition[S]) *defTelemetry {
 			dt.steps[i].spanName[k] = prefix + st.Name
 			dt.steps[i].attrs[k] = []attribute.KeyValue{dt.name, attrStep.String(st.Name), attrStepIndex.Int(i), attrCompensation.Bool(k == 1)}
 		}
+		if st.members == nil {
+			continue
+		}
+		dt.steps[i].members = make([]stepTelemetry, len(st.members))
+		for j, m := range st.members {
+			mt := &dt.steps[i].members[j]
+			for k, prefix := range [2]string{"coord.step ", "coord.compensate "} {
+				mt.spanName[k] = prefix + m.Name
+				mt.attrs[k] = []attribute.KeyValue{dt.name, attrStep.String(m.Name), attrStepIndex.Int(i), attrCompensation.Bool(k == 1),
+					attrGroup.String(st.Name)}
+			}
+		}
 	}
 	return dt
 }
@@ -321,15 +337,21 @@ func newFinishedOpts(name attribute.KeyValue, s Status) finishedOpts {
 // durationOptions returns the options of a coord.step.duration measurement
 // of step i (its compensation when comp) with outcome class.
 func (dt *defTelemetry) durationOptions(i int, comp bool, class errClass) []metric.RecordOption {
+	return dt.steps[i].durationOptions(comp, class)
+}
+
+// durationOptions returns the options of a coord.step.duration measurement
+// of the step (its compensation when comp) with outcome class.
+func (st *stepTelemetry) durationOptions(comp bool, class errClass) []metric.RecordOption {
 	k := 0
 	if comp {
 		k = 1
 	}
-	p := &dt.steps[i].duration[k][class]
+	p := &st.duration[k][class]
 	if opts := p.Load(); opts != nil {
 		return *opts
 	}
-	attrs := append([]attribute.KeyValue(nil), dt.steps[i].attrs[k]...)
+	attrs := append([]attribute.KeyValue(nil), st.attrs[k]...)
 	if class != classNone {
 		attrs = append(attrs, attrErrorType.String(classNames[class]))
 	}
