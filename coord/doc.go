@@ -29,6 +29,12 @@
 // (ErrFailed), listed by Coordinator.Failed for a person, who retries or
 // resolves it.
 //
+// Steps that do not depend on each other can form a parallel group
+// (Parallel): its members, Action steps of one kind, run concurrently and
+// share one log record written once all of them succeeded; when one fails,
+// every member is compensated concurrently, then the steps before; a saga
+// cut inside a group runs all its members again on recovery.
+//
 // # Durability and recovery
 //
 // Each saga is a row of coord_saga: status, next step, state, attempts, last

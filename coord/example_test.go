@@ -154,3 +154,81 @@ func ExampleCoordinator_Failed() {
 		fmt.Printf("%s (%s) stuck compensating %s: %s\n", s.ID, s.Name, s.StepName, s.Error)
 	}
 }
+
+// Parallel runs the MongoDB insert and the Redis set of a registration
+// concurrently, after the pivot that creates the user: one log record
+// before them, one after both. Each member writes its own store and reads
+// the state only, as members must (they share *S).
+func ExampleParallel() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("POSTGRES_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	mc, err := mongo.Connect(options.Client().ApplyURI(os.Getenv("MONGODB_URL")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = mc.Disconnect(ctx) }()
+	convs := mc.Database("app").Collection("conversations")
+	ropts, err := redis.ParseURL(os.Getenv("REDIS_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+
+	c, err := coord.New(ctx, pool, coord.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	register, err := coord.Register(c, coord.Define("register-fast",
+		coord.Step[Registration]{
+			Name: "user",
+			Kind: coord.Pivot,
+			TxAction: func(ctx context.Context, tx coord.Tx, r *Registration) error {
+				_, err := tx.Exec(ctx, `insert into users (id, email) values ($1, $2)`, r.UserID, r.Email)
+				return err
+			},
+		},
+		// After the pivot: retriable members, retried (by recovery too)
+		// until both have succeeded; a crash between them runs both again,
+		// and their barriers make the replay take effect once.
+		coord.Parallel("notify",
+			coord.Step[Registration]{
+				Name: "conversation",
+				Kind: coord.Retriable,
+				Action: func(ctx context.Context, r *Registration) error {
+					_, err := coord.MongoInsert(ctx, convs, bson.D{{Key: "_id", Value: r.UserID}, {Key: "title", Value: "Welcome!"}})
+					return err
+				},
+				Timeout: 2 * time.Second,
+			},
+			coord.Step[Registration]{
+				Name: "cache",
+				Kind: coord.Retriable,
+				Action: func(ctx context.Context, r *Registration) error {
+					_, err := coord.RedisSet(ctx, rdb, "profile:"+r.UserID, r.Email, time.Hour)
+					return err
+				},
+				Retry: coord.RetryPolicy{Attempts: 5},
+			},
+		),
+	))
+	if err != nil {
+		log.Fatal(err)
+	}
+	r := Registration{UserID: "u-43", Email: "grace@example.com"}
+	info, err := register.Run(ctx, "register:"+r.Email, &r)
+	switch {
+	case err == nil:
+		fmt.Println("registered", r.UserID)
+	case errors.Is(err, coord.ErrIncomplete):
+		// A member failed its tries: recovery runs the group again.
+		fmt.Println("registered; recovery finishes", info.StepName, info.Error)
+	default:
+		log.Fatal(err)
+	}
+}
