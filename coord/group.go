@@ -390,9 +390,13 @@ func writeSQLFor(n int, async bool) string {
 }
 
 // callMember runs fn, a member's Action or Compensate, with the member's
-// key and timeout. The group renews the lease.
+// key and timeout. The group renews the lease. The barriers learn whether
+// the member has a compensation (none: MongoInsert needs no tombstone
+// check, since nothing is ever compensated under its key); the lease's
+// bound is not passed (nil), so a compensatable member's MongoInsert keeps
+// its check.
 func (e *execution[S]) callMember(ctx context.Context, m *Step[S], op string, fn func(context.Context, *S) error) error {
-	sctx := withStep(ctx, e.id+"/"+m.Name, op)
+	sctx := withRunStep(ctx, e.id+"/"+m.Name, op, m.hasCompensation(), nil)
 	if m.Timeout > 0 {
 		var cancel context.CancelFunc
 		sctx, cancel = context.WithTimeout(sctx, m.Timeout)

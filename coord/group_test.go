@@ -682,3 +682,123 @@ func TestGroupError_IsEachMembersError(t *testing.T) {
 	assert.ErrorIs(t, err, errB)
 	assert.Equal(t, `step "g": member "a": a failed; member "b": b failed`, err.Error())
 }
+
+// TestRecover_GroupPostgresLosingTheNonDurableRecordsEndsConsistent is
+// TestRecover_PostgresLosingTheNonDurableRecordsEndsConsistent for the
+// grouped saga: a group's record follows the rules of an Action step's, so
+// the records after "notify" (the next step is a TxAction) and after the
+// retriable "publish" are not durable, and neither is the compensation of
+// "notify" (the PostgreSQL step is left to compensate). A run cut at each
+// boundary (or finished), then put back to its last durable record, ends
+// consistent after recovery.
+func TestRecover_GroupPostgresLosingTheNonDurableRecordsEndsConsistent(t *testing.T) {
+	scenarios := []struct {
+		name   string
+		setup  func(f *fixture)
+		status Status
+		want   groupEffects
+		lost   Status // what the finished run's last durable record says
+	}{
+		{"success", func(*fixture) {}, StatusSucceeded, groupAllApplied, StatusRunning},
+		{"pivot fails", func(f *fixture) { f.fail(stepActivate, false, -1) }, StatusCompensated, groupNoneLeft, StatusCompensated},
+		{"a member fails after its write", func(f *fixture) { f.failAfterWrite(memberDraft, -1) }, StatusCompensated, groupNoneLeft, StatusCompensated},
+		{"a retriable member fails twice", func(f *fixture) { f.fail(memberFeed, false, 2) }, StatusSucceeded, groupAllApplied, StatusRunning},
+	}
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			durableLog(t, f)
+			sc.setup(f)
+			points := groupBoundaries(t, f, "probe")
+			require.NotEmpty(t, points)
+			recoverer, _ := groupCoordinator(t, f, Options{Owner: "recoverer", LeaseDuration: testLease}, nil)
+
+			// i == len(points): the run is not cut, it returns its outcome.
+			for i := 0; i <= len(points); i++ {
+				id := fmt.Sprintf("lost-%d", i)
+				name := "finished"
+				var target groupCrashPoint
+				if i < len(points) {
+					target = points[i]
+					name = fmt.Sprintf("%02d %s #%d", i, target.crashPoint, target.n)
+				}
+				t.Run(name, func(t *testing.T) {
+					sc.setup(f) // the same failures as the probe met, so the same boundaries
+					var mu sync.Mutex
+					seen := map[crashPoint]int{}
+					_, crashed := groupCoordinator(t, f, Options{Owner: "crashed", LeaseDuration: testLease, crashAt: func(p crashPoint) bool {
+						mu.Lock()
+						defer mu.Unlock()
+						seen[p]++
+						return p == target.crashPoint && seen[p] == target.n
+					}}, nil)
+					_, err := crashed.Run(context.Background(), id, &regState{UserID: id, Email: id + "@example.com"})
+					if i < len(points) {
+						require.ErrorIs(t, err, errCrashed)
+					} else {
+						require.True(t, err == nil || errors.Is(err, ErrCompensated), "Run: %v", err)
+					}
+
+					before, after := loseNonDurable(t, f, id)
+					if i == len(points) {
+						assert.Equal(t, sc.status, before, "the run finished")
+						assert.Equal(t, sc.lost, after, "what the last durable write left")
+					}
+					info := recoverUntilFinal(t, recoverer, id)
+					assert.Equal(t, sc.status, info.Status)
+					assert.Equal(t, sc.want, f.groupEffects(t, id))
+				})
+			}
+		})
+	}
+}
+
+// TestRun_GroupMemberMongoInsertSkipsTheTombstoneWithoutACompensation counts
+// the MongoDB commands of a member's MongoInsert: a member without a
+// compensation (a retriable one) sends the insert alone, since nothing is
+// ever compensated under its key; a compensatable member's insert checks
+// the tombstone first.
+func TestRun_GroupMemberMongoInsertSkipsTheTombstoneWithoutACompensation(t *testing.T) {
+	f := newFixture(t)
+	db, cmds := countedMongo(t)
+	coll := db.Collection("docs")
+	c, err := New(context.Background(), f.pool, Options{})
+	require.NoError(t, err)
+	type S struct {
+		ID string `json:"id"`
+	}
+	var mu sync.Mutex
+	sent := map[string][]string{}
+	insert := func(name string) func(context.Context, *S) error {
+		return func(ctx context.Context, s *S) error {
+			_, err := MongoInsert(ctx, coll, bson.D{{Key: "_id", Value: s.ID + "-" + name}})
+			return err
+		}
+	}
+	noop := func(context.Context, *S) error { return nil }
+	// One MongoDB member per group: the pivot takes the first group's
+	// commands, the end of the run the second's.
+	h, err := Register(c, Define("mongo-members",
+		Parallel("before",
+			Step[S]{Name: "compensatable", Action: insert("compensatable"), Compensate: noop},
+			Step[S]{Name: "other", Action: noop}),
+		Step[S]{Name: "pivot", Kind: Pivot, Action: func(context.Context, *S) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sent["before"] = cmds.take()
+			return nil
+		}},
+		Parallel("after",
+			Step[S]{Name: "retriable", Kind: Retriable, Action: insert("retriable")},
+			Step[S]{Name: "other-after", Kind: Retriable, Action: noop}),
+	))
+	require.NoError(t, err)
+	cmds.take()
+	_, err = h.Run(context.Background(), "m1", &S{ID: "m1"})
+	require.NoError(t, err)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"find", "insert"}, sent["before"], "a compensatable member checks the tombstone")
+	assert.Equal(t, []string{"insert"}, cmds.take(), "a member without compensation inserts alone")
+}
