@@ -134,11 +134,11 @@ type memberResult struct {
 // groupError is the error of a group whose members failed for good.
 type groupError struct {
 	group   string
-	members []string // the failed members, in the group's order
-	errs    []error  // their last tries' errors
-	tries   []int    // their tries
-	policy  RetryPolicy
-	attempt int // the tries of the member whose policy sets the backoff
+	members []string    // the failed members, in the group's order
+	errs    []error     // their last tries' errors
+	tries   []int       // their tries
+	policy  RetryPolicy // of the member that made the most tries
+	attempt int         // its tries
 }
 
 func (g *groupError) Error() string {
@@ -235,7 +235,9 @@ func (e *execution[S]) runGroup(ctx context.Context, comp bool) error {
 		}
 	}
 	if ge != nil {
-		e.attempts = ge.attempt
+		// Counted across runs, as a step's tries are, so that a retriable
+		// group's backoff grows from one recovery to the next.
+		e.attempts += ge.attempt
 		e.cause = ge.Error()
 		return ge
 	}
@@ -431,12 +433,14 @@ func (e *execution[S]) failureEvents(kind EventKind, err error) []event {
 }
 
 // retriableWait is how long a retriable step that failed with err waits
-// before recovery tries it again: its policy's backoff, or for a group the
-// backoff of its member that made the most tries.
+// before recovery tries it again: its policy's backoff after the step's
+// tries so far, or for a group the policy's of the member that made the
+// most tries in this run, after the group's tries so far (the most tries
+// of a member in each run, added up).
 func (e *execution[S]) retriableWait(st *Step[S], err error) time.Duration {
 	var ge *groupError
 	if errors.As(err, &ge) {
-		return ge.policy.wait(ge.attempt)
+		return ge.policy.wait(e.attempts)
 	}
 	return st.Retry.withDefaults().wait(e.attempts)
 }

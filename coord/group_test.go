@@ -426,6 +426,7 @@ func TestRun_ARetriableGroupIsLeftToRecoveryAndNeverCompensated(t *testing.T) {
 	assert.Equal(t, StatusRunning, info.Status)
 	assert.Equal(t, groupPublish, info.StepName)
 	assert.Contains(t, info.Error, memberFeed)
+	assert.Equal(t, fastRetry.Attempts, info.Attempts, "the failed member's tries")
 
 	info = recoverUntilFinal(t, c, "u1")
 	assert.Equal(t, StatusSucceeded, info.Status)
