@@ -215,14 +215,15 @@ func (e *execution[S]) startCompensation(ctx context.Context, err error) error {
 // cancelNow turns a running saga that Cancel asked to stop, at a step
 // boundary before its pivot, to compensation of what it did. The current
 // step's action is compensated only if a try of it ran (an Action may have
-// taken effect before it failed), or for a group if a previous run may
-// have started it.
+// taken effect before it failed), or if a previous run may have started it:
+// this run resumed the saga there from the log, which records no try in
+// progress (a compensation does nothing for an action that did not run).
 func (e *execution[S]) cancelNow(ctx context.Context) error {
 	st := &e.def.steps[e.step]
 	ev := event{EventCancelled, e.step, e.attempts, "", ""}
 	e.causeErr = ErrCancelled
 	e.cause = ErrCancelled.Error()
-	if !((e.attempts > 0 || e.groupMayHaveRun()) && st.undoneWhenItFails()) {
+	if !((e.attempts > 0 || e.resumedAt == e.step) && st.undoneWhenItFails()) {
 		e.step--
 	}
 	e.attempts = 0

@@ -444,11 +444,3 @@ func (e *execution[S]) retriableWait(st *Step[S], err error) time.Duration {
 	}
 	return st.Retry.withDefaults().wait(e.attempts)
 }
-
-// groupMayHaveRun reports whether the current step is a group that a
-// previous run may have started: this run resumed the saga there, and the
-// log records no member's progress. Cancel then compensates its members
-// (a compensation does nothing for an action that never ran).
-func (e *execution[S]) groupMayHaveRun() bool {
-	return e.def.steps[e.step].members != nil && e.resumedAt == e.step
-}

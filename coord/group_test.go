@@ -803,3 +803,24 @@ func TestRun_GroupMemberMongoInsertSkipsTheTombstoneWithoutACompensation(t *test
 	assert.Equal(t, []string{"find", "insert"}, sent["before"], "a compensatable member checks the tombstone")
 	assert.Equal(t, []string{"insert"}, cmds.take(), "a member without compensation inserts alone")
 }
+
+// TestCancel_ASagaCutInsideAnActionStepCompensatesIt cuts a run after the
+// MongoDB step's action took effect and before its record, then cancels
+// the saga before recovery takes it: the log cannot say whether the action
+// ran, so the cancel compensates it (a compensation does nothing for an
+// action that did not run), as it does a group's members.
+func TestCancel_ASagaCutInsideAnActionStepCompensatesIt(t *testing.T) {
+	f := newFixture(t)
+	_, crashed := f.coordinator(t, Options{Owner: "crashed", LeaseDuration: testLease, crashAt: func(p crashPoint) bool {
+		return p.Stage == stageAfterAction && p.Step == stepWelcome
+	}})
+	_, err := crashed.Run(context.Background(), "u1", &regState{UserID: "u1", Email: "u1@example.com"})
+	require.ErrorIs(t, err, errCrashed)
+	require.True(t, f.effects(t, "u1").Conversation)
+
+	recoverer, _ := f.coordinator(t, Options{Owner: "recoverer", LeaseDuration: testLease})
+	require.NoError(t, recoverer.Cancel(context.Background(), "u1", "ops", "mistake"))
+	info := recoverUntilFinal(t, recoverer, "u1")
+	assert.Equal(t, StatusCompensated, info.Status)
+	assert.Equal(t, noneLeft, f.effects(t, "u1"))
+}
