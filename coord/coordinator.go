@@ -130,7 +130,8 @@ type Handle[S any] struct {
 // recovery can find its code. It returns an error wrapping ErrInvalid when d
 // breaks a rule (no name, no steps, a duplicate step name, a second pivot, a
 // retriable step before the pivot, a compensation on a pivot or retriable
-// step, an invalid RetryPolicy or a negative Timeout...), when the name is
+// step, an invalid RetryPolicy or a negative Timeout, a parallel group
+// breaking a rule of Parallel...), when the name is
 // already registered, or for a nil c.
 func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 	if c == nil {
