@@ -824,3 +824,42 @@ func TestCancel_ASagaCutInsideAnActionStepCompensatesIt(t *testing.T) {
 	assert.Equal(t, StatusCompensated, info.Status)
 	assert.Equal(t, noneLeft, f.effects(t, "u1"))
 }
+
+// TestRun_ALongGroupRenewsItsLease holds a member while another
+// coordinator keeps trying to recover the saga for two leases: the group
+// renews the lease while its members run.
+func TestRun_ALongGroupRenewsItsLease(t *testing.T) {
+	f := newFixture(t)
+	const lease = 2 * time.Second // renewed every third of it: generous for a loaded machine
+	runner, err := New(context.Background(), f.pool, Options{Owner: "runner", LeaseDuration: lease})
+	require.NoError(t, err)
+	other, err := New(context.Background(), f.pool, Options{Owner: "other", LeaseDuration: lease})
+	require.NoError(t, err)
+	type S struct{}
+	release := make(chan struct{})
+	running := make(chan struct{})
+	quick := Step[S]{Name: "quick", Action: func(context.Context, *S) error { return nil }}
+	h, err := Register(runner, Define("long-group", Parallel("g", quick, Step[S]{Name: "long", Action: func(context.Context, *S) error {
+		close(running)
+		<-release
+		return nil
+	}})))
+	require.NoError(t, err)
+	_, err = Register(other, Define("long-group", Parallel("g", quick, Step[S]{Name: "long", Action: func(context.Context, *S) error {
+		t.Error("the saga was taken over while its group was running")
+		return nil
+	}})))
+	require.NoError(t, err)
+
+	done := runAsync(h, "s1", &S{})
+	<-running
+	start := time.Now()
+	for time.Since(start) < 2*lease {
+		n, err := other.Recover(context.Background())
+		require.NoError(t, err)
+		require.Zero(t, n)
+		time.Sleep(lease / 10) // pacing the attempts, not waiting for an event
+	}
+	close(release)
+	require.NoError(t, <-done)
+}
