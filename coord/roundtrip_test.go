@@ -119,10 +119,51 @@ func (w threeWrites) saga() *Definition[benchState] {
 	)
 }
 
+// grouped does the same three writes as a saga whose MongoDB insert and
+// Redis set run concurrently, as one parallel group after the PostgreSQL
+// insert. A pivot cannot be inside a group (README.md, Parallel groups),
+// so where saga has the MongoDB insert as its pivot, here the PostgreSQL
+// insert is the pivot (its commit is the saga's point of no return) and
+// both group members are retriable: the shape a saga takes when the writes
+// after its first one must only happen, not be undone. The group's record
+// is then a retriable step's, written without waiting for the WAL flush
+// (Definition.recordDurable).
+func (w threeWrites) grouped() *Definition[benchState] {
+	return Define("three-writes-grouped",
+		Step[benchState]{
+			Name: "pg",
+			Kind: Pivot,
+			TxAction: func(ctx context.Context, tx Tx, s *benchState) error {
+				_, err := tx.Exec(ctx, `insert into users (id, email) values ($1, $2)`, s.ID, s.Email)
+				return err
+			},
+		},
+		Parallel("notify",
+			Step[benchState]{
+				Name: "mongo",
+				Kind: Retriable,
+				Action: func(ctx context.Context, s *benchState) error {
+					_, err := MongoInsert(ctx, w.convs, bson.D{{Key: "_id", Value: s.ID}, {Key: "title", Value: "Welcome"}})
+					return err
+				},
+			},
+			Step[benchState]{
+				Name: "redis",
+				Kind: Retriable,
+				Action: func(ctx context.Context, s *benchState) error {
+					_, err := RedisSet(ctx, w.rdb, w.prefix+s.ID, s.Email, 0)
+					return err
+				},
+			},
+		),
+	)
+}
+
 // TestRun_HappyPathCostsOneRoundTripPerStepTheRecordRidingInAFirstTxAction
 // counts the PostgreSQL round trips of a saga against the raw writes: one
 // per step (a TxAction's BEGIN and opening statement travel with its first
-// statement, its record with COMMIT; an Action's record is one write), and
+// statement, its record with COMMIT; an Action's record is one write; a
+// parallel group is one step, its members sharing one record), and
 // the record's insert: in the first step's transaction when that step is a
 // TxAction (no round trip of its own), one round trip before any step's
 // code otherwise.
@@ -136,6 +177,8 @@ func TestRun_HappyPathCostsOneRoundTripPerStepTheRecordRidingInAFirstTxAction(t 
 	assert.EqualValues(t, 1, rt.n.Load(), "raw: one insert")
 
 	actionFirst, err := Register(h.c, Define("three-writes-action-first", h.def.steps[1:]...))
+	require.NoError(t, err)
+	grouped, err := Register(h.c, w.grouped())
 	require.NoError(t, err)
 	tests := []struct {
 		name string
@@ -151,6 +194,13 @@ func TestRun_HappyPathCostsOneRoundTripPerStepTheRecordRidingInAFirstTxAction(t 
 		// The record's insert, then mongo's record and redis's.
 		{"first step an Action", func(id string) error {
 			_, err := actionFirst.Run(ctx, id, &benchState{ID: id, Email: id + "@example.com"})
+			return err
+		}, 3},
+		// pg (the pivot): BEGIN, the record's insert and the step's
+		// insert, then its record and COMMIT; the group (mongo and redis
+		// concurrently): its one record.
+		{"a TxAction then a parallel group", func(id string) error {
+			_, err := grouped.Run(ctx, id, &benchState{ID: id, Email: id + "@example.com"})
 			return err
 		}, 3},
 	}
