@@ -255,9 +255,6 @@ func (c *checker) checkRecord(ctx context.Context, base string, rec *mixed.Recor
 		if status != http.StatusOK || got != email {
 			v.add("user %s: GET after healing answered %d with email %q, its row has %q (stale cache)", u.ID, status, got, email)
 		}
-		if u.Unanswered {
-			continue // a conversation request may still have been running
-		}
 		convs, err := c.conversationsOf(ctx, u.ID)
 		if err != nil {
 			return n, err
