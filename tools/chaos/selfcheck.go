@@ -20,8 +20,9 @@ import (
 //   - a live user's email changed in its row after the server cached its
 //     profile: the row differs from the acknowledged PATCH, and GET from the
 //     row (a stale cache);
-//   - a live user claimed deleted (204): its row, conversations and cache
-//     entry are all still there.
+//   - a live user claimed deleted (204), its profile read first so that
+//     Redis caches it: its row, conversations and cache entry are all
+//     still there.
 func (h *harness) selfCheck(ctx context.Context, rec *mixed.Record) ([]string, error) {
 	var live []*mixed.User
 	for _, u := range rec.Users {
@@ -50,6 +51,9 @@ func (h *harness) selfCheck(ctx context.Context, rec *mixed.Record) ([]string, e
 	}
 	gone := *live[1]
 	gone.Deleted = true
+	if _, _, err := h.check.profile(ctx, h.server.base, gone.ID); err != nil { // its cache entry
+		return nil, err
+	}
 
 	var v violations
 	if err := h.check.checkPairs(ctx, &v); err != nil {
@@ -66,6 +70,7 @@ func (h *harness) selfCheck(ctx context.Context, rec *mixed.Record) ([]string, e
 		{"user " + stale.ID + ":", "email \"" + stale.Email + "\", its row has \"changed.behind@example.org\" (stale cache)"},
 		{"user " + gone.ID + ":", "a DELETE answered 204, its row is still in PostgreSQL"},
 		{"user " + gone.ID + ":", "conversations are still in MongoDB"},
+		{"user " + gone.ID + ":", "Redis still holds"},
 	} {
 		if !slices.ContainsFunc(v, func(s string) bool { return strings.Contains(s, want[0]) && strings.Contains(s, want[1]) }) {
 			missed = append(missed, want[0]+" ... "+want[1])
