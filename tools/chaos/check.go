@@ -31,8 +31,12 @@ type checker struct {
 	convs  *mongo.Collection
 	prefix string // the server's REDIS_PREFIX
 	client *http.Client
-	// orphansSeen are conversations without a user already reported, so
-	// that each is counted against the scenario that left it, once.
+	// orphansSeen holds what was already reported, so that each breach is
+	// counted once, against the scenario that left it: conversations
+	// without a user (their ObjectID, 24 hex digits) and users without a
+	// conversation (their UUID) from checkPairs, and failed sagas
+	// ("saga:" and their id) from failedSince. The three forms never
+	// collide.
 	orphansSeen map[string]bool
 }
 
