@@ -362,11 +362,14 @@ func startServer(ctx context.Context, name, bin, dir string, env []string) (*exa
 	if err != nil {
 		return nil, err
 	}
+	// A server that accepts but does not answer must not hang the poll:
+	// each try is bounded, so waitFor's bound holds.
+	client := &http.Client{Timeout: 2 * time.Second}
 	err = waitFor(ctx, 60*time.Second, func() error {
 		if s.p.exited() {
 			return fmt.Errorf("%s exited: %s", name, lastLines(readFile(s.log), 5))
 		}
-		res, err := http.Get(s.base + "/livez")
+		res, err := client.Get(s.base + "/livez")
 		if err != nil {
 			return err
 		}
