@@ -56,7 +56,9 @@ type Config struct {
 	Client *http.Client
 	// Workers is the number of requests in flight at once. Default: 4.
 	Workers int
-	// MaxRequests bounds the run's requests. Default: 100,000.
+	// MaxRequests bounds the run's steps, each one request except a
+	// registration answered 201, which logs the new user in as well: so
+	// at most twice as many requests are sent. Default: 100,000.
 	MaxRequests int
 	// Prefix starts every username: it makes them unique to the run
 	// (lower-case letters and digits, starting with a letter).
