@@ -319,8 +319,9 @@ func (e *execution[S]) insertArgs(data []byte) []any {
 	return append(args, traceContext)
 }
 
-// The bounds of settleInsert: tries, each with its own timeout, and the
-// first wait between two (doubling).
+// The bounds of settleInsert within the run's settling budget (see
+// execution.settleContext): tries, each with its own timeout, and the first
+// wait between two (doubling).
 const (
 	settleTries   = 5
 	settleTimeout = 2 * time.Second
@@ -332,22 +333,45 @@ const (
 // the record again, which is harmless if the first insert committed, since
 // the record names this run's token. It reports whether the saga is this
 // run's (e.reinserted: because this insert took effect, so the first did
-// not); its error means the log could not be reached in settleTries tries.
+// not); its error means the log could not be reached in settleTries tries
+// within the run's settling budget (Options.SettleTimeout).
 func (e *execution[S]) settleInsert(ctx context.Context, data []byte) (bool, error) {
-	ctx = context.WithoutCancel(ctx) // the answer is owed even to a caller who gave up
+	sctx, cancel := e.settleContext(ctx) // the answer is owed even to a caller who gave up
+	defer cancel()
 	wait := settleWait
 	var errs []error
 	for try := 1; ; try++ {
-		ours, err := e.settleOnce(ctx, data)
+		ours, err := e.settleOnce(sctx, data)
 		if err == nil {
+			if ctx.Err() == nil {
+				// The run goes on for a caller still waiting: a later
+				// failure has a budget of its own.
+				e.settleBy = time.Time{}
+			}
 			return ours, nil
 		}
 		errs = append(errs, err)
 		if try == settleTries {
 			return false, errors.Join(errs...)
 		}
-		time.Sleep(wait)
+		if !sleepCtx(sctx, wait) {
+			errs = append(errs, fmt.Errorf("settling within Options.SettleTimeout %v: %w", e.c.opts.SettleTimeout, context.Cause(sctx)))
+			return false, errors.Join(errs...)
+		}
 		wait *= 2
+	}
+}
+
+// sleepCtx waits for d, or until ctx ends; it reports whether it waited all
+// of d with ctx still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return ctx.Err() == nil
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -57,6 +57,9 @@ type execution[S any] struct {
 	// with the step, in one transaction, or not at all (see firstTryFailed).
 	pending    []byte
 	reinserted bool // settleInsert's insert took effect (so the one in flight did not)
+	// settleBy ends the run's settling budget (see settleContext); zero
+	// until the run first needs it.
+	settleBy time.Time
 
 	// Boxed once for the log's statements, and the buffers of its writes
 	// (see writeStmt).
@@ -166,6 +169,20 @@ func unlogged(err error) bool {
 	return errors.Is(err, errExists) || errors.Is(err, ErrNotStarted) || errors.Is(err, ErrOutcomeUnknown)
 }
 
+// settleContext returns the context of the waits that follow a cut or a
+// failure whose outcome the run must learn or report to the log (settling
+// an insert, releasing the saga): free of the caller's ctx, whose end must
+// not stop them, and bounded by one budget, Options.SettleTimeout, counted
+// from the first of them (settleInsert starts it again when the run goes on
+// for a caller still waiting), so that a caller can tell how long Run may
+// take past its ctx.
+func (e *execution[S]) settleContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if e.settleBy.IsZero() {
+		e.settleBy = time.Now().Add(e.c.opts.SettleTimeout)
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), e.settleBy)
+}
+
 // abandon ends the run, leaving the saga in the log for recovery, which may
 // take it over after the given delay (zero: at once).
 func (e *execution[S]) abandon(ctx context.Context, err error, delay time.Duration) (Info, error) {
@@ -173,8 +190,9 @@ func (e *execution[S]) abandon(ctx context.Context, err error, delay time.Durati
 		return e.info(), err
 	}
 	if !errors.Is(err, ErrLeaseLost) {
-		// Best effort: recovery would take the saga when the lease ends anyway.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		// Best effort, within the run's settling budget: recovery would
+		// take the saga when the lease ends anyway.
+		wctx, cancel := e.settleContext(ctx)
 		var updated time.Time
 		args := e.appendEvents([]any{e.idArg, e.tokenArg, delay.Milliseconds(), e.attempts, e.cause},
 			event{EventReleased, e.step, e.attempts, err.Error(), ""})

@@ -54,7 +54,12 @@ type pgProxy struct {
 	// refuseAfterFault makes the proxy refuse new connections once the
 	// fault has struck.
 	refuseAfterFault bool
-	skip             int // messages carrying the marker to let through first
+	// hole makes the proxy accept new connections and never answer them
+	// (a blackholed server) until heal; holeAfterFault sets it once the
+	// fault has struck.
+	hole, holeAfterFault bool
+	held                 int // connections accepted into the hole
+	skip                 int // messages carrying the marker to let through first
 }
 
 func newPgProxy(t *testing.T, target string) *pgProxy {
@@ -77,10 +82,18 @@ func (p *pgProxy) serve() {
 			return
 		}
 		p.mu.Lock()
-		refuse := p.refuse
+		refuse, hole := p.refuse, p.hole
+		if hole {
+			// Held open, unanswered, until heal or cut closes it.
+			p.conns[client] = true
+			p.held++
+		}
 		p.mu.Unlock()
 		if refuse {
 			_ = client.Close()
+			continue
+		}
+		if hole {
 			continue
 		}
 		server, err := net.Dial("tcp", p.target)
@@ -115,6 +128,9 @@ func (p *pgProxy) toServer(client, server net.Conn, lost chan struct{}, once *sy
 				p.fault = 0
 				if p.refuseAfterFault {
 					p.refuse = true
+				}
+				if p.holeAfterFault {
+					p.hole = true
 				}
 			}
 			p.mu.Unlock()
@@ -187,6 +203,41 @@ func (p *pgProxy) cut() {
 		_ = c.Close()
 	}
 	clear(p.conns)
+}
+
+// blackholeAfter makes the proxy apply fault to the client message carrying
+// marker that follows skip others carrying it, then blackhole every new
+// connection until heal.
+func (p *pgProxy) blackholeAfter(fault proxyFault, marker string, skip int) {
+	p.armAfter(fault, marker, false, skip)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.holeAfterFault = true
+}
+
+// blackhole makes the proxy hold every new connection without answering
+// until heal (cut breaks the old ones, so that the pool dials new ones).
+func (p *pgProxy) blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hole = true
+}
+
+// heal ends the blackhole and closes the connections it held, as a server
+// coming back would find them broken.
+func (p *pgProxy) heal() {
+	p.cut()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hole, p.holeAfterFault = false, false
+}
+
+// holding reports whether the proxy blackholes connections and how many it
+// has accepted into the hole.
+func (p *pgProxy) holding() (bool, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hole, p.held
 }
 
 func (p *pgProxy) setRefuse(v bool) {
@@ -441,6 +492,142 @@ func TestRun_BrokenConnectionErrorSaysWhetherTheSagaIsLogged(t *testing.T) {
 			assert.Equal(t, 1, f.callCount(id, stepWelcome, false), "the MongoDB step ran once")
 		})
 	}
+}
+
+// TestRun_PostgresBlackholedAfterACutRunReturnsWithinItsSettleBudget cuts a
+// run where it must then wait on the log (the COMMIT that carried the
+// saga's record, whose outcome it settles on fresh connections; the pivot,
+// cut by the caller's deadline, after which it gives the saga back) and
+// blackholes PostgreSQL from then on: Run must return, with the error that
+// says where the saga stands, while the blackhole lasts, having tried the
+// log (a connection in the hole); once PostgreSQL answers again, what the
+// error advises finishes the saga.
+func TestRun_PostgresBlackholedAfterACutRunReturnsWithinItsSettleBudget(t *testing.T) {
+	tests := []struct {
+		name string
+		// cut arms the fault and the blackhole before Run; hook, if any,
+		// is Options.crashAt.
+		cut      func(p *pgProxy, id string)
+		hook     func(p *pgProxy) func(crashPoint) bool
+		deadline bool // Run's ctx has a deadline, as a server request's has
+		wantErr  error
+		logged   bool // the saga is in the log after Run
+	}{
+		{
+			name:    "COMMIT carrying the record lost on its way",
+			cut:     func(p *pgProxy, id string) { p.blackholeAfter(faultDrop, id, 1) },
+			wantErr: ErrOutcomeUnknown,
+		},
+		{
+			name:    "answer of the COMMIT carrying the record lost",
+			cut:     func(p *pgProxy, id string) { p.blackholeAfter(faultLoseReply, id, 1) },
+			wantErr: ErrOutcomeUnknown,
+			logged:  true,
+		},
+		{
+			name: "pivot cut by the caller's deadline",
+			hook: func(p *pgProxy) func(crashPoint) bool {
+				var once sync.Once
+				return func(pt crashPoint) bool {
+					if pt.Stage == stageBeforeAction && pt.Step == stepActivate {
+						once.Do(func() {
+							p.blackhole()
+							p.cut()
+						})
+					}
+					return false
+				}
+			},
+			deadline: true,
+			wantErr:  ErrIncomplete, // its release is best effort: recovery takes it at the lease's end
+			logged:   true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			p := newPgProxy(t, pgTarget(t, f))
+			pool := proxiedPool(t, f, p)
+			opts := Options{Owner: "blackholed", LeaseDuration: testLease, SettleTimeout: 300 * time.Millisecond}
+			if tt.hook != nil {
+				opts.crashAt = tt.hook(p)
+			}
+			c, err := New(context.Background(), pool, opts)
+			require.NoError(t, err)
+			h, err := Register(c, f.definition())
+			require.NoError(t, err)
+			id := "u-" + strconv.FormatUint(rand.Uint64(), 36)
+			if tt.cut != nil {
+				tt.cut(p, id)
+			}
+			ctx := context.Background()
+			if tt.deadline {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, time.Second)
+				defer cancel()
+			}
+
+			type result struct {
+				info Info
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				info, err := h.Run(ctx, id, &regState{UserID: id, Email: id + "@example.com"})
+				done <- result{info, err}
+			}()
+			var res result
+			select {
+			case res = <-done:
+			case <-time.After(time.Minute): // bounds the test only: the budget is 300ms
+				p.heal()
+				<-done
+				t.Fatal("Run did not return while PostgreSQL was blackholed")
+			}
+			hole, held := p.holding()
+			require.True(t, hole, "PostgreSQL was blackholed while Run returned")
+			assert.Positive(t, held, "Run tried the log in the blackhole")
+			require.ErrorIs(t, res.err, tt.wantErr)
+			for _, other := range []error{ErrNotStarted, ErrIncomplete, ErrOutcomeUnknown, ErrCompensated, ErrFailed} {
+				if other != tt.wantErr {
+					assert.NotErrorIs(t, res.err, other)
+				}
+			}
+
+			// PostgreSQL answers again: the log, read directly, and what the
+			// error advises (recovery, or Run again with the same id).
+			p.heal()
+			direct, err := New(context.Background(), f.pool, Options{Owner: "direct", LeaseDuration: testLease})
+			require.NoError(t, err)
+			hd, err := Register(direct, f.definition())
+			require.NoError(t, err)
+			_, err = direct.Get(context.Background(), id)
+			if tt.logged {
+				require.NoError(t, err, "the saga is in the log")
+			} else {
+				require.ErrorIs(t, err, ErrNotFound)
+			}
+			info := recoverUntilFinalOrAbsent(t, direct, id)
+			if !tt.logged {
+				info, err = hd.Run(context.Background(), id, &regState{UserID: id, Email: id + "@example.com"})
+				require.NoError(t, err)
+			}
+			assert.Equal(t, StatusSucceeded, info.Status)
+			assert.Equal(t, allApplied, f.effects(t, id))
+			assert.Equal(t, 1, f.callCount(id, stepWelcome, false), "the MongoDB step ran once")
+		})
+	}
+}
+
+// recoverUntilFinalOrAbsent is recoverUntilFinal for a saga that may not be
+// in the log: then it returns the zero Info.
+func recoverUntilFinalOrAbsent(t *testing.T, c *Coordinator, id string) Info {
+	t.Helper()
+	if _, err := c.Get(context.Background(), id); errors.Is(err, ErrNotFound) {
+		return Info{}
+	}
+	return recoverUntilFinal(t, c, id)
 }
 
 // TestRun_ConnectionsCutRepeatedlyEveryOutcomeIsTrue runs sagas from several

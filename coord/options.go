@@ -33,6 +33,21 @@ type Options struct {
 	// be at least 1ms; negative is invalid. Default: 30s.
 	LeaseDuration time.Duration
 
+	// SettleTimeout bounds what a run waits for, in all, once a log write's
+	// outcome is unknown or the run gives up (the caller's ctx ended, the
+	// connection broke): learning on fresh connections whether a cut insert
+	// of the saga's record, or a cut COMMIT that carried it, took effect,
+	// and giving the saga back to recovery. These waits ignore the caller's
+	// ctx, since the answer is owed even to a caller who gave up, so this
+	// is what a run may take past its ctx's deadline. When the budget runs
+	// out before the log answers, Run returns what it returns for an outcome
+	// it could not learn (an error wrapping ErrOutcomeUnknown, or
+	// ErrIncomplete when the saga is known to be logged), and a saga that
+	// was not given back is taken by recovery when its lease expires.
+	// Nothing else depends on it: a shorter budget makes Run say "unknown"
+	// sooner, never anything untrue. Negative is invalid. Default (0): 2s.
+	SettleTimeout time.Duration
+
 	// RecoverEvery is the interval of the loop started by Start. Negative
 	// is invalid. Default: 10s.
 	RecoverEvery time.Duration
@@ -87,6 +102,11 @@ type Options struct {
 	allDurable bool
 }
 
+// DefaultSettleTimeout is Options.SettleTimeout's default: time for a few
+// tries on fresh connections to a log that answers in milliseconds, short
+// enough that a run cut by its caller's deadline returns soon after it.
+const DefaultSettleTimeout = 2 * time.Second
+
 // validate reports the first field New cannot honour, wrapping ErrInvalid.
 func (o Options) validate() error {
 	switch {
@@ -96,6 +116,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("%w: negative Options.LeaseDuration %v", ErrInvalid, o.LeaseDuration)
 	case o.LeaseDuration > 0 && o.LeaseDuration < time.Millisecond:
 		return fmt.Errorf("%w: Options.LeaseDuration %v is under 1ms, the log's unit", ErrInvalid, o.LeaseDuration)
+	case o.SettleTimeout < 0:
+		return fmt.Errorf("%w: negative Options.SettleTimeout %v", ErrInvalid, o.SettleTimeout)
 	case o.RecoverEvery < 0:
 		return fmt.Errorf("%w: negative Options.RecoverEvery %v", ErrInvalid, o.RecoverEvery)
 	case o.RecoveryWorkers < 0:
@@ -118,6 +140,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LeaseDuration <= 0 {
 		o.LeaseDuration = 30 * time.Second
+	}
+	if o.SettleTimeout <= 0 {
+		o.SettleTimeout = DefaultSettleTimeout
 	}
 	if o.RecoverEvery <= 0 {
 		o.RecoverEvery = 10 * time.Second

@@ -47,6 +47,7 @@ func TestOptions_ZeroValueMeansDefaults(t *testing.T) {
 	assert.NotEmpty(t, o.Owner)
 	assert.Equal(t, 30*time.Second, o.LeaseDuration)
 	assert.Equal(t, 10*time.Second, o.RecoverEvery)
+	assert.Equal(t, 2*time.Second, o.SettleTimeout)
 	assert.Equal(t, 10, o.DeadLetterAfter)
 	assert.Equal(t, 4, o.RecoveryWorkers)
 }
@@ -76,6 +77,7 @@ func TestInvalidValuesReturnErrInvalid(t *testing.T) {
 			_, err := New(ctx, f.pool, Options{Retention: Retention{MongoBarriers: []*mongo.Database{nil}}})
 			return err
 		}},
+		{"Options.SettleTimeout negative", func() error { _, err := New(ctx, f.pool, Options{SettleTimeout: -1}); return err }},
 		{"Options.RecoverEvery negative", func() error { _, err := New(ctx, f.pool, Options{RecoverEvery: -1}); return err }},
 		{"Options.DeadLetterAfter negative", func() error { _, err := New(ctx, f.pool, Options{DeadLetterAfter: -1}); return err }},
 		{"Options.RecoveryWorkers negative", func() error { _, err := New(ctx, f.pool, Options{RecoveryWorkers: -1}); return err }},
