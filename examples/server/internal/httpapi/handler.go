@@ -43,11 +43,14 @@ type Config struct {
 	Limiter Limiter
 	// MaxBodyBytes bounds request bodies (413 beyond). Default: 64 KiB.
 	MaxBodyBytes int64
-	// RequestTimeout is the deadline of each API request's context, so
-	// that a store that never answers (a blackholed connection, a server
-	// that cannot be selected) costs a request this long at most, then a
-	// 503 with Retry-After. The probes (bounded by HealthTimeout), /metrics
-	// and the admin console get none. Default (0): no deadline.
+	// RequestTimeout is the deadline of each API request's context. It
+	// bounds the request's own store calls, so that a store that never
+	// answers (a blackholed connection, a server that cannot be selected)
+	// fails them after this long, then a 503 with Retry-After; what the
+	// services do after the cut without the context (coord's release and
+	// settle waits, see coord/README.md) can add to the answer's time. The
+	// probes (bounded by HealthTimeout), /metrics and the admin console get
+	// none. Default (0): no deadline.
 	RequestTimeout time.Duration
 	// TracerProvider starts the server span of each request (otelhttp),
 	// named after its route pattern once routed ("POST /users", or the

@@ -74,11 +74,15 @@ type Options struct {
 	LoginFailuresPerClient int
 	// MaxBodyBytes bounds request bodies. Default (0): 64 KiB.
 	MaxBodyBytes int64
-	// RequestTimeout is the deadline of each API request (not of the
-	// probes, /metrics or the admin console): a store that does not answer
-	// costs a request this long at most, then a 503 with Retry-After, or a
-	// 202 for a write whose saga is durably logged (recovery finishes it).
-	// Default (0): DefaultRequestTimeout, 3s; negative: no deadline.
+	// RequestTimeout is the deadline of each API request's context (not of
+	// the probes, /metrics or the admin console). It bounds the request's
+	// own store calls: a store that does not answer fails them after this
+	// long, and the request answers 503 with Retry-After, or 202 for a
+	// write whose saga is durably logged (recovery finishes it). It does
+	// not bound the answer: after the cut, coord's release and settle
+	// waits (see coord/README.md) can add to it (README.md, "Resilience
+	// under faults"). Default (0): DefaultRequestTimeout, 3s; negative:
+	// no deadline.
 	RequestTimeout time.Duration
 	// HealthTimeout bounds each store's check in the readiness report
 	// (/readyz, /health); the checks run at once, so it bounds the report.
@@ -127,9 +131,10 @@ type Options struct {
 
 // DefaultRequestTimeout is Options.RequestTimeout's default: far above
 // what a request takes with its stores up (milliseconds; a login's bcrypt
-// tens of them), and short enough that an answer, with what the sagas may
-// add after it (see README.md, "Resilience under faults"), comes within
-// the 10s that HTTP clients commonly wait.
+// tens of them), and short enough that, with coord's release wait after a
+// cut (5s), an answer comes within the 10s that HTTP clients commonly
+// wait; settling a cut first COMMIT can take longer (see README.md,
+// "Resilience under faults").
 const DefaultRequestTimeout = 3 * time.Second
 
 // FailFastRedis makes go-redis give up as fast as the cache and the rate
