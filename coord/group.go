@@ -196,16 +196,21 @@ func (e *execution[S]) runGroup(ctx context.Context, comp bool) error {
 	// One lease renewal for the whole group, backoffs included.
 	stopLease := e.keepLease(ctx, cancel)
 	results := make([]memberResult, len(st.members))
+	// The last member to run runs on this goroutine, which would only wait
+	// otherwise: one goroutine fewer to start and switch to per group.
+	last := -1
 	var wg sync.WaitGroup
 	for i := range st.members {
 		if comp && !st.members[i].hasCompensation() {
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = g.runMember(gctx, i)
-		}()
+		if j := last; j >= 0 {
+			wg.Go(func() { results[j] = g.runMember(gctx, j) })
+		}
+		last = i
+	}
+	if last >= 0 {
+		results[last] = g.runMember(gctx, last)
 	}
 	wg.Wait()
 	lost := stopLease()
@@ -249,6 +254,9 @@ func (e *execution[S]) runGroup(ctx context.Context, comp bool) error {
 		kind = EventCompensated
 	}
 	at := e.step
+	if cap(e.groupEvents) < len(results) {
+		e.groupEvents = make([]event, 0, len(results))
+	}
 	e.groupEvents = e.groupEvents[:0]
 	for i, r := range results {
 		if r.tries > 0 {
