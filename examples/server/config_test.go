@@ -66,6 +66,14 @@ func TestLoadConfig_RequestTimeoutFromTheEnvironment(t *testing.T) {
 	c, err = loadConfig(nil, env(map[string]string{"REQUEST_TIMEOUT": "1500ms"}), io.Discard)
 	require.NoError(t, err)
 	assert.Equal(t, 1500*time.Millisecond, c.RequestTimeout)
+
+	c, err = loadConfig([]string{"-request-timeout", "0"}, env(nil), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, 3*time.Second, c.RequestTimeout, "0 is the default, for the stores' connect timeouts too")
+
+	c, err = loadConfig(nil, env(map[string]string{"REQUEST_TIMEOUT": "-1s"}), io.Discard)
+	require.NoError(t, err)
+	assert.Negative(t, c.RequestTimeout, "negative: no deadline")
 }
 
 func key32(b byte) string {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 
@@ -42,6 +43,26 @@ func main() {
 }
 
 var errUsage = errors.New("usage")
+
+// connectMongo connects to MongoDB, trying again until ctx (STORE_TIMEOUT)
+// ends: the server selection timeout, which bounds each try's ping, is the
+// request deadline (3s by default), shorter than the wait for a MongoDB
+// still starting that STORE_TIMEOUT promises. A malformed setting
+// (docrepo.ErrInvalid) is not tried again.
+func connectMongo(ctx context.Context, log *slog.Logger, url string, cfg docrepo.Config) (*mongo.Client, error) {
+	for {
+		client, err := docrepo.Connect(ctx, url, cfg)
+		if err == nil || errors.Is(err, docrepo.ErrInvalid) || ctx.Err() != nil {
+			return client, err
+		}
+		log.Warn("MongoDB does not answer yet: trying again until STORE_TIMEOUT", slog.Any("error", err))
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond): // a fast failure (auth) does not spin
+		}
+	}
+}
 
 // run serves until ctx ends, then shuts down gracefully: it stops
 // accepting connections, lets in-flight requests finish (up to the
@@ -117,7 +138,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logOut 
 			slog.String("addr", redisOpts.Addr), slog.Any("error", err))
 	}
 
-	mongoClient, err := docrepo.Connect(startCtx, cfg.MongoURL, docrepo.Config{
+	mongoClient, err := connectMongo(startCtx, log, cfg.MongoURL, docrepo.Config{
 		MaxPoolSize: uint64(max(cfg.MongoMaxPool, 0)), AppName: "polystore-example",
 		ConnectTimeout: connectTimeout, ServerSelectionTimeout: connectTimeout,
 		MeterProvider: tel.MeterProvider, // the pool's metrics

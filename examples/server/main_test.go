@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -159,4 +162,73 @@ func TestRun_RedisHungAtStartServesDegraded(t *testing.T) {
 	assert.Contains(t, logs.String(), "Redis does not answer")
 	cancel()
 	require.NoError(t, <-done)
+}
+
+func TestRun_MongoDBComingUpWithinStoreTimeoutAfterTheServerSelectionTimeoutIsWaitedFor(t *testing.T) {
+	environment := testEnvironment(t)
+	target, err := url.Parse(environment["MONGODB_URL"])
+	require.NoError(t, err)
+	// A port nothing listens on until the server has failed a first try
+	// (its server selection timeout is REQUEST_TIMEOUT's 200ms); then a
+	// forwarder to the test's MongoDB listens there.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	mongoURL := *target
+	mongoURL.Host = port
+	environment["MONGODB_URL"] = mongoURL.String()
+	environment["REQUEST_TIMEOUT"] = "200ms"
+	environment["STORE_TIMEOUT"] = "30s"
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	forwarded := make(chan struct{})
+	go func() {
+		defer close(forwarded)
+		forwardOnceLogged(t, ctx, logs, "MongoDB does not answer yet", port, target.Host)
+	}()
+	defer func() { cancel(); <-forwarded }()
+	addr, done := start(t, ctx, environment, logs)
+
+	assert.Equal(t, http.StatusOK, getStatus(t, "http://"+addr.String()+"/readyz"))
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// forwardOnceLogged waits (30s at most) until logs contain line, then
+// listens on addr and forwards each connection to target until ctx ends.
+func forwardOnceLogged(t *testing.T, ctx context.Context, logs *syncBuffer, line, addr, target string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), line) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Errorf("listening on %s again: %v", addr, err)
+		return
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		context.AfterFunc(ctx, func() { c.Close(); up.Close() })
+		wg.Add(2)
+		go func() { defer wg.Done(); io.Copy(up, c); up.Close() }()
+		go func() { defer wg.Done(); io.Copy(c, up); c.Close() }()
+	}
 }
