@@ -37,7 +37,7 @@ func untilDeadline(t *testing.T, answer func(error) error) func(context.Context)
 	}
 }
 
-func TestHandler_RequestTimeout_EndsTheRequestsContextAndAnUnclassifiedErrorPastItIs503(t *testing.T) {
+func TestHandler_RequestTimeout_EndsTheRequestsContextAndItsUnclassifiedDeadlineErrorIs503(t *testing.T) {
 	tests := []struct {
 		name       string
 		timeout    time.Duration
@@ -53,6 +53,14 @@ func TestHandler_RequestTimeout_EndsTheRequestsContextAndAnUnclassifiedErrorPast
 				return untilDeadline(t, func(err error) error { return err })
 			},
 			status: http.StatusServiceUnavailable, code: "unavailable", retryAfter: "2",
+		},
+		{
+			name:    "another unclassified error, returned after the deadline, is a bug: 500",
+			timeout: 20 * time.Millisecond,
+			user: func(t *testing.T) func(context.Context) (*chat.User, error) {
+				return untilDeadline(t, func(error) error { return errors.New("boom") })
+			},
+			status: http.StatusInternalServerError, code: "internal",
 		},
 		{
 			name:    "a store's classified answer past the deadline keeps its status",
@@ -87,6 +95,7 @@ func TestHandler_RequestTimeout_EndsTheRequestsContextAndAnUnclassifiedErrorPast
 			assert.Equal(t, tt.status, rec.Code, "body: %s", rec.Body)
 			assert.Contains(t, rec.Body.String(), `"code":"`+tt.code+`"`)
 			assert.Equal(t, tt.retryAfter, rec.Header().Get("Retry-After"))
+			assert.NotContains(t, rec.Body.String(), "took effect", "a GET changes nothing")
 		})
 	}
 }

@@ -61,12 +61,16 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	status := statusOf(err)
-	if status >= 500 && chat.ErrorCode(err) != chat.CodeUnavailable && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
-		// An error nobody classified, once the request's deadline has
-		// passed (a wait cut short, such as one on another request's
-		// load of the same profile), is the deadline's doing: a store too
-		// slow to answer, not a bug.
-		err = chat.Wrap(chat.CodeUnavailable, err, "a store did not answer in time; whether the request took effect is unknown")
+	if status >= 500 && chat.ErrorCode(err) != chat.CodeUnavailable &&
+		errors.Is(err, context.DeadlineExceeded) && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+		// The request's deadline, in an error nobody classified (a wait
+		// cut short), is a store too slow to answer, not a bug. Any other
+		// error stays a 500, whenever it came.
+		msg := "a store did not answer in time"
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			msg += "; whether the request took effect is unknown"
+		}
+		err = chat.Wrap(chat.CodeUnavailable, err, msg)
 		status = http.StatusServiceUnavailable
 	}
 	switch status {

@@ -78,7 +78,9 @@ func NewProfileCache(client redis.UniversalClient, prefix string, opts ProfileCa
 }
 
 // Profile returns the cached profile of id or loads and caches it. A user
-// that does not exist is cached as such for NotFoundTTL: CodeNotFound.
+// that does not exist is cached as such for NotFoundTTL: CodeNotFound. The
+// loader's classified errors are returned as they are; the cache's own
+// failures, and ctx ending during the wait, are CodeUnavailable.
 func (c *ProfileCache) Profile(ctx context.Context, id uuid.UUID, load func(context.Context) (*chat.User, error)) (*chat.User, error) {
 	u, err := c.cache.GetOrLoad(ctx, id.String(), func(ctx context.Context) (chat.User, error) {
 		u, err := load(ctx)
@@ -101,6 +103,11 @@ func (c *ProfileCache) Profile(ctx context.Context, id uuid.UUID, load func(cont
 		return nil, chat.Wrap(chat.CodeUnavailable, err, "too many profile reads while Redis is down")
 	case errors.Is(err, cacherepo.ErrRedis):
 		return nil, chat.Wrap(chat.CodeUnavailable, err, "Redis is unavailable")
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// The read's context ended while it waited (on Redis, or on
+		// another request's load of the same profile): a store too slow
+		// for the request's deadline, or a client gone, not a bug.
+		return nil, chat.Wrap(chat.CodeUnavailable, err, "the profile was not read in time")
 	}
 	return nil, err
 }

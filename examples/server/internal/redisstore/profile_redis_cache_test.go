@@ -2,6 +2,8 @@ package redisstore_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/google/uuid"
@@ -80,6 +82,30 @@ func TestProfileCache_Profile_RedisDownServesFromLoader(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "ada", got.Username)
 	assert.Equal(t, 1, *calls)
+}
+
+func TestProfileCache_Profile_ContextEndingDuringTheReadIsUnavailable(t *testing.T) {
+	client, prefix := servicetest.Redis(t)
+	cache, err := redisstore.NewProfileCache(client, prefix, redisstore.ProfileCacheOptions{})
+	require.NoError(t, err)
+	tests := []struct {
+		name string
+		err  error
+	}{
+		{"the request's deadline", context.DeadlineExceeded},
+		{"the client gone", context.Canceled},
+		{"wrapped by the loader", fmt.Errorf("reading the row: %w", context.DeadlineExceeded)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := cache.Profile(context.Background(), uuid.New(), func(context.Context) (*chat.User, error) { return nil, tt.err })
+			assert.Equal(t, chat.CodeUnavailable, chat.ErrorCode(err))
+			assert.ErrorIs(t, err, tt.err)
+		})
+	}
+
+	_, err = cache.Profile(context.Background(), uuid.New(), func(context.Context) (*chat.User, error) { return nil, errors.New("boom") })
+	assert.Equal(t, chat.CodeInternal, chat.ErrorCode(err), "any other unclassified error stays internal")
 }
 
 func TestProfileCache_Breaker_OpensOnRedisDownAndShedsLoadsBeyondTheBoundAsUnavailable(t *testing.T) {
