@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,124 +20,10 @@ import (
 	"github.com/polystore/polystore/internal/servicetest"
 )
 
-// blackholeProxy forwards every connection to a store until Blackhole:
-// from then on it forwards nothing, in either direction, on the
-// connections it has and on those it accepts (never dialing the store for
-// them), and closes none: the store looks alive to the TCP stack and never
-// answers, as behind a firewall that drops its packets.
-type blackholeProxy struct {
-	ln     net.Listener
-	target string
-	hole   atomic.Bool
-
-	mu     sync.Mutex
-	closed bool
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-func newBlackholeProxy(t *testing.T, target string) *blackholeProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &blackholeProxy{ln: ln, target: target}
-	p.wg.Go(p.serve)
-	t.Cleanup(p.Close)
-	return p
-}
-
-func (p *blackholeProxy) Addr() string { return p.ln.Addr().String() }
-
-// Blackhole stops every answer from the store.
-func (p *blackholeProxy) Blackhole() { p.hole.Store(true) }
-
-// Heal forwards again and closes every connection made so far, whose
-// streams lost bytes in the hole: the clients see them broken and open
-// new ones.
-func (p *blackholeProxy) Heal() {
-	p.hole.Store(false)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *blackholeProxy) track(c ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		for _, c := range c {
-			_ = c.Close()
-		}
-		return false
-	}
-	p.conns = append(p.conns, c...)
-	return true
-}
-
-func (p *blackholeProxy) serve() {
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if p.hole.Load() {
-			p.track(in) // held open, never answered
-			continue
-		}
-		out, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = in.Close()
-			continue
-		}
-		if !p.track(in, out) {
-			return
-		}
-		p.wg.Go(func() { p.pump(out, in) })
-		p.wg.Go(func() { p.pump(in, out) })
-	}
-}
-
-// pump copies src to dst, dropping what it reads while the hole is on,
-// until either side fails.
-func (p *blackholeProxy) pump(dst, src net.Conn) {
-	defer func() { _ = dst.Close() }()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !p.hole.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// Close closes the listener and every connection.
-func (p *blackholeProxy) Close() {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return
-	}
-	p.closed = true
-	_ = p.ln.Close()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
 // postgresBehind returns a pool on a database of the test's own whose
 // connections go through a proxy to PostgreSQL. The pool closes after the
 // proxy, so that its connections are cut, not waited for.
-func postgresBehind(t *testing.T) (*pgxpool.Pool, *blackholeProxy) {
+func postgresBehind(t *testing.T) (*pgxpool.Pool, *tcpProxy) {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(servicetest.PostgresURL(t))
 	require.NoError(t, err)
@@ -149,7 +33,7 @@ func postgresBehind(t *testing.T) (*pgxpool.Pool, *blackholeProxy) {
 			pool.Close()
 		}
 	})
-	proxy := newBlackholeProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
+	proxy := newTCPProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
 	host, port, err := net.SplitHostPort(proxy.Addr())
 	require.NoError(t, err)
 	cfg.ConnConfig.Host = host
@@ -164,7 +48,7 @@ func postgresBehind(t *testing.T) (*pgxpool.Pool, *blackholeProxy) {
 
 // mongoBehind returns a database of the test's own on a client whose
 // connections go through a proxy to MongoDB.
-func mongoBehind(t *testing.T) (*mongo.Database, *blackholeProxy) {
+func mongoBehind(t *testing.T) (*mongo.Database, *tcpProxy) {
 	t.Helper()
 	name := servicetest.Mongo(t).Name() // dropped, through the shared client, when the test ends
 	url := servicetest.MongoURL(t)
@@ -178,7 +62,7 @@ func mongoBehind(t *testing.T) (*mongo.Database, *blackholeProxy) {
 			_ = client.Disconnect(ctx)
 		}
 	})
-	proxy := newBlackholeProxy(t, opts.Hosts[0])
+	proxy := newTCPProxy(t, opts.Hosts[0])
 	client, err := mongo.Connect(opts.SetHosts([]string{proxy.Addr()}))
 	require.NoError(t, err)
 	return client.Database(name), proxy
@@ -212,7 +96,7 @@ const noAnswerLimit = 30 * time.Second
 
 func TestServer_PostgresBlackholed_RequestsAnswer503WithinTheirDeadline(t *testing.T) {
 	t.Parallel()
-	var proxy *blackholeProxy
+	var proxy *tcpProxy
 	e := newEnv(t, func(o *server.Options, s *server.Stores) {
 		s.Postgres, proxy = postgresBehind(t)
 		o.RequestTimeout = time.Second
@@ -242,7 +126,7 @@ func TestServer_PostgresBlackholed_RequestsAnswer503WithinTheirDeadline(t *testi
 
 func TestServer_MongoBlackholed_RequestsAnswerWithinTheirDeadline(t *testing.T) {
 	t.Parallel()
-	var proxy *blackholeProxy
+	var proxy *tcpProxy
 	e := newEnv(t, func(o *server.Options, s *server.Stores) {
 		s.Mongo, proxy = mongoBehind(t)
 		o.RequestTimeout = time.Second

@@ -2,12 +2,12 @@ package server_test
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,13 +25,18 @@ import (
 	"github.com/polystore/polystore/internal/servicetest"
 )
 
-// tcpProxy forwards every connection to a store; closing it closes the
+// tcpProxy forwards every connection to a store. Closing it closes the
 // listener and every connection, so that the store looks down (connection
 // refused) to the clients behind it, while the real server, shared with
-// other tests, keeps running.
+// other tests, keeps running. Blackhole makes it forward nothing, in
+// either direction, on the connections it has and on those it accepts
+// (never dialing the store for them), and close none: the store looks
+// alive to the TCP stack and never answers, as behind a firewall that
+// drops its packets.
 type tcpProxy struct {
 	ln     net.Listener
 	target string
+	hole   atomic.Bool
 
 	mu     sync.Mutex
 	closed bool
@@ -51,28 +56,75 @@ func newTCPProxy(t *testing.T, target string) *tcpProxy {
 
 func (p *tcpProxy) Addr() string { return p.ln.Addr().String() }
 
+// Blackhole stops every answer from the store.
+func (p *tcpProxy) Blackhole() { p.hole.Store(true) }
+
+// Heal forwards again and closes every connection made so far, whose
+// streams lost bytes in the hole: the clients see them broken and open
+// new ones.
+func (p *tcpProxy) Heal() {
+	p.hole.Store(false)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+// track keeps c to close with the proxy, or closes it at once if the
+// proxy is closed (false).
+func (p *tcpProxy) track(c ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		for _, c := range c {
+			_ = c.Close()
+		}
+		return false
+	}
+	p.conns = append(p.conns, c...)
+	return true
+}
+
 func (p *tcpProxy) serve() {
 	for {
 		in, err := p.ln.Accept()
 		if err != nil {
 			return
 		}
+		if p.hole.Load() {
+			p.track(in) // held open, never answered
+			continue
+		}
 		out, err := net.Dial("tcp", p.target)
 		if err != nil {
 			_ = in.Close()
 			continue
 		}
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			_ = in.Close()
-			_ = out.Close()
+		if !p.track(in, out) {
 			return
 		}
-		p.conns = append(p.conns, in, out)
-		p.mu.Unlock()
-		p.wg.Go(func() { _, _ = io.Copy(out, in); _ = out.Close() })
-		p.wg.Go(func() { _, _ = io.Copy(in, out); _ = in.Close() })
+		p.wg.Go(func() { p.pump(out, in) })
+		p.wg.Go(func() { p.pump(in, out) })
+	}
+}
+
+// pump copies src to dst, dropping what it reads while the hole is on,
+// until either side fails.
+func (p *tcpProxy) pump(dst, src net.Conn) {
+	defer func() { _ = dst.Close() }()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.hole.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 
