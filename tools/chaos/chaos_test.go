@@ -113,3 +113,29 @@ func TestCheckStatuses_Rules(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckGoroutines_AgainstTheScenarioAndTheFirstLevel: a leak shows
+// against the scenario's own start, or, too slow for that, against the
+// first scenario's.
+func TestCheckGoroutines_AgainstTheScenarioAndTheFirstLevel(t *testing.T) {
+	tests := []struct {
+		name                 string
+		first, before, after float64
+		violations           int
+	}{
+		{"back to its level", 40, 40, 45, 0},
+		{"below both", 40, 42, 38, 0},
+		{"a leak within the scenario", 40, 40, 60, 2},
+		{"a slow leak: within this scenario's slack, past the first level's", 40, 48, 55, 1},
+		{"a level that fell since the first", 40, 20, 35, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var v violations
+			checkGoroutines(tt.first, tt.before, tt.after, &v)
+			if len(v) != tt.violations {
+				t.Errorf("violations = %v, want %d", v, tt.violations)
+			}
+		})
+	}
+}
