@@ -139,3 +139,29 @@ func TestCheckGoroutines_AgainstTheScenarioAndTheFirstLevel(t *testing.T) {
 		})
 	}
 }
+
+// TestInFault_InFlightAtSomePointOfTheFault is the one definition of
+// "during the fault" that the table and the log share.
+func TestInFault_InFlightAtSomePointOfTheFault(t *testing.T) {
+	faultAt := time.Unix(100, 0)
+	healedAt := faultAt.Add(10 * time.Second)
+	tests := []struct {
+		name         string
+		start        time.Time
+		latency      time.Duration
+		inFaultWants bool
+	}{
+		{"started and answered before the fault", faultAt.Add(-2 * time.Second), time.Second, false},
+		{"started before, answered during", faultAt.Add(-time.Second), 2 * time.Second, true},
+		{"started during", faultAt.Add(time.Second), time.Millisecond, true},
+		{"started during, answered after the healing", healedAt.Add(-time.Second), 5 * time.Second, true},
+		{"started after the healing", healedAt, time.Millisecond, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := inFault(mixed.Result{Start: tt.start, Latency: tt.latency}, faultAt, healedAt); got != tt.inFaultWants {
+				t.Errorf("inFault = %v, want %v", got, tt.inFaultWants)
+			}
+		})
+	}
+}

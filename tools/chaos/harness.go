@@ -380,12 +380,12 @@ func checkGoroutines(first, before, after float64, v *violations) {
 	}
 }
 
-// noteByOp logs each kind of request's count and latency during the fault:
-// the table's percentiles mix them.
+// noteByOp logs each kind of request's count and latency during the fault
+// (inFault, as the table counts them): the table's percentiles mix them.
 func (h *harness) noteByOp(r row) {
 	byOp := map[mixed.Op][]time.Duration{}
 	for _, res := range r.results {
-		if !res.Start.Before(r.faultAt) && res.Start.Before(r.healedAt) {
+		if inFault(res, r.faultAt, r.healedAt) {
 			byOp[res.Op] = append(byOp[res.Op], res.Latency)
 		}
 	}

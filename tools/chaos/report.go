@@ -19,15 +19,12 @@ func printTable(out io.Writer, cfg config, sum summary) {
 	fmt.Fprintln(out, "| scenario | requests | answers by status | 503s before, during, after the fault | p50 / p99 during | p50 / p99 after | recovery | checked: users, PATCHed, deleted, 202s | goroutines | heap goal MiB | failed sagas | violations |")
 	fmt.Fprintln(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range sum.rows {
-		// During: every request in flight at some point of the fault, the
-		// ones it caught on their way included (a blackhole can hold all
-		// of them from before it began to its end); after: those started
-		// after the healing. The 503s go by when the request started.
+		// During: inFault; after: those started after the healing. The
+		// 503s go by when the request started.
 		var during, after []time.Duration
 		var unavailable [3]int
 		for _, res := range r.results {
-			end := res.Start.Add(res.Latency)
-			if res.Start.Before(r.healedAt) && end.After(r.faultAt) {
+			if inFault(res, r.faultAt, r.healedAt) {
 				during = append(during, res.Latency) // unanswered ones too: their wait counts
 			}
 			if !res.Start.Before(r.healedAt) {
@@ -81,6 +78,14 @@ func printTable(out io.Writer, cfg config, sum summary) {
 		fmt.Fprintf(out, "| %s | %d | %s | %s | %s | %s |\n", r.name, n, strings.Join(parts, ", "),
 			round(percentile(r.latencies, 50)), round(p99), ratio)
 	}
+}
+
+// inFault reports whether res was in flight at some point of the fault,
+// the ones it caught on their way included (a blackhole can hold all of
+// them from before it began to its end): the table's "during" and the
+// log's per-operation figures.
+func inFault(res mixed.Result, faultAt, healedAt time.Time) bool {
+	return res.Start.Before(healedAt) && res.Start.Add(res.Latency).After(faultAt)
 }
 
 // statusCounts is "200: 340, 201: 12, 503: 20".
