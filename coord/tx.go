@@ -56,6 +56,14 @@ type stepTx struct {
 	tx     pgx.Tx // nil until begun
 	open   func() // closes what a first Query or SendBatch left open
 	err    error  // from the coordinator's own statements; ends the transaction
+
+	// b is the batch being sent, reused by the next one (a batch's results
+	// are closed before the next is sent: closeOpen), and queued backs its
+	// queries: one allocation fewer per batch and none for its growth in
+	// the usual shapes (BEGIN, the opening statements and the step's first;
+	// the closing ones and COMMIT).
+	b      pgx.Batch
+	queued [6]*pgx.QueuedQuery
 }
 
 var _ Tx = (*stepTx)(nil)
@@ -71,12 +79,19 @@ func beginStepTx(ctx context.Context, pool *pgxpool.Pool, prefix ...stmt) (*step
 // batch returns a batch that begins the transaction with the prefix, when it
 // has not begun yet.
 func (t *stepTx) batch() *pgx.Batch {
-	b := &pgx.Batch{}
+	b := t.emptyBatch()
 	b.BeginTx(pgx.TxOptions{})
 	for _, s := range t.prefix {
 		b.Queue(s.sql, s.args...)
 	}
 	return b
+}
+
+// emptyBatch returns t's batch emptied, for the next round trip.
+func (t *stepTx) emptyBatch() *pgx.Batch {
+	clear(t.queued[:])
+	t.b = pgx.Batch{QueuedQueries: t.queued[:0]}
+	return &t.b
 }
 
 // send sends b, which batch began, and reads the results of BEGIN and the
@@ -212,7 +227,7 @@ func (t *stepTx) commit(ctx context.Context, suffix ...stmt) error {
 		b = t.batch()
 		skip = 1 + len(t.prefix)
 	} else {
-		b = &pgx.Batch{}
+		b = t.emptyBatch()
 	}
 	for _, s := range suffix {
 		b.Queue(s.sql, s.args...)
