@@ -130,6 +130,8 @@ func (h *harness) scenarios() []scenario {
 			inject: func(ctx context.Context) error { return h.redis.restart(ctx, time.Second) }}},
 		scenario{name: "postgres-restart", fault: fault{kind: "restart", store: storePostgres,
 			inject: h.pg.restart}},
+		scenario{name: "postgres-crash", fault: fault{kind: "restart", store: storePostgres,
+			inject: h.pg.crash}},
 		scenario{name: "ferretdb-kill", fault: fault{kind: "restart", store: storeMongo,
 			inject: func(ctx context.Context) error { return h.ferret.kill(ctx, time.Second) }}},
 	)

@@ -17,8 +17,10 @@
 // Faults: a store down (its proxy disabled: connection refused),
 // blackholed (Toxiproxy's timeout toxic with 0: no answer), slow (latency
 // 150ms ± 50ms), reset (reset_peer: every answer cut by a RST); and at
-// process level PostgreSQL restarted (pg_ctl restart -m fast), FerretDB
-// killed with SIGKILL and restarted, Redis restarted.
+// process level PostgreSQL restarted (pg_ctl restart -m fast) and crashed
+// (pg_ctl restart -m immediate: the non-durable commits still in its WAL
+// buffers are lost), FerretDB killed with SIGKILL and restarted, Redis
+// restarted.
 //
 // The invariants, after each scenario has healed and recovery has run:
 //

@@ -226,6 +226,17 @@ func (c *pgCluster) ctl(ctx context.Context, action string, extra ...string) err
 // pg_ctlcluster restart does for a packaged cluster.
 func (c *pgCluster) restart(ctx context.Context) error { return c.ctl(ctx, "restart", "-m", "fast") }
 
+// crash is "PostgreSQL crashed": pg_ctl restart -m immediate, whose stop
+// makes every server process quit at once without a checkpoint or a
+// flush of the WAL buffers, then crash recovery at start. The commits
+// made with synchronous_commit=off (coord's records after retriable
+// steps) whose WAL was still in those buffers are lost, as in a real
+// crash: fsync=off (ctl) does not hide that, since it only skips flushing
+// the operating system's cache, which a process crash keeps.
+func (c *pgCluster) crash(ctx context.Context) error {
+	return c.ctl(ctx, "restart", "-m", "immediate")
+}
+
 // stop stops the cluster (pg_ctl stop -m fast signals the postmaster's
 // pid), then kills that pid if it is still there.
 func (c *pgCluster) stop(ctx context.Context) error {
