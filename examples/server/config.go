@@ -67,7 +67,7 @@ func loadConfig(args []string, getenv func(string) string, usage io.Writer) (con
 	fs.IntVar(&c.RedisPoolSize, "redis-pool-size", 0, "Redis pool size; 0: 10 per CPU (REDIS_POOL_SIZE)")
 	fs.IntVar(&c.MongoMaxPool, "mongodb-max-pool-size", 0, "MongoDB pool size; 0: the driver's 100 (MONGODB_MAX_POOL_SIZE)")
 	fs.DurationVar(&c.StoreTimeout, "store-timeout", 10*time.Second, "bound on connecting to each store and on migrations at start (STORE_TIMEOUT)")
-	fs.DurationVar(&c.RequestTimeout, "request-timeout", server.DefaultRequestTimeout, "deadline of each API request's store calls, then 503 (a logged write: 202); coord's release and settle waits after a cut can add to the answer's time; also the stores' connect and MongoDB's server selection timeout; 0: the default; negative: none (REQUEST_TIMEOUT)")
+	fs.DurationVar(&c.RequestTimeout, "request-timeout", server.DefaultRequestTimeout, "deadline of each API request's store calls, then 503 (a logged write: 202); coord's release and settle waits after a cut (coord.Options.SettleTimeout, 2s) can add to the answer's time; also the stores' connect and MongoDB's server selection timeout; 0: the default; negative: none (REQUEST_TIMEOUT)")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 10*time.Second, "HTTP read timeout (READ_TIMEOUT)")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", 30*time.Second, "HTTP write timeout (WRITE_TIMEOUT)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "HTTP keep-alive idle timeout (IDLE_TIMEOUT)")

@@ -48,7 +48,8 @@ type Config struct {
 	// answers (a blackholed connection, a server that cannot be selected)
 	// fails them after this long, then a 503 with Retry-After; what the
 	// services do after the cut without the context (coord's release and
-	// settle waits, see coord/README.md) can add to the answer's time. The
+	// settle waits, bounded by coord.Options.SettleTimeout) can add to the
+	// answer's time. The
 	// probes (bounded by HealthTimeout), /metrics and the admin console get
 	// none. Default (0): no deadline.
 	RequestTimeout time.Duration

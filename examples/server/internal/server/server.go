@@ -80,9 +80,10 @@ type Options struct {
 	// long, and the request answers 503 with Retry-After, or 202 for a
 	// write whose saga is durably logged (recovery finishes it). It does
 	// not bound the answer: after the cut, coord's release and settle
-	// waits (see coord/README.md) can add to it (README.md, "Resilience
-	// under faults"). Default (0): DefaultRequestTimeout, 3s; negative:
-	// no deadline.
+	// waits, bounded in all by coord.Options.SettleTimeout (2s by default),
+	// and a MongoDB step's own timeout can add to it (README.md,
+	// "Resilience under faults"). Default (0): DefaultRequestTimeout, 3s;
+	// negative: no deadline.
 	RequestTimeout time.Duration
 	// HealthTimeout bounds each store's check in the readiness report
 	// (/readyz, /health); the checks run at once, so it bounds the report.
@@ -131,10 +132,10 @@ type Options struct {
 
 // DefaultRequestTimeout is Options.RequestTimeout's default: far above
 // what a request takes with its stores up (milliseconds; a login's bcrypt
-// tens of them), and short enough that, with coord's release wait after a
-// cut (5s), an answer comes within the 10s that HTTP clients commonly
-// wait; settling a cut first COMMIT can take longer (see README.md,
-// "Resilience under faults").
+// tens of them), and short enough that an answer, with what the sagas may
+// add after a cut (5s at most: coord's settling budget, 2s, or a MongoDB
+// step's own timeout; README.md, "Resilience under faults"), comes within
+// the 10s that HTTP clients commonly wait.
 const DefaultRequestTimeout = 3 * time.Second
 
 // FailFastRedis makes go-redis give up as fast as the cache and the rate
