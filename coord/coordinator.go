@@ -250,11 +250,11 @@ func (h *Handle[S]) run(ctx context.Context, span trace.Span, id string, state *
 		// commits with it: no round trip and no commit of its own.
 		e.pending = data
 		info, err := e.drive(ctx)
-		switch {
-		case errors.Is(err, errExists):
-			return h.await(ctx, span, id, state)
-		case unlogged(err):
-			return Info{}, err
+		if uerr, ok := unlogged(err); ok {
+			if errors.Is(uerr, errExists) {
+				return h.await(ctx, span, id, state)
+			}
+			return Info{}, uerr
 		}
 		return info, err
 	}

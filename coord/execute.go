@@ -126,7 +126,7 @@ func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 		if err == nil {
 			continue
 		}
-		if unlogged(err) {
+		if _, ok := unlogged(err); ok {
 			return e.info(), err
 		}
 		if stopped(ctx, err) {
@@ -163,10 +163,23 @@ func stopped(ctx context.Context, err error) bool {
 	return errors.Is(err, errCrashed) || errors.Is(err, ErrIncomplete) || ctx.Err() != nil
 }
 
-// unlogged reports whether err ends a run whose record is not in the log
-// (its first try carried it; see execution.pending), or not known to be.
-func unlogged(err error) bool {
-	return errors.Is(err, errExists) || errors.Is(err, ErrNotStarted) || errors.Is(err, ErrOutcomeUnknown)
+// unloggedError is how firstTryFailed ends a run whose record is not in the
+// log (its first try carried it; see execution.pending), or not known to
+// be: err is errExists, or wraps ErrNotStarted or ErrOutcomeUnknown. It is a
+// type of its own, tested without unwrapping, so that a step's error that
+// wraps those sentinels (a nested Run's, say) stays the step's failure.
+type unloggedError struct{ err error }
+
+func (u *unloggedError) Error() string { return u.err.Error() }
+func (u *unloggedError) Unwrap() error { return u.err }
+
+// unlogged reports whether err is an unloggedError, and the error it holds.
+func unlogged(err error) (error, bool) {
+	u, ok := err.(*unloggedError)
+	if !ok {
+		return nil, false
+	}
+	return u.err, true
 }
 
 // settleContext returns the context of the waits that follow a cut or a
@@ -325,7 +338,9 @@ func (e *execution[S]) runTries(ctx context.Context, comp bool) error {
 		}
 		ev.Elapsed = time.Since(start)
 		if err != nil && e.pending != nil {
-			if err = e.firstTryFailed(ctx, err); unlogged(err) || errors.Is(err, errCrashed) {
+			if err = e.firstTryFailed(ctx, err); errors.Is(err, errCrashed) {
+				return err
+			} else if _, ok := unlogged(err); ok {
 				return err
 			}
 		}
@@ -498,7 +513,7 @@ func (e *execution[S]) writeStmt(withState bool, evs ...event) (stmt, error) {
 	}
 	// The buffers are the execution's own: a write is done with them (sent
 	// on its own, or with its transaction's COMMIT) before the next one.
-	e.writeArgs = e.appendEvents(append(e.writeArgs[:0], e.idArg, e.tokenArg, statusArgs[e.status], e.step, state, e.attempts, e.cause, e.c.leaseArg), evs...)
+	e.writeArgs = e.appendEvents(append(e.writeArgs[:0], e.idArg, e.tokenArg, boxed(statusArgs, e.status), e.step, state, e.attempts, e.cause, e.c.leaseArg), evs...)
 	if e.writeScan == nil {
 		e.writeScan = []any{&e.one, &e.updated, &e.cancel}
 	}
@@ -654,23 +669,27 @@ var errCommitUnknown = errors.New("coord: commit outcome unknown")
 // for any other saga, and the failure is the step's try, which the retry
 // policy handles. When the COMMIT's outcome is unknown, the record is
 // inserted again on a fresh connection (settleInsert), which tells whether
-// the saga is this run's: then it is in the log (at its first step, or
-// past it if the COMMIT took effect) and the run stops with ErrIncomplete
-// for recovery. Errors: errExists (the id is another run's: Run awaits
-// it), ErrNotStarted and ErrOutcomeUnknown (as for the insert), errCrashed.
+// the saga is this run's: if the COMMIT took effect, the step is done (nil);
+// if the insert did, the record is logged at the first step and the try
+// failed (its error, for the retry policy). The results that leave the
+// saga out of the log, or not known to be in it, are unloggedErrors:
+// errExists (the id is another run's: Run awaits it), ErrNotStarted and
+// ErrOutcomeUnknown (as for the insert). errCrashed is returned as is.
 func (e *execution[S]) firstTryFailed(ctx context.Context, err error) error {
 	data := e.pending
 	switch {
-	case errors.Is(err, errExists), errors.Is(err, errCrashed):
+	case errors.Is(err, errCrashed):
 		return err
+	case errors.Is(err, errExists):
+		return &unloggedError{err}
 	case errors.Is(err, errCommitUnknown):
 		ours, rerr := e.settleInsert(ctx, data)
 		switch {
 		case rerr != nil:
-			return fmt.Errorf("%w: saga %q: the commit of its first step, which carried its record, failed (%v) and the log could not be read (%w): run it again with the same id",
-				ErrOutcomeUnknown, e.id, err, rerr)
+			return &unloggedError{fmt.Errorf("%w: saga %q: the commit of its first step, which carried its record, failed (%v) and the log could not be read (%w): run it again with the same id",
+				ErrOutcomeUnknown, e.id, err, rerr)}
 		case !ours:
-			return errExists // the COMMIT did not take effect: it would have inserted the record
+			return &unloggedError{errExists} // the COMMIT did not take effect: it would have inserted the record
 		}
 		e.pending = nil
 		e.c.tel.started.Add(ctx, 1, e.tel.nameOpts...)
@@ -683,10 +702,10 @@ func (e *execution[S]) firstTryFailed(ctx context.Context, err error) error {
 		e.advance()
 		return nil
 	case ctx.Err() != nil:
-		return fmt.Errorf("%w: saga %q: %w", ErrNotStarted, e.id, err)
+		return &unloggedError{fmt.Errorf("%w: saga %q: %w", ErrNotStarted, e.id, err)}
 	}
 	if ierr := e.insert(ctx, data); ierr != nil {
-		return ierr
+		return &unloggedError{ierr}
 	}
 	e.pending = nil
 	e.c.tel.started.Add(ctx, 1, e.tel.nameOpts...)

@@ -47,6 +47,7 @@ type fixture struct {
 	after    map[string]int // "step" → failures left after the step's write, -1 for ever
 	hang     string         // the step after whose write the process announces it and hangs (see kill_test.go)
 	calls    map[string]int // "sagaID/step" or "sagaID/step/compensate" → invocations
+	wraps    error          // an error the injected failures wrap besides errInjected, if not nil
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -112,6 +113,9 @@ func (f *fixture) enter(id, step string, comp bool) error {
 	}
 	if n > 0 {
 		f.failures[opName(step, comp)] = n - 1
+	}
+	if f.wraps != nil {
+		return fmt.Errorf("%s: %w: %w", opName(step, comp), errInjected, f.wraps)
 	}
 	return fmt.Errorf("%s: %w", opName(step, comp), errInjected)
 }

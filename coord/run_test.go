@@ -67,6 +67,41 @@ func TestRun_FailureAtEachStepCompensatesEveryEarlierEffect(t *testing.T) {
 	}
 }
 
+// A step's error may wrap the sentinels Run returns for a saga that is not
+// in the log (a nested Run's ErrNotStarted, say): it is still the step's
+// failure, compensated, not a run that logged nothing.
+func TestRun_AStepErrorWrappingRunsOwnSentinelsIsTheStepsFailure(t *testing.T) {
+	tests := []struct {
+		failStep string
+		wraps    error
+	}{
+		{stepCreateUser, ErrNotStarted}, // the first TxAction, which carries the record
+		{stepCreateUser, ErrOutcomeUnknown},
+		{stepWelcome, ErrNotStarted},
+		{stepWelcome, ErrOutcomeUnknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.failStep+"/"+tt.wraps.Error(), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			c, h := f.coordinator(t, Options{})
+			ctx := context.Background()
+			f.wraps = tt.wraps
+			f.fail(tt.failStep, false, -1)
+
+			info, err := h.Run(ctx, "u1", &regState{UserID: "u1", Email: "u1@example.com"})
+			require.ErrorIs(t, err, ErrCompensated)
+			assert.ErrorIs(t, err, errInjected, "the step's error stays reachable")
+			assert.Equal(t, StatusCompensated, info.Status)
+			assert.Equal(t, noneLeft, f.effects(t, "u1"))
+
+			got, err := c.Get(ctx, "u1")
+			require.NoError(t, err, "the saga is in the log")
+			assert.Equal(t, StatusCompensated, got.Status)
+		})
+	}
+}
+
 func TestRun_RetriableStepFinishedByRecoveryOnceItSucceeds(t *testing.T) {
 	f := newFixture(t)
 	c, h := f.coordinator(t, Options{LeaseDuration: 200 * time.Millisecond})
