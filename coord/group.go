@@ -343,6 +343,9 @@ func (g *groupRun[S]) tries(ctx context.Context, i int) memberResult {
 			return memberResult{ev: ev, tries: attempt, err: err, failed: true}
 		}
 		if werr := g.logTry(ctx, m.Name, attempt, err); werr != nil {
+			// The log is gone or the lease lost: stop the other members now,
+			// not at the lease keeper's next renewal.
+			g.stop(werr)
 			return memberResult{tries: attempt, err: werr}
 		}
 		if span := trace.SpanFromContext(ctx); span.IsRecording() {

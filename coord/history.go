@@ -106,9 +106,19 @@ func (e *execution[S]) appendEvents(args []any, evs ...event) []any {
 		if ev.name != "" {
 			name = ev.name
 		}
-		args = append(args, kindArgs[ev.kind], ev.step, name, ev.attempt, ev.err)
+		args = append(args, boxed(kindArgs, ev.kind), ev.step, name, ev.attempt, ev.err)
 	}
 	return args
+}
+
+// boxed returns v's string boxed once in m, or boxed now for a value m
+// lacks: a kind or status added later must not become a null that the
+// history insert drops.
+func boxed[K ~string](m map[K]any, v K) any {
+	if a, ok := m[v]; ok {
+		return a
+	}
+	return string(v)
 }
 
 // kindArgs are the event kinds a log write appends, boxed once.

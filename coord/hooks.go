@@ -13,6 +13,11 @@ import (
 // may be called concurrently and must be safe for concurrent use.
 type Hooks struct {
 	// StepStarted is called before each try of an action or compensation.
+	// A try is not always followed by StepSucceeded or StepFailed: a cut
+	// run (context ended, log unreachable) stops without either, and so
+	// does a Run of an id already in the log, whose first TxAction is
+	// called and refused (see README.md, the record rides in the first
+	// TxAction).
 	StepStarted func(ctx context.Context, e StepEvent)
 
 	// StepSucceeded is called when an action succeeded and its log record
