@@ -26,10 +26,6 @@ type stepCtx struct {
 	// step, or a compensatable step without one), so no compensation ever
 	// runs under key.
 	uncompensable bool
-	// leaseUntil, when not nil, returns a time before which, by this
-	// process's clock, no other run can take the saga over (see
-	// withRunStep); the zero time when that is not known.
-	leaseUntil func() time.Time
 }
 
 // withStep returns ctx for a try of the action or compensation (op) of the
@@ -42,34 +38,17 @@ func withStep(ctx context.Context, key, op string) context.Context {
 // withRunStep is withStep for a try run by a coordinator, which tells the
 // barriers what its log already proves, so that MongoInsert can skip its
 // tombstone check (README.md, "The MongoDB barrier in one round trip"):
-//
-//   - compensable is false for a step without a compensation;
-//   - leaseUntil (nil: unknown) returns a time before which no other run
-//     can take the saga over and compensate the step: the time this
-//     process sent the last write that set the run's lease and committed
-//     durably (a non-durable one may be lost by a PostgreSQL crash, and the
-//     lease with it), plus the lease, minus a margin for the clocks' rates;
-//     the zero time once the run no longer knows it holds the lease.
-//
-// Both are sound only for a try of an action run while the log says the
-// saga is running forward at this step, under the run's lease, and with
-// the switch to compensation always a durable record: a compensation of
-// the step then needs another run to take the saga over first.
-func withRunStep(ctx context.Context, key, op string, compensable bool, leaseUntil func() time.Time) context.Context {
-	return context.WithValue(ctx, stepCtxKey{}, stepCtx{key: key, op: op, uncompensable: !compensable, leaseUntil: leaseUntil})
+// compensable is false for a step without a compensation, which no
+// compensation ever runs for.
+func withRunStep(ctx context.Context, key, op string, compensable bool) context.Context {
+	return context.WithValue(ctx, stepCtxKey{}, stepCtx{key: key, op: op, uncompensable: !compensable})
 }
 
 // compensationExcluded reports whether no compensation of s's step can
 // have run before a command sent now: s is an action's, and its step has
-// no compensation or its run still holds the lease.
+// no compensation.
 func (s stepCtx) compensationExcluded() bool {
-	if s.op != opAction {
-		return false
-	}
-	if s.uncompensable {
-		return true
-	}
-	return s.leaseUntil != nil && time.Now().Before(s.leaseUntil())
+	return s.op == opAction && s.uncompensable
 }
 
 // isNil reports whether v is nil, or a nil pointer, map, slice, func,

@@ -177,9 +177,6 @@ func TestMongoInsert_TakesOneRoundTripWhenTheLogExcludesTheCompensation(t *testi
 	db, cmds := countedMongo(t)
 	coll := db.Collection("docs")
 	ctx := context.Background()
-	held := func() time.Time { return time.Now().Add(time.Hour) }
-	expired := func() time.Time { return time.Now().Add(-time.Second) }
-	unknown := func() time.Time { return time.Time{} }
 
 	tests := []struct {
 		name string
@@ -190,19 +187,13 @@ func TestMongoInsert_TakesOneRoundTripWhenTheLogExcludesTheCompensation(t *testi
 			return withStep(ctx, key, opAction)
 		}, []string{"find coord_barrier", "insert docs"}},
 		{"step without compensation", func(key string) context.Context {
-			return withRunStep(ctx, key, opAction, false, nil)
+			return withRunStep(ctx, key, opAction, false)
 		}, []string{"insert docs"}},
-		{"lease held", func(key string) context.Context {
-			return withRunStep(ctx, key, opAction, true, held)
-		}, []string{"insert docs"}},
-		{"lease expired", func(key string) context.Context {
-			return withRunStep(ctx, key, opAction, true, expired)
-		}, []string{"find coord_barrier", "insert docs"}},
-		{"lease no longer known", func(key string) context.Context {
-			return withRunStep(ctx, key, opAction, true, unknown)
+		{"step with a compensation", func(key string) context.Context {
+			return withRunStep(ctx, key, opAction, true)
 		}, []string{"find coord_barrier", "insert docs"}},
 		{"in a compensation", func(key string) context.Context {
-			return withRunStep(ctx, key, opCompensate, false, held)
+			return withRunStep(ctx, key, opCompensate, false)
 		}, []string{"find coord_barrier", "insert docs"}},
 	}
 	for i, tt := range tests {
@@ -224,15 +215,15 @@ func TestMongoInsert_TakesOneRoundTripWhenTheLogExcludesTheCompensation(t *testi
 		})
 	}
 
-	// Once the lease is no longer known to be held, the tombstone is
-	// honoured again: a late action after its compensation does nothing.
-	t.Run("tombstone honoured once the lease expired", func(t *testing.T) {
+	// In a step with a compensation the tombstone is honoured: a late
+	// action after its compensation does nothing.
+	t.Run("tombstone honoured in a step with a compensation", func(t *testing.T) {
 		cmds.take()
 		ok, err := MongoDelete(withStep(ctx, "s/late", opCompensate), coll, "late")
 		require.NoError(t, err)
 		assert.False(t, ok, "null compensation")
 		assert.Equal(t, []string{"insert coord_barrier", "delete docs"}, cmds.take(), "MongoDelete: its tombstone, then the delete")
-		ok, err = MongoInsert(withRunStep(ctx, "s/late", opAction, true, expired), coll, bson.D{{Key: "_id", Value: "late"}})
+		ok, err = MongoInsert(withRunStep(ctx, "s/late", opAction, true), coll, bson.D{{Key: "_id", Value: "late"}})
 		require.NoError(t, err)
 		assert.False(t, ok, "hanging action")
 		assert.Equal(t, []string{"find coord_barrier"}, cmds.take())

@@ -544,7 +544,7 @@ func (e *execution[S]) call(ctx context.Context, st *Step[S], op string, fn func
 	// A step without a compensation tells the barriers so: MongoInsert then
 	// needs no tombstone check (README.md, "The MongoDB barrier in one
 	// round trip"). The run's lease is not passed yet (nil: unknown).
-	sctx, cancel := context.WithCancelCause(withRunStep(ctx, e.id+"/"+st.Name, op, st.hasCompensation(), nil))
+	sctx, cancel := context.WithCancelCause(withRunStep(ctx, e.id+"/"+st.Name, op, st.hasCompensation()))
 	defer cancel(nil)
 	if st.Timeout > 0 {
 		var cancelT context.CancelFunc

@@ -409,7 +409,7 @@ func writeSQLFor(n int, async bool) string {
 // bound is not passed (nil), so a compensatable member's MongoInsert keeps
 // its check.
 func (e *execution[S]) callMember(ctx context.Context, m *Step[S], op string, fn func(context.Context, *S) error) error {
-	sctx := withRunStep(ctx, e.id+"/"+m.Name, op, m.hasCompensation(), nil)
+	sctx := withRunStep(ctx, e.id+"/"+m.Name, op, m.hasCompensation())
 	if m.Timeout > 0 {
 		var cancel context.CancelFunc
 		sctx, cancel = context.WithTimeout(sctx, m.Timeout)
