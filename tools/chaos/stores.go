@@ -21,7 +21,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// pgBinDir returns the directory of initdb and pg_ctl: PG_BINDIR, else
+// pgBinDir returns the directory of initdb and pg_ctl: POLYSTORE_PG_BINDIR (the
+// variable internal/servicetest.PGCluster reads too), else
 // Debian's /usr/lib/postgresql/15/bin (this project's), else the newest
 // /usr/lib/postgresql/*/bin, else pg_config --bindir, else initdb's on PATH.
 func pgBinDir() (string, error) {
@@ -29,9 +30,9 @@ func pgBinDir() (string, error) {
 		_, err := os.Stat(filepath.Join(dir, "initdb"))
 		return err == nil
 	}
-	if dir := os.Getenv("PG_BINDIR"); dir != "" {
+	if dir := os.Getenv("POLYSTORE_PG_BINDIR"); dir != "" {
 		if !has(dir) {
-			return "", fmt.Errorf("PG_BINDIR=%s has no initdb", dir)
+			return "", fmt.Errorf("POLYSTORE_PG_BINDIR=%s has no initdb", dir)
 		}
 		return dir, nil
 	}
@@ -49,7 +50,7 @@ func pgBinDir() (string, error) {
 	if path, err := exec.LookPath("initdb"); err == nil {
 		return filepath.Dir(path), nil
 	}
-	return "", errors.New("no initdb: install PostgreSQL's server programs (postgresql on Debian) or set PG_BINDIR")
+	return "", errors.New("no initdb: install PostgreSQL's server programs (postgresql on Debian) or set POLYSTORE_PG_BINDIR")
 }
 
 // pgMajor is the major version in /usr/lib/postgresql/<major>/bin/initdb.
