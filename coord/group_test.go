@@ -1,17 +1,13 @@
 package coord
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/polystore/polystore/internal/servicetest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -634,41 +630,7 @@ func TestRetry_AGroupWhoseCompensationFailedCompensatesAgain(t *testing.T) {
 func TestRecover_ProcessKilledInsideAGroupEndsConsistent(t *testing.T) {
 	f := newFixture(t)
 	id := "killed-in-group"
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(),
-		childEnv+"="+stepWelcome,
-		childGroup+"=1",
-		childPostgres+"="+f.pool.Config().ConnString(),
-		childRedis+"="+servicetest.RedisURL(t),
-		childPrefix+"="+f.prefix,
-		childMongo+"="+servicetest.MongoURL(t),
-		childMongoDB+"="+f.convs.Database().Name(),
-		childSagaID+"="+id,
-	)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	hanging := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if sc.Text() == hangSignal {
-				hanging <- true
-				return
-			}
-		}
-		hanging <- false
-	}()
-	select {
-	case ok := <-hanging:
-		require.True(t, ok, "the child exited before reaching the member")
-	case <-time.After(childWaitForMax):
-		t.Fatal("the child did not reach the member")
-	}
-	require.NoError(t, cmd.Process.Kill())
-	_ = cmd.Wait()
+	killChildAtHang(t, f, id, stepWelcome, childGroup+"=1")
 
 	recoverer, _ := groupCoordinator(t, f, Options{Owner: "recoverer", LeaseDuration: testLease}, nil)
 	info := recoverUntilFinal(t, recoverer, id)

@@ -94,47 +94,13 @@ func TestRecover_ProcessKilledMidStepEndsConsistent(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
 			id := "killed-" + step
-			cmd := exec.Command(os.Args[0])
-			cmd.Env = append(os.Environ(),
-				childEnv+"="+step,
-				childPostgres+"="+f.pool.Config().ConnString(),
-				childRedis+"="+servicetest.RedisURL(t),
-				childPrefix+"="+f.prefix,
-				childMongo+"="+servicetest.MongoURL(t),
-				childMongoDB+"="+f.convs.Database().Name(),
-				childSagaID+"="+id,
-			)
-			cmd.Stderr = os.Stderr
-			out, err := cmd.StdoutPipe()
-			require.NoError(t, err)
-			require.NoError(t, cmd.Start())
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-
-			hanging := make(chan bool, 1)
-			go func() {
-				sc := bufio.NewScanner(out)
-				for sc.Scan() {
-					if sc.Text() == hangSignal {
-						hanging <- true
-						return
-					}
-				}
-				hanging <- false
-			}()
-			select {
-			case ok := <-hanging:
-				require.True(t, ok, "the child exited before reaching the step")
-			case <-time.After(childWaitForMax):
-				t.Fatal("the child did not reach the step")
-			}
-			require.NoError(t, cmd.Process.Kill())
-			_ = cmd.Wait()
+			killChildAtHang(t, f, id, step)
 
 			recoverer, rh := f.coordinator(t, Options{Owner: "recoverer", LeaseDuration: testLease})
 			// Killed inside the first transaction, which carries the
 			// saga's record, the saga is not in the log and took no effect:
 			// Run again runs it. Killed later, recovery finishes it.
-			_, err = recoverer.Get(context.Background(), id)
+			_, err := recoverer.Get(context.Background(), id)
 			assert.Equal(t, step == stepCreateUser, errors.Is(err, ErrNotFound), "in the log: %v", err)
 			finishCut(t, f, recoverer, rh, id)
 			info, err := recoverer.Get(context.Background(), id)
@@ -143,4 +109,48 @@ func TestRecover_ProcessKilledMidStepEndsConsistent(t *testing.T) {
 			assert.Equal(t, allApplied, f.effects(t, id))
 		})
 	}
+}
+
+// killChildAtHang runs this test binary as a child process that runs the
+// saga id on the fixture's stores and hangs at step (childEnv; extraEnv
+// adds settings such as childGroup), waits until it announces the hang, and
+// kills it with SIGKILL.
+func killChildAtHang(t *testing.T, f *fixture, id, step string, extraEnv ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(),
+		childEnv+"="+step,
+		childPostgres+"="+f.pool.Config().ConnString(),
+		childRedis+"="+servicetest.RedisURL(t),
+		childPrefix+"="+f.prefix,
+		childMongo+"="+servicetest.MongoURL(t),
+		childMongoDB+"="+f.convs.Database().Name(),
+		childSagaID+"="+id,
+	)
+	cmd.Env = append(cmd.Env, extraEnv...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	hanging := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if sc.Text() == hangSignal {
+				hanging <- true
+				return
+			}
+		}
+		hanging <- false
+	}()
+	select {
+	case ok := <-hanging:
+		require.True(t, ok, "the child exited before reaching step %q", step)
+	case <-time.After(childWaitForMax):
+		t.Fatalf("the child did not reach step %q", step)
+	}
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
 }
