@@ -543,7 +543,7 @@ func (e *execution[S]) exec(ctx context.Context, s stmt) error {
 func (e *execution[S]) call(ctx context.Context, st *Step[S], op string, fn func(context.Context, *S) error) error {
 	// A step without a compensation tells the barriers so: MongoInsert then
 	// needs no tombstone check (README.md, "The MongoDB barrier in one
-	// round trip"). The run's lease is not passed yet (nil: unknown).
+	// round trip").
 	sctx, cancel := context.WithCancelCause(withRunStep(ctx, e.id+"/"+st.Name, op, st.hasCompensation()))
 	defer cancel(nil)
 	if st.Timeout > 0 {
