@@ -588,6 +588,12 @@ func TestRun_PostgresBlackholedAfterACutRunReturnsWithinItsSettleBudget(t *testi
 			hole, held := p.holding()
 			require.True(t, hole, "PostgreSQL was blackholed while Run returned")
 			assert.Positive(t, held, "Run tried the log in the blackhole")
+			if tt.wantErr == ErrOutcomeUnknown {
+				// Settling tries each on a fresh connection: without the
+				// budget all settleTries of them would sit in the blackhole,
+				// besides the step's own.
+				assert.Less(t, held, 1+settleTries, "the budget ended settling before its tries ran out")
+			}
 			require.ErrorIs(t, res.err, tt.wantErr)
 			for _, other := range []error{ErrNotStarted, ErrIncomplete, ErrOutcomeUnknown, ErrCompensated, ErrFailed} {
 				if other != tt.wantErr {
