@@ -20,34 +20,44 @@ const (
 type stepCtxKey struct{}
 
 type stepCtx struct {
-	key string
-	op  string
+	// The step's key is saga + "/" + name (see StepKey), built only when a
+	// barrier needs it; name is "" when saga holds the whole key.
+	saga, name string
+	op         string
 	// uncompensable: the step has no compensation (a pivot, a retriable
 	// step, or a compensatable step without one), so no compensation ever
-	// runs under key.
+	// runs under its key.
 	uncompensable bool
+}
+
+// key returns the step's key.
+func (s *stepCtx) key() string {
+	if s.name == "" {
+		return s.saga
+	}
+	return s.saga + "/" + s.name
 }
 
 // withStep returns ctx for a try of the action or compensation (op) of the
 // step whose StepKey is key, when nothing more is known about the run: the
 // barriers then assume that the step's compensation may have run.
 func withStep(ctx context.Context, key, op string) context.Context {
-	return context.WithValue(ctx, stepCtxKey{}, stepCtx{key: key, op: op})
+	return context.WithValue(ctx, stepCtxKey{}, &stepCtx{saga: key, op: op})
 }
 
-// withRunStep is withStep for a try run by a coordinator, which tells the
-// barriers what its log already proves, so that MongoInsert can skip its
-// tombstone check (README.md, "The MongoDB barrier in one round trip"):
-// compensable is false for a step without a compensation, which no
-// compensation ever runs for.
-func withRunStep(ctx context.Context, key, op string, compensable bool) context.Context {
-	return context.WithValue(ctx, stepCtxKey{}, stepCtx{key: key, op: op, uncompensable: !compensable})
+// withRunStep is withStep for a try of the step name of the saga id run by
+// a coordinator, which tells the barriers what its log already proves, so
+// that MongoInsert can skip its tombstone check (README.md, "The MongoDB
+// barrier in one round trip"): compensable is false for a step without a
+// compensation, which no compensation ever runs for.
+func withRunStep(ctx context.Context, id, name, op string, compensable bool) context.Context {
+	return context.WithValue(ctx, stepCtxKey{}, &stepCtx{saga: id, name: name, op: op, uncompensable: !compensable})
 }
 
 // compensationExcluded reports whether no compensation of s's step can
 // have run before a command sent now: s is an action's, and its step has
 // no compensation.
-func (s stepCtx) compensationExcluded() bool {
+func (s *stepCtx) compensationExcluded() bool {
 	return s.op == opAction && s.uncompensable
 }
 
@@ -75,10 +85,10 @@ func checkArgs(fn string, named ...any) error {
 	return nil
 }
 
-func stepFrom(ctx context.Context) (stepCtx, error) {
-	s, ok := ctx.Value(stepCtxKey{}).(stepCtx)
+func stepFrom(ctx context.Context) (*stepCtx, error) {
+	s, ok := ctx.Value(stepCtxKey{}).(*stepCtx)
 	if !ok {
-		return stepCtx{}, fmt.Errorf("%w: no saga step in the context: call barriers from a step's action or compensation", ErrInvalid)
+		return nil, fmt.Errorf("%w: no saga step in the context: call barriers from a step's action or compensation", ErrInvalid)
 	}
 	return s, nil
 }
@@ -88,8 +98,11 @@ func stepFrom(ctx context.Context) (stepCtx, error) {
 // It is the same in every try, replay and recovery of the step, and the
 // same for its action and its compensation. It returns "" outside a step.
 func StepKey(ctx context.Context) string {
-	s, _ := ctx.Value(stepCtxKey{}).(stepCtx)
-	return s.key
+	s, ok := ctx.Value(stepCtxKey{}).(*stepCtx)
+	if !ok {
+		return ""
+	}
+	return s.key()
 }
 
 const pgBarrierSQL = `with a as (
@@ -123,8 +136,8 @@ func PgBarrier(ctx context.Context, tx Tx) (bool, error) {
 		return false, err
 	}
 	var actionNew, compensateNew int64
-	if err := tx.QueryRow(ctx, pgBarrierSQL, s.key, s.op).Scan(&actionNew, &compensateNew); err != nil {
-		return false, fmt.Errorf("coord: barrier %q: %w", s.key, err)
+	if err := tx.QueryRow(ctx, pgBarrierSQL, s.key(), s.op).Scan(&actionNew, &compensateNew); err != nil {
+		return false, fmt.Errorf("coord: barrier %q: %w", s.key(), err)
 	}
 	if s.op == opAction {
 		return actionNew == 1, nil
@@ -160,9 +173,12 @@ return 1`)
 
 // redisMarkers returns the keys of the action's and the compensation's
 // markers of key: beside key, so that they live under the same prefix.
-func redisMarkers(key, stepKey string) (action, compensate string) {
-	base := key + ":coord-barrier:" + stepKey
-	return base + ":action", base + ":compensate"
+func redisMarkers(key string, s *stepCtx) (action, compensate string) {
+	// One concatenation each, the step's key included.
+	if s.name == "" {
+		return key + ":coord-barrier:" + s.saga + ":action", key + ":coord-barrier:" + s.saga + ":compensate"
+	}
+	return key + ":coord-barrier:" + s.saga + "/" + s.name + ":action", key + ":coord-barrier:" + s.saga + "/" + s.name + ":compensate"
 }
 
 // RedisSet sets key to value (with ttl, none when 0) as a step's action,
@@ -190,7 +206,7 @@ func RedisSet(ctx context.Context, client redis.Scripter, key string, value any,
 	if err != nil {
 		return false, err
 	}
-	action, compensate := redisMarkers(key, s.key)
+	action, compensate := redisMarkers(key, s)
 	n, err := redisSetScript.Run(ctx, client, []string{key, action, compensate}, value, ttl.Milliseconds(), BarrierTTL.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("coord: redis set %q: %w", key, err)
@@ -214,7 +230,7 @@ func RedisDel(ctx context.Context, client redis.Scripter, key string) (bool, err
 	if err != nil {
 		return false, err
 	}
-	action, compensate := redisMarkers(key, s.key)
+	action, compensate := redisMarkers(key, s)
 	n, err := redisDelScript.Run(ctx, client, []string{key, action, compensate}, BarrierTTL.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("coord: redis del %q: %w", key, err)
@@ -250,12 +266,12 @@ func MongoInsert(ctx context.Context, coll *mongo.Collection, doc any) (bool, er
 	}
 	if !s.compensationExcluded() {
 		tomb := coll.Database().Collection(mongoBarrierCollection)
-		err = tomb.FindOne(ctx, bson.D{{Key: "_id", Value: s.key + ":compensate"}}).Err()
+		err = tomb.FindOne(ctx, bson.D{{Key: "_id", Value: s.key() + ":compensate"}}).Err()
 		if err == nil {
 			return false, nil
 		}
 		if !errors.Is(err, mongo.ErrNoDocuments) {
-			return false, fmt.Errorf("coord: mongo barrier %q: %w", s.key, err)
+			return false, fmt.Errorf("coord: mongo barrier %q: %w", s.key(), err)
 		}
 	}
 	if _, err := coll.InsertOne(ctx, doc); err != nil {
@@ -283,9 +299,9 @@ func MongoDelete(ctx context.Context, coll *mongo.Collection, id any) (bool, err
 		return false, err
 	}
 	tomb := coll.Database().Collection(mongoBarrierCollection)
-	_, err = tomb.InsertOne(ctx, bson.D{{Key: "_id", Value: s.key + ":compensate"}, {Key: "at", Value: time.Now()}})
+	_, err = tomb.InsertOne(ctx, bson.D{{Key: "_id", Value: s.key() + ":compensate"}, {Key: "at", Value: time.Now()}})
 	if err != nil && !mongo.IsDuplicateKeyError(err) {
-		return false, fmt.Errorf("coord: mongo barrier %q: %w", s.key, err)
+		return false, fmt.Errorf("coord: mongo barrier %q: %w", s.key(), err)
 	}
 	res, err := coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
 	if err != nil {

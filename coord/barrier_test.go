@@ -187,13 +187,13 @@ func TestMongoInsert_TakesOneRoundTripWhenTheLogExcludesTheCompensation(t *testi
 			return withStep(ctx, key, opAction)
 		}, []string{"find coord_barrier", "insert docs"}},
 		{"step without compensation", func(key string) context.Context {
-			return withRunStep(ctx, key, opAction, false)
+			return withRunStep(ctx, key, "", opAction, false)
 		}, []string{"insert docs"}},
 		{"step with a compensation", func(key string) context.Context {
-			return withRunStep(ctx, key, opAction, true)
+			return withRunStep(ctx, key, "", opAction, true)
 		}, []string{"find coord_barrier", "insert docs"}},
 		{"in a compensation", func(key string) context.Context {
-			return withRunStep(ctx, key, opCompensate, false)
+			return withRunStep(ctx, key, "", opCompensate, false)
 		}, []string{"find coord_barrier", "insert docs"}},
 	}
 	for i, tt := range tests {
@@ -223,7 +223,7 @@ func TestMongoInsert_TakesOneRoundTripWhenTheLogExcludesTheCompensation(t *testi
 		require.NoError(t, err)
 		assert.False(t, ok, "null compensation")
 		assert.Equal(t, []string{"insert coord_barrier", "delete docs"}, cmds.take(), "MongoDelete: its tombstone, then the delete")
-		ok, err = MongoInsert(withRunStep(ctx, "s/late", opAction, true), coll, bson.D{{Key: "_id", Value: "late"}})
+		ok, err = MongoInsert(withRunStep(ctx, "s", "late", opAction, true), coll, bson.D{{Key: "_id", Value: "late"}})
 		require.NoError(t, err)
 		assert.False(t, ok, "hanging action")
 		assert.Equal(t, []string{"find coord_barrier"}, cmds.take())

@@ -80,6 +80,8 @@ type Coordinator struct {
 
 	leaseArg any // leaseMillis, boxed once for the log's statements
 
+	finals *finisher // writes the final records Run does not wait for
+
 	mu      sync.Mutex
 	sagas   map[string]driver
 	closed  bool
@@ -113,6 +115,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Coordinator, e
 	}
 	c := &Coordinator{pool: pool, opts: opts.withDefaults(), sagas: map[string]driver{}, tel: newTelemetry(opts)}
 	c.leaseArg = c.leaseMillis()
+	c.finals = newFinisher(c)
 	c.observeWaiting()
 	return c, nil
 }
@@ -122,8 +125,11 @@ type Handle[S any] struct {
 	c   *Coordinator
 	def *Definition[S]
 	tel *defTelemetry
-	// stepArgs are the step names, boxed once for the log's statements.
-	stepArgs []any
+	// stepArgs are the step names, boxed once for the log's statements;
+	// memberArgs the names of the groups' members, nameArg the saga's.
+	stepArgs   []any
+	memberArgs map[string]any
+	nameArg    any
 }
 
 // Register checks d and registers it with c under its name, so that Run and
@@ -145,9 +151,12 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 	if _, ok := c.sagas[d.name]; ok {
 		return nil, fmt.Errorf("%w: saga %q is already registered", ErrInvalid, d.name)
 	}
-	h := &Handle[S]{c: c, def: d, tel: newDefTelemetry(d), stepArgs: make([]any, len(d.steps))}
+	h := &Handle[S]{c: c, def: d, tel: newDefTelemetry(d), stepArgs: make([]any, len(d.steps)), memberArgs: map[string]any{}, nameArg: d.name}
 	for i, st := range d.steps {
 		h.stepArgs[i] = st.Name
+		for _, m := range st.members {
+			h.memberArgs[m.Name] = m.Name
+		}
 	}
 	c.sagas[d.name] = h
 	return h, nil
@@ -158,11 +167,16 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 // caller exactly where the saga stands:
 //
 //   - nil: the saga succeeded; every step took effect, and the log durably
-//     holds a position from which it can only finish succeeded. The final
-//     record itself may not be durable yet when the last steps are
-//     retriable (see README.md, Non-durable records): a PostgreSQL crash
-//     that loses it makes recovery replay those idempotent steps and end
-//     the saga succeeded again.
+//     holds a position from which it can only finish succeeded. When the
+//     last step is retriable (a step, or a parallel group), Run returns
+//     without waiting for the final record: the coordinator writes it
+//     right after, without waiting for the WAL flush, and its own reads
+//     (Get, List, History...) and Close wait for it; until then another
+//     coordinator sees the saga running. If that record is lost (the
+//     process dies first, PostgreSQL crashes before the flush), recovery
+//     replays those idempotent steps once the lease ends and the saga ends
+//     succeeded again (see README.md, "Run does not wait for the final
+//     record").
 //   - ErrNotStarted: nothing took effect and nothing is in the log (the
 //     record's insert failed, or ctx had ended, before it could commit).
 //     No step took effect: at most a first TxAction was called, in the
@@ -186,27 +200,30 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 //     (Coordinator.Failed).
 //
 // The saga's record is in the log before any step takes effect. When the
-// first step is a TxAction, the record's insert is the first statement of
-// that step's transaction and commits with it (no round trip of its own):
-// the saga appears in the log with its first step done, or not at all (a
-// try that fails rolls the record back with it; Run then inserts the
-// record alone and goes on as for any failed try). Otherwise Run inserts
-// the record on its own (one round trip) before calling any step. When a
-// saga with this id already exists (the insert finds it), no step takes
-// effect: the insert in a first TxAction's transaction fails before the
-// step's first statement runs (the step's code is called, its statements
-// are refused, and its error is ignored), and Run calls no other step. It
-// waits for that saga to finish and returns its outcome, with *state set
-// to the state in the log. The only exception is a saga whose lease
-// expired (its coordinator died or gave up): Run then takes it over and
-// drives it, as Recover would. So concurrent Runs of one id make each step
-// take effect once between them, call each Action once (once per try),
-// and a Run of a finished saga calls none but a first TxAction, refused.
+// first step is a TxAction, the record's insert, at the position after
+// that step, goes with that step's COMMIT and commits with it (no round
+// trip of its own): the saga appears in the log with its first step done,
+// or not at all (a try that fails rolls the record back with it; Run then
+// inserts the record alone and goes on as for any failed try). Otherwise
+// Run inserts the record on its own (one round trip) before calling any
+// step. When a saga with this id already exists (the insert finds it), no
+// step takes effect: a first TxAction's statements run, and its
+// transaction rolls back when the record's insert finds the id (or the
+// statements fail on the existing saga's writes; their error is
+// ignored), and Run calls no other step. It waits for that saga to finish
+// and returns its outcome, with *state set to the state in the log. The
+// only exception is a saga whose lease expired (its coordinator died or
+// gave up): Run then takes it over and drives it, as Recover would. So
+// concurrent Runs of one id make each step take effect once between them,
+// call each Action once (once per try), and a Run of a finished saga calls
+// none but a first TxAction, rolled back.
 //
 // The Info returned is the record as the database has it, timestamps
 // included, also with ErrIncomplete (then as last read: it is zero only if
 // Run could not read the record at all); it is zero with ErrNotStarted and
-// ErrOutcomeUnknown.
+// ErrOutcomeUnknown. A final record that Run does not wait for carries the
+// time Run reports as UpdatedAt, read from the process's clock (never
+// before the record's earlier timestamps).
 //
 // Run returns an error wrapping ErrInvalid for an invalid id (see
 // ErrInvalid), a nil state or one that does not encode to JSON, an id that
@@ -314,7 +331,7 @@ func (e *execution[S]) insertArgs(data []byte) []any {
 		traceContext = e.traceContext
 	}
 	args := make([]any, 0, 16) // as many as insertSQL has
-	args = append(args, e.idArg, e.def.name, data, e.tokenArg, e.c.leaseArg)
+	args = append(args, e.idArg, e.nameArg, data, e.tokenArg, e.c.leaseArg)
 	args = e.appendEvents(args, event{kind: EventCreated}, event{kind: EventStarted})
 	return append(args, traceContext)
 }
@@ -593,6 +610,7 @@ func (c *Coordinator) Get(ctx context.Context, id string) (Info, error) {
 // compensation kept failing and they wait for a person. Its errors wrap
 // the driver's.
 func (c *Coordinator) Failed(ctx context.Context) ([]Info, error) {
+	c.settleFinals(ctx)
 	rows, err := c.pool.Query(ctx, selectSQL+" where status = 'failed' order by updated_at, id")
 	if err != nil {
 		return nil, fmt.Errorf("coord: listing failed sagas: %w", err)
@@ -609,6 +627,7 @@ func (c *Coordinator) Failed(ctx context.Context) ([]Info, error) {
 }
 
 func (c *Coordinator) load(ctx context.Context, id string) (record, error) {
+	c.settleFinals(ctx)
 	rows, err := c.pool.Query(ctx, selectSQL+" where id = $1", id)
 	if err != nil {
 		return record{}, fmt.Errorf("coord: reading saga %q: %w", id, err)

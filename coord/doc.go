@@ -47,7 +47,11 @@
 // steps (after a retriable step, after a compensatable Action followed by a
 // TxAction, a compensation's progress) commit without waiting for the WAL
 // flush; the rest, and every record an external effect depends on, are
-// durable (README.md, Non-durable log records). Coordinator.Recover, and
+// durable (README.md, Non-durable log records). The final record of a
+// saga whose last step is retriable is written just after Run returns,
+// the records of concurrent sagas together (the coordinator's own reads
+// and Close wait for it; a lost one makes recovery replay that last
+// step). Coordinator.Recover, and
 // the loop of Coordinator.Start, take the sagas whose lease expired with
 // FOR UPDATE SKIP LOCKED, in batches from an ordered index scan so that a
 // claim costs the same whatever the backlog, and drive them on from the
@@ -59,7 +63,7 @@
 //
 // Run inserts the saga's record before any step takes effect; with an id
 // that exists no step takes effect (a first TxAction is called, its
-// statements refused) and Run returns that saga's outcome (see
+// transaction rolled back) and Run returns that saga's outcome (see
 // Handle.Run for the exact outcomes: nil, ErrNotStarted, ErrIncomplete,
 // ErrOutcomeUnknown, ErrCompensated, ErrFailed). Since a step can run
 // again after a crash, each step has a

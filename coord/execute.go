@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -65,20 +66,31 @@ type execution[S any] struct {
 	// (see writeStmt).
 	idArg, tokenArg any
 	stepArgs        []any
+	memberArgs      map[string]any
+	nameArg         any
 	writeArgs       []any
-	writeScan       []any
-	one             int64
+	writeScan       [3]any
+	insertScan      [3]any
+	// The timestamps the log's writes return, scanned as pgtype's (which
+	// pgx scans into without wrapping them), then copied to created and
+	// updated (see scanned).
+	createdTs, updatedTs pgtype.Timestamptz
+	one                  int64
 
 	traceContext []byte     // of the Run that started the saga (see encodeTraceContext)
 	stepSpan     trace.Span // the current step's span, nil when not traced
 	try          int        // the current step's try, for its span
+
+	lease leaseKeeper // see keepLease
+
+	groupEventsBuf [4]event // backs groupEvents for a small group
 
 	resumedAt   int     // the step this run resumed the saga at from the log; -1 for a new saga
 	groupEvents []event // the members' events of a group's log record (see appendDone)
 }
 
 func (h *Handle[S]) newExecution(id, token string, state *S, status Status, step int) *execution[S] {
-	return &execution[S]{c: h.c, def: h.def, tel: h.tel, stepArgs: h.stepArgs, id: id, idArg: id, token: token, tokenArg: token,
+	return &execution[S]{c: h.c, def: h.def, tel: h.tel, stepArgs: h.stepArgs, memberArgs: h.memberArgs, nameArg: h.nameArg, id: id, idArg: id, token: token, tokenArg: token,
 		state: state, status: status, step: step, resumedAt: -1}
 }
 
@@ -441,11 +453,24 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 		e.retreat()
 		evs = e.appendDone(evs, EventCompensated, at, attempts)
 	}
-	w, err := e.writeStmt(op == opAction, evs...)
-	if err == nil && !e.c.opts.allDurable && !e.def.recordDurable(op == opAction, at) {
-		w.sql = writeSQLFor(len(evs), true)
+	async := e.pending == nil && !e.c.opts.allDurable && !e.def.recordDurable(op == opAction, at)
+	var w stmt
+	var err error
+	if e.pending != nil {
+		w, err = e.insertDoneStmt(evs)
+	} else {
+		w, err = e.writeStmt(op == opAction, evs...)
 	}
-	if err == nil {
+	switch {
+	case err != nil:
+	case async && e.status == StatusSucceeded:
+		// The final record of a saga whose last step is retriable: Run does
+		// not wait for it (see finisher).
+		e.deferFinal(w, len(evs))
+	case async:
+		w.sql = writeSQLFor(len(evs), true)
+		err = record(w)
+	default:
 		err = record(w)
 	}
 	if err != nil {
@@ -513,12 +538,50 @@ func (e *execution[S]) writeStmt(withState bool, evs ...event) (stmt, error) {
 	}
 	// The buffers are the execution's own: a write is done with them (sent
 	// on its own, or with its transaction's COMMIT) before the next one.
-	e.writeArgs = e.appendEvents(append(e.writeArgs[:0], e.idArg, e.tokenArg, boxed(statusArgs, e.status), e.step, state, e.attempts, e.cause, e.c.leaseArg), evs...)
-	if e.writeScan == nil {
-		e.writeScan = []any{&e.one, &e.updated, &e.cancel}
+	// Room for the events' slots, and the time of a final record that
+	// deferFinal appends.
+	if n := 9 + 5*max(maxEvents, len(evs)); cap(e.writeArgs) < n {
+		e.writeArgs = make([]any, 0, n)
 	}
-	return stmt{sql: writeSQLFor(len(evs), false), args: e.writeArgs, scan: e.writeScan}, nil
+	e.writeArgs = e.appendEvents(append(e.writeArgs[:0], e.idArg, e.tokenArg, boxed(statusArgs, e.status), e.step, state, e.attempts, e.cause, e.c.leaseArg), evs...)
+	e.createdTs, e.updatedTs = pgtype.Timestamptz{}, pgtype.Timestamptz{} // none from an earlier statement that failed
+	e.writeScan = [3]any{&e.one, &e.updatedTs, &e.cancel}
+	return stmt{sql: writeSQLFor(len(evs), false), args: e.writeArgs, scan: e.writeScan[:]}, nil
 }
+
+// insertDoneStmt is the record's insert at the saga's current position,
+// with its state, that the transaction of the first try of a first step
+// that is a TxAction commits (see execution.pending): the insert's
+// history events (created, the first step started) come before evs, the
+// step's.
+func (e *execution[S]) insertDoneStmt(evs []event) (stmt, error) {
+	data, err := e.c.encodeState(e.id, e.state)
+	if err != nil {
+		return stmt{}, err
+	}
+	var traceContext any // untyped nil when there is none: a NULL, no allocation
+	if e.traceContext != nil {
+		traceContext = e.traceContext
+	}
+	var buf [insertDoneEvents]event
+	all := append(append(buf[:0], event{kind: EventCreated}, event{kind: EventStarted}), evs...)
+	if cap(e.writeArgs) < 8+5*insertDoneEvents {
+		e.writeArgs = make([]any, 0, 8+5*insertDoneEvents)
+	}
+	args := append(e.writeArgs[:0], e.idArg, e.nameArg, boxed(statusArgs, e.status), e.step, data, e.tokenArg, e.c.leaseArg, traceContext)
+	args = e.appendEvents(args, all...)
+	for range insertDoneEvents - len(all) {
+		args = append(args, nil, nil, nil, nil, nil)
+	}
+	e.writeArgs = args
+	e.createdTs, e.updatedTs = pgtype.Timestamptz{}, pgtype.Timestamptz{}
+	e.insertScan = [3]any{&e.one, &e.createdTs, &e.updatedTs}
+	return stmt{sql: insertDoneSQL, args: args, scan: e.insertScan[:], zero: errExists}, nil
+}
+
+// insertDoneEvents is how many history events insertDoneStmt writes at
+// most: created, started, the first step's succeeded and the next started.
+const insertDoneEvents = 2 + maxEvents
 
 // write records the saga's current position in the log, and evs in its
 // history.
@@ -535,7 +598,19 @@ func (e *execution[S]) exec(ctx context.Context, s stmt) error {
 	if err := e.c.pool.QueryRow(ctx, s.sql, s.args...).Scan(s.scan...); err != nil {
 		return fmt.Errorf("%w: saga %q: writing the log: %w", ErrIncomplete, e.id, logError(err))
 	}
+	e.scanned()
 	return nil
+}
+
+// scanned copies the timestamps a log write returned (writeStmt,
+// insertDoneStmt) to the execution's.
+func (e *execution[S]) scanned() {
+	if e.createdTs.Valid {
+		e.created, e.createdTs = e.createdTs.Time, pgtype.Timestamptz{}
+	}
+	if e.updatedTs.Valid {
+		e.updated, e.updatedTs = e.updatedTs.Time, pgtype.Timestamptz{}
+	}
 }
 
 // call runs fn, an Action or Compensate, with the step's key and timeout,
@@ -544,76 +619,99 @@ func (e *execution[S]) call(ctx context.Context, st *Step[S], op string, fn func
 	// A step without a compensation tells the barriers so: MongoInsert then
 	// needs no tombstone check (README.md, "The MongoDB barrier in one
 	// round trip").
-	sctx, cancel := context.WithCancelCause(withRunStep(ctx, e.id+"/"+st.Name, op, st.hasCompensation()))
+	sctx, cancel := context.WithCancelCause(withRunStep(ctx, e.id, st.Name, op, st.hasCompensation()))
 	defer cancel(nil)
 	if st.Timeout > 0 {
 		var cancelT context.CancelFunc
 		sctx, cancelT = context.WithTimeout(sctx, st.Timeout)
 		defer cancelT()
 	}
-	stop := e.keepLease(ctx, cancel)
+	e.keepLease(ctx, cancel)
 	err := protect(func() error { return fn(sctx, e.state) })
-	if lost := stop(); lost != nil {
+	if lost := e.stopLease(); lost != nil {
 		return lost
 	}
 	return err
 }
 
-// keepLease renews the lease every third of it until the returned function
-// is called; that function returns the error wrapping ErrLeaseLost when the
-// lease was lost, after cancelling the step through cancel. A timer, not a
-// goroutine with a ticker: most steps end before the first renewal, and a
-// timer that never fires costs less to set up and stop.
-func (e *execution[S]) keepLease(ctx context.Context, cancel context.CancelCauseFunc) func() error {
-	var k struct {
-		mu      sync.Mutex // held by a renewal, so that stopping waits for it
-		stopped bool
-		lost    error
-		t       *time.Timer
+// keepLease renews the lease every third of it until stopLease is called,
+// which returns the error wrapping ErrLeaseLost when the lease was lost,
+// after cancelling the step through cancel. A timer, not a goroutine with
+// a ticker: most steps end before the first renewal, and a timer that
+// never fires costs less to set up and stop. Its state is the execution's
+// (a run renews for one step at a time), made once per run.
+func (e *execution[S]) keepLease(ctx context.Context, cancel context.CancelCauseFunc) {
+	k := &e.lease
+	k.mu.Lock() // a renewal of an earlier step may still hold it
+	k.ctx, k.cancel, k.stopped, k.lost = ctx, cancel, false, nil
+	if k.t == nil {
+		k.t = time.AfterFunc(e.c.opts.LeaseDuration/3, e.renewLease)
+	} else {
+		k.t.Reset(e.c.opts.LeaseDuration / 3)
 	}
-	period := e.c.opts.LeaseDuration / 3
-	k.mu.Lock() // the first renewal waits for k.t to be set
-	k.t = time.AfterFunc(period, func() {
-		k.mu.Lock()
-		defer k.mu.Unlock()
-		if k.stopped {
-			return
-		}
-		_, err := e.c.pool.Exec(ctx, leaseSQL, e.idArg, e.tokenArg, e.c.leaseArg)
-		if err = logError(err); errors.Is(err, ErrLeaseLost) {
-			k.lost = fmt.Errorf("%w: saga %q: %w", ErrIncomplete, e.id, err)
-			cancel(k.lost)
-			return
-		}
-		k.t.Reset(period)
-	})
 	k.mu.Unlock()
-	return func() error {
-		k.t.Stop()
-		k.mu.Lock()
-		defer k.mu.Unlock()
-		k.stopped = true
-		return k.lost
+}
+
+// renewLease is keepLease's timer function.
+func (e *execution[S]) renewLease() {
+	k := &e.lease
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.stopped {
+		return
 	}
+	_, err := e.c.pool.Exec(k.ctx, leaseSQL, e.idArg, e.tokenArg, e.c.leaseArg)
+	if err = logError(err); errors.Is(err, ErrLeaseLost) {
+		k.lost = fmt.Errorf("%w: saga %q: %w", ErrIncomplete, e.id, err)
+		k.cancel(k.lost)
+		return
+	}
+	k.t.Reset(e.c.opts.LeaseDuration / 3)
+}
+
+// stopLease stops what keepLease started, waiting for a renewal in
+// flight, and returns the error of a lost lease.
+func (e *execution[S]) stopLease() error {
+	k := &e.lease
+	k.t.Stop()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stopped = true
+	k.ctx, k.cancel = nil, nil
+	return k.lost
+}
+
+// leaseKeeper is the state of keepLease.
+type leaseKeeper struct {
+	mu      sync.Mutex // held by a renewal, so that stopping waits for it
+	stopped bool
+	lost    error
+	t       *time.Timer
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
 }
 
 // runTx runs fn, a TxAction or TxCompensate, in a transaction that also
 // writes the step's log record: the lease check goes with the step's first
 // statement and the new position with COMMIT.
 func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn func(context.Context, Tx, *S) error) error {
-	sctx, cancel := context.WithCancel(withStep(ctx, e.id+"/"+st.Name, op))
-	defer cancel()
+	// No context of its own without a Timeout: a cancellable one costs
+	// every statement of the step a watch by pgx.
+	sctx := context.WithValue(ctx, stepCtxKey{}, &stepCtx{saga: e.id, name: st.Name, op: op})
 	if st.Timeout > 0 {
+		var cancel context.CancelFunc
 		sctx, cancel = context.WithTimeout(sctx, st.Timeout)
 		defer cancel()
 	}
-	open := stmt{sql: leaseSQL, args: []any{e.idArg, e.tokenArg, e.c.leaseArg}}
+	var tx *stepTx
+	var err error
 	if e.pending != nil {
-		// The record's insert instead: the saga's row is then this
-		// transaction's own, so it needs no lease check.
-		open = stmt{sql: insertFirstSQL, args: e.insertArgs(e.pending), scan: []any{&e.one, &e.created, &e.updated}, zero: errExists}
+		// No lease to check: the record's insert goes with COMMIT (see
+		// move), so the saga's row is this transaction's own.
+		tx, err = beginStepTx(sctx, e.c.pool)
+	} else {
+		tx, err = beginStepTx(sctx, e.c.pool, stmt{sql: leaseSQL, args: []any{e.idArg, e.tokenArg, e.c.leaseArg}})
 	}
-	tx, err := beginStepTx(sctx, e.c.pool, open)
 	if err != nil {
 		return err
 	}
@@ -634,9 +732,10 @@ func (e *execution[S]) runTx(ctx context.Context, st *Step[S], op string, fn fun
 	err = e.move(op, func(w stmt) error {
 		err := tx.commit(sctx, w)
 		if err == nil {
+			e.scanned()
 			return nil
 		}
-		if err := e.txError(err); errors.Is(err, ErrIncomplete) || errors.Is(err, errCrashed) {
+		if err := e.txError(err); errors.Is(err, ErrIncomplete) || errors.Is(err, errCrashed) || errors.Is(err, errExists) {
 			return err
 		}
 		// With the record in this transaction (pending), even a commit that

@@ -165,6 +165,8 @@ type groupRun[S any] struct {
 
 	mu      sync.Mutex // serialises the members' log writes and crash checks
 	crashed bool       // a crash point fired: every later one fires too
+
+	results [4]memberResult // backs the members' results in a small group
 }
 
 // crash calls Options.crashAt at a member's boundary, one call at a time;
@@ -194,8 +196,13 @@ func (e *execution[S]) runGroup(ctx context.Context, comp bool) error {
 	defer cancel(nil)
 	g := &groupRun[S]{e: e, st: st, comp: comp, stop: cancel}
 	// One lease renewal for the whole group, backoffs included.
-	stopLease := e.keepLease(ctx, cancel)
-	results := make([]memberResult, len(st.members))
+	e.keepLease(ctx, cancel)
+	var results []memberResult
+	if len(st.members) <= len(g.results) {
+		results = g.results[:len(st.members)]
+	} else {
+		results = make([]memberResult, len(st.members))
+	}
 	// The last member to run runs on this goroutine, which would only wait
 	// otherwise: one goroutine fewer to start and switch to per group.
 	last := -1
@@ -213,7 +220,7 @@ func (e *execution[S]) runGroup(ctx context.Context, comp bool) error {
 		results[last] = g.runMember(gctx, last)
 	}
 	wg.Wait()
-	lost := stopLease()
+	lost := e.stopLease()
 	switch {
 	case g.crashed:
 		return errCrashed
@@ -255,7 +262,11 @@ func (e *execution[S]) runGroup(ctx context.Context, comp bool) error {
 	}
 	at := e.step
 	if cap(e.groupEvents) < len(results) {
-		e.groupEvents = make([]event, 0, len(results))
+		if len(results) <= len(e.groupEventsBuf) {
+			e.groupEvents = e.groupEventsBuf[:0]
+		} else {
+			e.groupEvents = make([]event, 0, len(results))
+		}
 	}
 	e.groupEvents = e.groupEvents[:0]
 	for i, r := range results {
@@ -409,7 +420,7 @@ func writeSQLFor(n int, async bool) string {
 // bound is not passed (nil), so a compensatable member's MongoInsert keeps
 // its check.
 func (e *execution[S]) callMember(ctx context.Context, m *Step[S], op string, fn func(context.Context, *S) error) error {
-	sctx := withRunStep(ctx, e.id+"/"+m.Name, op, m.hasCompensation())
+	sctx := withRunStep(ctx, e.id, m.Name, op, m.hasCompensation())
 	if m.Timeout > 0 {
 		var cancel context.CancelFunc
 		sctx, cancel = context.WithTimeout(sctx, m.Timeout)

@@ -690,7 +690,7 @@ func TestRecover_GroupPostgresLosingTheNonDurableRecordsEndsConsistent(t *testin
 					sc.setup(f) // the same failures as the probe met, so the same boundaries
 					var mu sync.Mutex
 					seen := map[crashPoint]int{}
-					_, crashed := groupCoordinator(t, f, Options{Owner: "crashed", LeaseDuration: testLease, crashAt: func(p crashPoint) bool {
+					cc, crashed := groupCoordinator(t, f, Options{Owner: "crashed", LeaseDuration: testLease, crashAt: func(p crashPoint) bool {
 						mu.Lock()
 						defer mu.Unlock()
 						seen[p]++
@@ -702,6 +702,10 @@ func TestRecover_GroupPostgresLosingTheNonDurableRecordsEndsConsistent(t *testin
 					} else {
 						require.True(t, err == nil || errors.Is(err, ErrCompensated), "Run: %v", err)
 					}
+					// The final record, which Run does not wait for, is
+					// written before the crash (the one that loses it is
+					// TestRun_FinalRecordLostAfterRunReturnedIsRecovered).
+					cc.settleFinals(context.Background())
 
 					if _, err := recoverer.Get(context.Background(), id); errors.Is(err, ErrNotFound) {
 						// Cut before the first commit: nothing logged, nothing done.

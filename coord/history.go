@@ -104,7 +104,11 @@ func (e *execution[S]) appendEvents(args []any, evs ...event) []any {
 		ev := evs[i]
 		name := e.stepArg(ev.step)
 		if ev.name != "" {
-			name = ev.name
+			if a, ok := e.memberArgs[ev.name]; ok {
+				name = a
+			} else {
+				name = ev.name
+			}
 		}
 		args = append(args, boxed(kindArgs, ev.kind), ev.step, name, ev.attempt, ev.err)
 	}

@@ -16,12 +16,14 @@ type Hooks struct {
 	// A try is not always followed by StepSucceeded or StepFailed: a cut
 	// run (context ended, log unreachable) stops without either, and so
 	// does a Run of an id already in the log, whose first TxAction is
-	// called and refused (see README.md, the record rides in the first
+	// called and rolled back (see README.md, the record rides in the first
 	// TxAction).
 	StepStarted func(ctx context.Context, e StepEvent)
 
 	// StepSucceeded is called when an action succeeded and its log record
-	// is written.
+	// is written, or, for the last step of a saga whose last step is
+	// retriable, handed to be written after Run returns (see README.md,
+	// "Run does not wait for the final record").
 	StepSucceeded func(ctx context.Context, e StepEvent)
 
 	// StepFailed is called after each failed try of an action or

@@ -69,6 +69,7 @@ type cursor struct {
 // MaxPageSize, a cursor List did not make); other errors wrap the
 // driver's.
 func (c *Coordinator) List(ctx context.Context, f Filter) (Page, error) {
+	c.settleFinals(ctx)
 	sql, args, limit, err := listQuery(f)
 	if err != nil {
 		return Page{}, err
@@ -174,6 +175,7 @@ func listQuery(f Filter) (string, []any, int, error) {
 // are absent). It reads the (status, created_at, id) index only. Its errors
 // wrap the driver's.
 func (c *Coordinator) Counts(ctx context.Context) (map[Status]int64, error) {
+	c.settleFinals(ctx)
 	rows, err := c.pool.Query(ctx, `select status, count(*) from coord_saga group by status`)
 	if err != nil {
 		return nil, fmt.Errorf("coord: counting sagas: %w", err)

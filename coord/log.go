@@ -29,13 +29,23 @@ var (
 ), h as (` + historyFrom("i", 4, 6) + `)
 select created_at, updated_at from i`
 
-	// insertFirstSQL is insertSQL as the first statement of the transaction
-	// of a first step that is a TxAction, which then commits the record
-	// with the step (see execution.pending): it fails with a division by
-	// zero when the id exists, so that the step's statements never run for
-	// another run's saga. It returns the record's timestamps.
-	insertFirstSQL = strings.Replace(insertSQL, "select created_at, updated_at from i",
-		"select 1 / count(*), max(created_at), max(updated_at) from i", 1)
+	// insertDoneSQL writes the record of a saga whose first step is a
+	// TxAction with that step's transaction, in the batch of its COMMIT
+	// (see execution.pending): the record at the position after the step
+	// ($3 status, $4 step, $5 state), its insert's history events and the
+	// step's in one statement. It fails with a division by zero when the id
+	// exists (a concurrent insert of the same id waits for the first to
+	// commit or roll back), which aborts the step's transaction, and returns
+	// the record's timestamps. $6 is the actor (the run's token), $7 the
+	// lease in milliseconds, $8 the trace context, and the history's event
+	// slots follow from $9 (insertDoneEvents of them).
+	insertDoneSQL = `with i as (
+	insert into coord_saga (id, name, status, step, state, lease_owner, lease_expires, trace_context)
+	values ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond', $8)
+	on conflict (id) do nothing
+	returning created_at, updated_at
+), h as (` + historySlots("i", 6, 9, insertDoneEvents) + `)
+select 1 / count(*), max(created_at), max(updated_at) from i`
 
 	// ownerSQL reads who holds the saga $1, when its insert's outcome was
 	// unknown.

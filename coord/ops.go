@@ -78,6 +78,7 @@ func checkOperator(id, who, why string) error {
 // whose definition is not registered with c, an empty who or an invalid
 // id (ErrInvalid).
 func (c *Coordinator) Retry(ctx context.Context, id, who, why string) (info Info, err error) {
+	c.settleFinals(ctx)
 	ctx, span := c.tel.startSpan(ctx, "coord.Retry", id, attrActor.String(who))
 	if span != nil {
 		defer func() { endSpan(span, info, err) }()
@@ -124,6 +125,7 @@ func (c *Coordinator) retry(ctx context.Context, span trace.Span, id, who, why s
 // (ErrWrongStatus), an unknown id (ErrNotFound), an empty who or an invalid
 // id (ErrInvalid). The saga's definition need not be registered.
 func (c *Coordinator) Resolve(ctx context.Context, id, who, why string) (info Info, err error) {
+	c.settleFinals(ctx)
 	ctx, span := c.tel.startSpan(ctx, "coord.Resolve", id, attrActor.String(who))
 	if span != nil {
 		defer func() { endSpan(span, info, err) }()
@@ -164,6 +166,7 @@ func (c *Coordinator) resolve(ctx context.Context, id, who, why string) (Info, e
 // effect then. Cancelling a saga already asked to stop does nothing and
 // returns nil.
 func (c *Coordinator) Cancel(ctx context.Context, id, who, why string) (err error) {
+	c.settleFinals(ctx)
 	ctx, span := c.tel.startSpan(ctx, "coord.Cancel", id, attrActor.String(who))
 	if span != nil {
 		defer func() { endWithError(span, err) }()

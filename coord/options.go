@@ -97,6 +97,11 @@ type Options struct {
 	// that point as a process that died there would. Tests only.
 	crashAt func(crashPoint) bool
 
+	// dropFinal, when it returns true for a saga's id, makes the finisher
+	// drop that saga's final record instead of writing it, as a process
+	// that died after Run returned would (see finisher).
+	dropFinal func(id string) bool
+
 	// allDurable makes every log record durable (no synchronous_commit
 	// off), to measure what the non-durable ones save. Benchmarks only.
 	allDurable bool

@@ -220,9 +220,12 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the loop started by Start and waits for it to return. Runs in
-// progress go on until their contexts end; after Close, Run and Start return
-// ErrClosed. Close does not close the pool. It always returns nil.
+// Close stops the loop started by Start and waits for it to return, then
+// for the final records that returned Runs left to write (README.md, "Run
+// does not wait for the final record"), at most Options.SettleTimeout.
+// Runs in progress go on until their contexts end; after Close, Run and
+// Start return ErrClosed. Close does not close the pool: close it after
+// Close. It always returns nil.
 func (c *Coordinator) Close() error {
 	c.mu.Lock()
 	c.closed = true
@@ -235,5 +238,10 @@ func (c *Coordinator) Close() error {
 		stop()
 		<-done
 	}
+	// The final records Runs handed over (see finisher), within the
+	// settling budget: one not written leaves its saga to recovery.
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.SettleTimeout)
+	c.settleFinals(ctx)
+	cancel()
 	return nil
 }

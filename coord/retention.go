@@ -88,6 +88,7 @@ order by updated_at limit $2`
 // rest is left for the next call: a tombstone removed before its saga's
 // batch failed is harmless, the saga being finished.
 func (c *Coordinator) Purge(ctx context.Context, olderThan time.Duration) (int, error) {
+	c.settleFinals(ctx)
 	if olderThan <= 0 {
 		return 0, fmt.Errorf("%w: Purge: olderThan %v must be positive", ErrInvalid, olderThan)
 	}

@@ -144,6 +144,7 @@ type telemetry struct {
 	started      metric.Int64Counter
 	finished     metric.Int64Counter
 	recoveries   metric.Int64Counter
+	finalsLost   metric.Int64Counter
 	active       metric.Int64UpDownCounter
 	stepDuration metric.Float64Histogram
 	sagaDuration metric.Float64Histogram
@@ -172,6 +173,8 @@ func newTelemetry(opts Options) *telemetry {
 	t.started = counter(m, "coord.saga.started", "Sagas started by Run (their record inserted).")
 	t.finished = counter(m, "coord.saga.finished", "Sagas that reached a final status, by status.")
 	t.recoveries = counter(m, "coord.saga.recoveries", "Sagas taken over after their lease expired, to be driven on.")
+	t.finalsLost = counter(m, "coord.saga.final_unwritten",
+		"Final records that Run did not wait for and that were not written (recovery replays the saga's last step).")
 	var err error
 	t.active, err = m.Int64UpDownCounter("coord.saga.active", metric.WithUnit("{saga}"),
 		metric.WithDescription("Sagas being driven by this process (Run, recovery, Retry)."))
