@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -96,4 +97,48 @@ func TestRun_FinalRecordIsInTheLogForTheCallerAndAfterClose(t *testing.T) {
 	info, err := other.Get(ctx, "last")
 	require.NoError(t, err)
 	assert.Equal(t, StatusSucceeded, info.Status, "Close wrote the final record")
+}
+
+// TestRun_FinalRecordsOfConcurrentSagasAreEachWrittenOnce runs sagas
+// concurrently, so that the finisher writes their final records several
+// in one statement, and checks each saga's record and history as one
+// written alone would leave them.
+func TestRun_FinalRecordsOfConcurrentSagasAreEachWrittenOnce(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	c, h := groupCoordinator(t, f, Options{Owner: "runner"}, nil)
+	cOne, hOne := groupCoordinator(t, f, Options{Owner: "alone"}, nil)
+
+	// The shape of a history written by a final record of its own.
+	_, err := hOne.Run(ctx, "alone", &regState{UserID: "alone", Email: "alone@example.com"})
+	require.NoError(t, err)
+	want, err := cOne.History(ctx, "alone")
+	require.NoError(t, err)
+
+	const n = 48
+	errs := make(chan error, n)
+	for i := range n {
+		id := fmt.Sprintf("c%02d", i)
+		go func() {
+			_, err := h.Run(ctx, id, &regState{UserID: id, Email: id + "@example.com"})
+			errs <- err
+		}()
+	}
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	for i := range n {
+		id := fmt.Sprintf("c%02d", i)
+		info, err := c.Get(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, StatusSucceeded, info.Status, id)
+		assert.Equal(t, groupAllApplied, f.groupEffects(t, id), id)
+		got, err := c.History(ctx, id)
+		require.NoError(t, err)
+		require.Len(t, got, len(want), id)
+		for j := range got {
+			assert.Equal(t, []any{want[j].Kind, want[j].Step, want[j].StepName, want[j].Attempt},
+				[]any{got[j].Kind, got[j].Step, got[j].StepName, got[j].Attempt}, "%s event %d", id, j)
+		}
+	}
 }
