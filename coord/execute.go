@@ -163,7 +163,8 @@ func (e *execution[S]) drive(ctx context.Context) (Info, error) {
 		}
 	}
 	// Both timestamps are the database's, so the duration is not skewed by
-	// clocks of the processes that ran the saga.
+	// clocks of the processes that ran the saga (but for a final record
+	// Run does not wait for: see deferFinal).
 	e.c.tel.finish(ctx, e.tel, e.status, e.updated.Sub(e.created))
 	info := e.info()
 	return info, outcome(info, e.causeErr)

@@ -17,7 +17,8 @@ import (
 // (Definition.recordDurable): it is committed without waiting for the WAL
 // flush, and Run does not wait for it either. Run hands it to the
 // coordinator's finisher and returns; the finisher writes the records
-// handed to it while it was busy in one statement (group commit). Until
+// handed to it while it was busy in one round trip and one transaction
+// (group commit). Until
 // the record is written the log shows the saga running under this run's
 // lease. The coordinator's reads and operator actions (Get, List, History,
 // Counts, StoredState, Failed, Cancel, Retry, Resolve, Purge) and Close

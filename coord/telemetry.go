@@ -183,7 +183,8 @@ func newTelemetry(opts Options) *telemetry {
 		t.active = metricnoop.Int64UpDownCounter{}
 	}
 	t.stepDuration = histogram(m, "coord.step.duration", "Duration of each try of a step's action or compensation.")
-	t.sagaDuration = histogram(m, "coord.saga.duration", "Time from a saga's record insert to its final status, by the database's clock.")
+	t.sagaDuration = histogram(m, "coord.saga.duration", "Time from a saga's record insert to its final status, by the database's clock "+
+		"(the end by the process's when Run does not wait for the final record).")
 	return t
 }
 
