@@ -168,13 +168,16 @@ func Register[S any](c *Coordinator, d *Definition[S]) (*Handle[S], error) {
 //
 //   - nil: the saga succeeded; every step took effect, and the log durably
 //     holds a position from which it can only finish succeeded. When the
-//     last step is retriable (a step, or a parallel group), Run returns
-//     without waiting for the final record: the coordinator writes it
-//     right after, without waiting for the WAL flush, and its own reads
-//     (Get, List, History...) and Close wait for it; until then another
-//     coordinator sees the saga running. If that record is lost (the
-//     process dies first, PostgreSQL crashes before the flush), recovery
-//     replays those idempotent steps once the lease ends and the saga ends
+//     last step is a retriable Action (or a parallel group of retriable
+//     members), Run returns without waiting for the final record: the
+//     coordinator writes it right after, without waiting for the WAL
+//     flush, and its own reads (Get, List, History...) and Close wait for
+//     it, within Options.SettleTimeout; until then another coordinator
+//     sees the saga running. Close the coordinator before its pool, and
+//     before the process exits. If that record is lost (the process dies
+//     first, the database is unreachable for longer, PostgreSQL crashes
+//     before the flush), the saga stays running until recovery (Recover,
+//     Start) replays that idempotent step once the lease ends and ends it
 //     succeeded again (see README.md, "Run does not wait for the final
 //     record").
 //   - ErrNotStarted: nothing took effect and nothing is in the log (the

@@ -17,6 +17,7 @@
 //		coord.Step[Reg]{Name: "cache-profile", Kind: coord.Retriable, Action: cacheProfile},
 //	)
 //	c, err := coord.New(ctx, pool, coord.Options{})   // creates the tables
+//	defer c.Close()                                   // before pool.Close: writes the last final records
 //	register, err := coord.Register(c, saga)
 //	info, err := register.Run(ctx, "register:"+email, &Reg{...})
 //
@@ -48,7 +49,8 @@
 // TxAction, a compensation's progress) commit without waiting for the WAL
 // flush; the rest, and every record an external effect depends on, are
 // durable (README.md, Non-durable log records). The final record of a
-// saga whose last step is retriable is written just after Run returns,
+// saga whose last step is a retriable Action (or a parallel group of
+// retriable members) is written just after Run returns,
 // the records of concurrent sagas together (the coordinator's own reads
 // and Close wait for it; a lost one makes recovery replay that last
 // step). Coordinator.Recover, and

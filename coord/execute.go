@@ -18,7 +18,7 @@ const (
 	stageAfterInsert        = "after-insert"         // the record is written, no step ran
 	stageBeforeAction       = "before-action"        // before a try of an action
 	stageAfterAction        = "after-action"         // the action succeeded, its log record is not written (TxAction: not committed)
-	stageAfterLog           = "after-log"            // the step's log record is written
+	stageAfterLog           = "after-log"            // the step's log record is written (a final record Run does not wait for: handed to the finisher)
 	stageAfterFailLog       = "after-fail-log"       // the step failed and the saga is logged as compensating
 	stageBeforeCompensate   = "before-compensate"    // before a try of a compensation
 	stageAfterCompensate    = "after-compensate"     // the compensation succeeded, its log record is not written (TxCompensate: not committed)
@@ -464,10 +464,9 @@ func (e *execution[S]) move(op string, record func(stmt) error) error {
 	}
 	switch {
 	case err != nil:
-	case async && e.status == StatusSucceeded:
+	case async && e.status == StatusSucceeded && e.deferFinal(w, len(evs)):
 		// The final record of a saga whose last step is retriable: Run does
 		// not wait for it (see finisher).
-		e.deferFinal(w, len(evs))
 	case async:
 		w.sql = writeSQLFor(len(evs), true)
 		err = record(w)

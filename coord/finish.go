@@ -2,12 +2,14 @@ package coord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -73,6 +75,7 @@ type finisher struct {
 	mu       sync.Mutex
 	queue    []finalRecord // to write
 	running  bool          // the goroutine runs
+	closed   bool          // Close was called: add refuses records
 	handed   uint64        // records handed over so far
 	done     uint64        // of them, written or given up
 	progress chan struct{} // made by a waiter, closed when done moves
@@ -98,9 +101,14 @@ func newFinisher(c *Coordinator) *finisher {
 	return f
 }
 
-// add hands r over to be written.
-func (f *finisher) add(r finalRecord) {
+// add hands r over to be written, unless the coordinator is closed (then
+// it returns false and the run writes its record itself).
+func (f *finisher) add(r finalRecord) bool {
 	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return false
+	}
 	f.queue = append(f.queue, r)
 	f.handed++
 	start := !f.running
@@ -108,12 +116,27 @@ func (f *finisher) add(r finalRecord) {
 	f.mu.Unlock()
 	if start {
 		go f.run()
-		return
+		return true
 	}
+	f.signal()
+	return true
+}
+
+// signal wakes the goroutine.
+func (f *finisher) signal() {
 	select {
 	case f.wake <- struct{}{}:
 	default: // a signal is pending already
 	}
+}
+
+// close makes add refuse records from now on, and the goroutine end once
+// it has written the queued ones.
+func (f *finisher) close() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.signal()
 }
 
 // run writes the queued records, a batch per round trip, and waits
@@ -133,11 +156,16 @@ func (f *finisher) run() {
 		f.mu.Unlock()
 
 		if len(batch) == 0 {
-			idle.Reset(finalIdle)
-			select {
-			case <-f.wake:
-				continue
-			case <-idle.C:
+			f.mu.Lock()
+			closed := f.closed
+			f.mu.Unlock()
+			if !closed {
+				idle.Reset(finalIdle)
+				select {
+				case <-f.wake:
+					continue
+				case <-idle.C:
+				}
 			}
 			f.mu.Lock()
 			if len(f.queue) > 0 { // added as the timer fired
@@ -167,10 +195,13 @@ func (f *finisher) run() {
 }
 
 // write writes batch in one round trip and one transaction, committed
-// without waiting for the WAL flush, trying again on a fresh connection
-// when that fails (a record written already is not written twice: its
-// saga is no longer running), all within the coordinator's settling
-// budget. A record it cannot write leaves its saga running, for recovery.
+// without waiting for the WAL flush, all within the coordinator's settling
+// budget. When the connection fails it tries again (with another of the
+// pool's connections; a record written already is not written twice: its
+// saga is no longer running); when the server refuses the batch (one
+// record's error aborts the transaction of all), it writes each record
+// alone, once. A record it cannot write leaves its saga running, for
+// recovery.
 func (f *finisher) write(batch []finalRecord) {
 	c := f.c
 	if c.opts.dropFinal != nil {
@@ -186,11 +217,24 @@ func (f *finisher) write(batch []finalRecord) {
 		return
 	}
 	ctx := f.budget()
-	defer f.watch.Stop()
+	defer func() {
+		if !f.watch.Stop() {
+			f.ctx = nil // the watchdog fired, or is firing: a new context next time
+		}
+	}()
 	f.written = 0
 	wait := settleWait
 	for try := 1; ; try++ {
 		err := f.send(ctx, batch)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			if len(batch) > 1 {
+				for i := range batch {
+					_ = f.send(ctx, batch[i:i+1])
+				}
+			}
+			break
+		}
 		if err == nil || try == settleTries || ctx.Err() != nil {
 			break
 		}
@@ -285,8 +329,10 @@ func (c *Coordinator) settleFinals(ctx context.Context) {
 }
 
 // deferFinal hands the saga's final record, w, to the finisher instead
-// of writing it (see finisher), and sets the time it will carry.
-func (e *execution[S]) deferFinal(w stmt, events int) {
+// of writing it (see finisher), and sets the time it will carry. It
+// returns false, leaving w as it was, when the coordinator is closed: the
+// run then writes the record itself.
+func (e *execution[S]) deferFinal(w stmt, events int) bool {
 	// The database's clock set every earlier timestamp; this one is the
 	// process's, never before the last of those.
 	at := time.Now().Round(0).Truncate(time.Microsecond)
@@ -294,8 +340,10 @@ func (e *execution[S]) deferFinal(w stmt, events int) {
 		at = e.updated.Add(time.Microsecond)
 	}
 	// The run writes nothing after its final record, so the execution's
-	// buffers are the record's now.
-	w.args = append(w.args, at)
-	e.c.finals.add(finalRecord{id: e.id, sql: finalSQLFor(events), args: w.args})
+	// buffers are the record's now (writeStmt left room for the time).
+	if !e.c.finals.add(finalRecord{id: e.id, sql: finalSQLFor(events), args: append(w.args, at)}) {
+		return false
+	}
 	e.updated = at
+	return true
 }

@@ -3,6 +3,7 @@ package coord
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -141,4 +142,100 @@ func TestRun_FinalRecordsOfConcurrentSagasAreEachWrittenOnce(t *testing.T) {
 				[]any{got[j].Kind, got[j].Step, got[j].StepName, got[j].Attempt}, "%s event %d", id, j)
 		}
 	}
+}
+
+// TestRun_FinalRecordRefusedByTheServerLeavesTheOthersOfItsBatchWritten
+// holds the finisher on its first record while eleven more sagas finish,
+// so that they make one batch, one of whose final records PostgreSQL
+// refuses (a state that jsonb rejects): the batch's transaction aborts,
+// and the finisher writes each record alone, so that only the refused one
+// is left running, for recovery.
+func TestRun_FinalRecordRefusedByTheServerLeavesTheOthersOfItsBatchWritten(t *testing.T) {
+	type S struct {
+		Poison bool
+		Note   string
+	}
+	f := newFixture(t)
+	ctx := context.Background()
+	release := make(chan struct{})
+	var once sync.Once
+	c, err := New(ctx, f.pool, Options{dropFinal: func(string) bool {
+		once.Do(func() { <-release }) // the first record's batch waits
+		return false
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	h, err := Register(c, Define("poisoned",
+		Step[S]{Name: "pivot", Kind: Pivot, Action: func(context.Context, *S) error { return nil }},
+		Step[S]{Name: "note", Kind: Retriable, Action: func(_ context.Context, s *S) error {
+			if s.Poison {
+				s.Note = "\x00" // JSON \u0000, which jsonb refuses
+			}
+			return nil
+		}},
+	))
+	require.NoError(t, err)
+
+	_, err = h.Run(ctx, "first", &S{})
+	require.NoError(t, err)
+	ids := []string{"first"}
+	for i := range 10 {
+		id := fmt.Sprintf("s%d", i)
+		_, err := h.Run(ctx, id, &S{})
+		require.NoError(t, err)
+		ids = append(ids, id)
+		if i == 4 {
+			_, err := h.Run(ctx, "poisoned", &S{Poison: true})
+			require.NoError(t, err, "Run does not wait for the final record")
+		}
+	}
+	close(release)
+
+	for _, id := range ids {
+		info, err := c.Get(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, StatusSucceeded, info.Status, id)
+	}
+	info, err := c.Get(ctx, "poisoned")
+	require.NoError(t, err)
+	assert.Equal(t, StatusRunning, info.Status, "its record was refused: recovery has it")
+}
+
+// TestClose_RunsStillInProgressWriteTheirOwnFinalRecord closes the
+// coordinator while a Run is in its last step: that Run writes its final
+// record itself before it returns (the finisher, which here would drop
+// it, takes no record after Close), so another coordinator reads it.
+func TestClose_RunsStillInProgressWriteTheirOwnFinalRecord(t *testing.T) {
+	type S struct{}
+	f := newFixture(t)
+	ctx := context.Background()
+	c, err := New(ctx, f.pool, Options{dropFinal: func(string) bool { return true }})
+	require.NoError(t, err)
+	inStep, release := make(chan struct{}), make(chan struct{})
+	h, err := Register(c, Define("closing",
+		Step[S]{Name: "pivot", Kind: Pivot, Action: func(context.Context, *S) error { return nil }},
+		Step[S]{Name: "last", Kind: Retriable, Action: func(context.Context, *S) error {
+			close(inStep)
+			<-release
+			return nil
+		}},
+	))
+	require.NoError(t, err)
+	other, err := New(ctx, f.pool, Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close() })
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Run(ctx, "s1", &S{})
+		done <- err
+	}()
+	<-inStep
+	require.NoError(t, c.Close())
+	close(release)
+	require.NoError(t, <-done)
+
+	info, err := other.Get(ctx, "s1")
+	require.NoError(t, err)
+	assert.Equal(t, StatusSucceeded, info.Status)
 }

@@ -21,9 +21,10 @@ type Hooks struct {
 	StepStarted func(ctx context.Context, e StepEvent)
 
 	// StepSucceeded is called when an action succeeded and its log record
-	// is written, or, for the last step of a saga whose last step is
-	// retriable, handed to be written after Run returns (see README.md,
-	// "Run does not wait for the final record").
+	// is written, or, for a saga's last step that is a retriable Action
+	// or a parallel group of retriable members, handed to be written after
+	// Run returns (see README.md, "Run does not wait for the final
+	// record").
 	StepSucceeded func(ctx context.Context, e StepEvent)
 
 	// StepFailed is called after each failed try of an action or

@@ -239,7 +239,9 @@ func (c *Coordinator) Close() error {
 		<-done
 	}
 	// The final records Runs handed over (see finisher), within the
-	// settling budget: one not written leaves its saga to recovery.
+	// settling budget: one not written leaves its saga to recovery. Runs
+	// still in progress write their own from now on.
+	c.finals.close()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.SettleTimeout)
 	c.settleFinals(ctx)
 	cancel()

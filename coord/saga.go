@@ -67,6 +67,8 @@ type Step[S any] struct {
 	Action func(ctx context.Context, s *S) error
 
 	// TxAction does the step's work in the coordinator's transaction.
+	// Its ctx ends with Run's (or the step's Timeout); it is not cancelled
+	// when the step returns.
 	TxAction func(ctx context.Context, tx Tx, s *S) error
 
 	// Compensate undoes Action or TxAction.

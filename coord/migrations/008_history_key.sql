@@ -10,3 +10,5 @@ alter table coord_history
 	drop constraint coord_history_pkey,
 	add constraint coord_history_pkey primary key using index coord_history_saga_seq;
 drop index coord_history_saga;
+-- The index build blocks writes to coord_history (every saga's log writes)
+-- while it runs: on a large history, deploy it at a quiet time.
