@@ -226,8 +226,10 @@ func (f *finisher) write(batch []finalRecord) {
 	wait := settleWait
 	for try := 1; ; try++ {
 		err := f.send(ctx, batch)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) {
+		if err == nil {
+			break
+		}
+		if refused(err) {
 			if len(batch) > 1 {
 				for i := range batch {
 					_ = f.send(ctx, batch[i:i+1])
@@ -235,7 +237,7 @@ func (f *finisher) write(batch []finalRecord) {
 			}
 			break
 		}
-		if err == nil || try == settleTries || ctx.Err() != nil {
+		if try == settleTries || ctx.Err() != nil {
 			break
 		}
 		select {
@@ -247,6 +249,13 @@ func (f *finisher) write(batch []finalRecord) {
 	if lost := int64(len(batch)) - f.written; lost > 0 {
 		c.tel.finalsLost.Add(context.Background(), lost)
 	}
+}
+
+// refused reports whether the server answered err to a statement (an
+// ERROR), rather than the connection failing.
+func refused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr)
 }
 
 // send writes batch once, adding the records it wrote to f.written.
