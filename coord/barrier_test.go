@@ -264,8 +264,8 @@ func TestMongoInsert_InASagaChecksTheTombstoneOnlyInACompensatableStep(t *testin
 }
 
 // TestTx_FirstStatementOfEveryKindCommitsWithTheLog runs TxActions whose
-// first statement, the one that carries BEGIN and the log's lease check,
-// is each of the Tx methods, or none at all.
+// first statement, the one that carries BEGIN (and, past the saga's first
+// step, the log's lease check), is each of the Tx methods, or none at all.
 func TestTx_FirstStatementOfEveryKindCommitsWithTheLog(t *testing.T) {
 	pool := servicetest.Postgres(t)
 	ctx := context.Background()
