@@ -47,7 +47,10 @@ func finalSQLFor(n int) string {
 	}
 	sql := strings.Replace(writeSQLFor(n, true), "select 1 / count(*),", "select count(*),", 1)
 	// Written once: a retry after a commit that took effect writes nothing.
-	sql = strings.Replace(sql, "where id = $1 and lease_owner = $2", "where id = $1 and lease_owner = $2 and status = 'running'", 1)
+	// IS NOT DISTINCT FROM and not =, which would let the planner read
+	// every running entry of (status, created_at, id) instead of the
+	// primary key (see isRunning).
+	sql = strings.Replace(sql, "where id = $1 and lease_owner = $2", "where id = $1 and lease_owner = $2 and "+isRunning, 1)
 	// The time Run reported, the parameter after the event slots.
 	sql = strings.Replace(sql, "updated_at = now()", fmt.Sprintf("updated_at = $%d::timestamptz", 9+5*max(n, maxEvents)), 1)
 	finalWrites.Store(n, sql)

@@ -37,7 +37,7 @@ select ` + recordColumns + ` from s`
 	// before $2; $3 who, $4 why.
 	cancelSQL = `with s as (
 	update coord_saga s set cancel_requested = true
-	where s.id = $1 and s.status = 'running' and s.step < $2 and not s.cancel_requested
+	where s.id = $1 and s.` + isRunning + ` and s.step < $2 and not s.cancel_requested
 	returning s.*
 ), h as (` + operatorInsert(EventCancelRequested, 3) + `)
 select count(*) from s`
