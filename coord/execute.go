@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -71,10 +70,10 @@ type execution[S any] struct {
 	writeArgs       []any
 	writeScan       [3]any
 	insertScan      [3]any
-	// The timestamps the log's writes return, scanned as pgtype's (which
-	// pgx scans into without wrapping them), then copied to created and
-	// updated (see scanned).
-	createdTs, updatedTs pgtype.Timestamptz
+	// The timestamps the log's writes return, in microseconds since the
+	// Unix epoch (see micros), then copied to created and updated (see
+	// scanned); 0 for none.
+	createdUs, updatedUs int64
 	one                  int64
 
 	traceContext []byte     // of the Run that started the saga (see encodeTraceContext)
@@ -544,8 +543,8 @@ func (e *execution[S]) writeStmt(withState bool, evs ...event) (stmt, error) {
 		e.writeArgs = make([]any, 0, n)
 	}
 	e.writeArgs = e.appendEvents(append(e.writeArgs[:0], e.idArg, e.tokenArg, boxed(statusArgs, e.status), e.step, state, e.attempts, e.cause, e.c.leaseArg), evs...)
-	e.createdTs, e.updatedTs = pgtype.Timestamptz{}, pgtype.Timestamptz{} // none from an earlier statement that failed
-	e.writeScan = [3]any{&e.one, &e.updatedTs, &e.cancel}
+	e.createdUs, e.updatedUs = 0, 0 // none from an earlier statement that failed
+	e.writeScan = [3]any{&e.one, &e.updatedUs, &e.cancel}
 	return stmt{sql: writeSQLFor(len(evs), false), args: e.writeArgs, scan: e.writeScan[:]}, nil
 }
 
@@ -574,8 +573,8 @@ func (e *execution[S]) insertDoneStmt(evs []event) (stmt, error) {
 		args = append(args, nil, nil, nil, nil, nil)
 	}
 	e.writeArgs = args
-	e.createdTs, e.updatedTs = pgtype.Timestamptz{}, pgtype.Timestamptz{}
-	e.insertScan = [3]any{&e.one, &e.createdTs, &e.updatedTs}
+	e.createdUs, e.updatedUs = 0, 0
+	e.insertScan = [3]any{&e.one, &e.createdUs, &e.updatedUs}
 	return stmt{sql: insertDoneSQL, args: args, scan: e.insertScan[:], zero: errExists}, nil
 }
 
@@ -605,11 +604,11 @@ func (e *execution[S]) exec(ctx context.Context, s stmt) error {
 // scanned copies the timestamps a log write returned (writeStmt,
 // insertDoneStmt) to the execution's.
 func (e *execution[S]) scanned() {
-	if e.createdTs.Valid {
-		e.created, e.createdTs = e.createdTs.Time, pgtype.Timestamptz{}
+	if e.createdUs != 0 {
+		e.created, e.createdUs = time.UnixMicro(e.createdUs), 0
 	}
-	if e.updatedTs.Valid {
-		e.updated, e.updatedTs = e.updatedTs.Time, pgtype.Timestamptz{}
+	if e.updatedUs != 0 {
+		e.updated, e.updatedUs = time.UnixMicro(e.updatedUs), 0
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // The final record of a saga whose last step is retriable (a retriable
@@ -84,12 +83,11 @@ type finisher struct {
 	progress chan struct{} // made by a waiter, closed when done moves
 
 	// The goroutine's own: its writes' context and the watchdog that ends
-	// it (see budget), and one batch's scan targets (pgtype's, which pgx
-	// scans into without wrapping them).
+	// it (see budget), and one batch's scan targets.
 	ctx        context.Context
 	watch      *time.Timer
 	n, written int64
-	updated    pgtype.Timestamptz
+	updated    int64
 	cancelled  bool
 	scan       []any
 }

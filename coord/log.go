@@ -45,7 +45,7 @@ select created_at, updated_at from i`
 	on conflict (id) do nothing
 	returning created_at, updated_at
 ), h as (` + historySlots("i", 6, 9, insertDoneEvents) + `)
-select 1 / count(*), max(created_at), max(updated_at) from i`
+select 1 / count(*), ` + micros("max(created_at)") + `, ` + micros("max(updated_at)") + ` from i`
 
 	// ownerSQL reads who holds the saga $1, when its insert's outcome was
 	// unknown.
@@ -60,7 +60,11 @@ select 1 / count(*), max(created_at), max(updated_at) from i`
 	where id = $1 and lease_owner = $2
 	returning updated_at, cancel_requested
 ), h as (` + historyFrom("u", 2, 9) + `)
-select 1 / count(*), max(updated_at), coalesce(bool_or(cancel_requested), false) from u`
+` + writeReturning
+
+	// writeReturning is writeSQL's last line: whether it updated the row,
+	// the time it recorded and the cancel flag.
+	writeReturning = "select 1 / count(*), " + micros("max(updated_at)") + ", coalesce(bool_or(cancel_requested), false) from u"
 
 	// writeAsyncSQL is writeSQL committed without waiting for the WAL
 	// flush (synchronous_commit off for its own transaction only), for the
@@ -68,9 +72,8 @@ select 1 / count(*), max(updated_at), coalesce(bool_or(cancel_requested), false)
 	// (see Definition.recordDurable and README.md, Non-durable records).
 	// The setting is a volatile CTE that the final select reads, so it is
 	// evaluated in the statement's transaction: no round trip more.
-	writeAsyncSQL = strings.Replace(writeSQL, "select 1 / count(*), max(updated_at), coalesce(bool_or(cancel_requested), false) from u",
-		`, async as (select set_config('synchronous_commit', 'off', true))
-select 1 / count(*), max(updated_at), coalesce(bool_or(cancel_requested), false) from u, async`, 1)
+	writeAsyncSQL = strings.Replace(writeSQL, writeReturning, `, async as (select set_config('synchronous_commit', 'off', true))
+`+writeReturning+", async", 1)
 
 	// leaseSQL renews the lease ($3 milliseconds from now).
 	leaseSQL = `with u as (
@@ -182,6 +185,15 @@ func historySlots(from string, actor, first, n int) string {
 	from %s, (values %s) as e(event, step, step_name, attempt, error, n)
 	where e.event is not null
 	order by e.n`, actor, from, strings.Join(slots, ", "))
+}
+
+// micros is the SQL of the timestamptz expression ts in microseconds
+// since the Unix epoch, 0 for null: a log write returns its times so,
+// since pgx scans an int8 into an int64 without allocating, and a
+// timestamptz with a scan plan made for each statement. (extract returns a
+// numeric, exact, since PostgreSQL 14.)
+func micros(ts string) string {
+	return "coalesce((extract(epoch from " + ts + ") * 1000000)::int8, 0)"
 }
 
 // record is a row of coord_saga.
