@@ -73,6 +73,7 @@ type finalRecord struct {
 type finisher struct {
 	c    *Coordinator
 	wake chan struct{} // a record was added (buffered: one signal is enough)
+	now  chan struct{} // a reader or Close waits: write without gathering
 
 	mu       sync.Mutex
 	queue    []finalRecord // to write
@@ -90,14 +91,24 @@ type finisher struct {
 	updated    int64
 	cancelled  bool
 	scan       []any
+	batch      pgx.Batch
+	queries    []pgx.QueuedQuery
 }
 
 // finalIdle is how long the finisher's goroutine waits for a record before
 // it ends.
 const finalIdle = time.Second
 
+// finalGather is how long the finisher lets records gather before it
+// writes them while runs end concurrently (a batch held more than one
+// record), unless a reader or Close waits for them. No run waits for a
+// record, and writing each as soon as it came made nearly every batch a
+// single record (measured with 16 sagas in flight: 1.16 records per round
+// trip, and about 2 with the gathering). One run at a time gathers nothing.
+const finalGather = 2 * time.Millisecond
+
 func newFinisher(c *Coordinator) *finisher {
-	f := &finisher{c: c, wake: make(chan struct{}, 1)}
+	f := &finisher{c: c, wake: make(chan struct{}, 1), now: make(chan struct{}, 1)}
 	f.scan = []any{&f.n, &f.updated, &f.cancelled}
 	return f
 }
@@ -131,6 +142,15 @@ func (f *finisher) signal() {
 	}
 }
 
+// hurry makes the goroutine write what it gathered without waiting for
+// more.
+func (f *finisher) hurry() {
+	select {
+	case f.now <- struct{}{}:
+	default:
+	}
+}
+
 // close makes add refuse records from now on, and the goroutine end once
 // it has written the queued ones.
 func (f *finisher) close() {
@@ -138,15 +158,28 @@ func (f *finisher) close() {
 	f.closed = true
 	f.mu.Unlock()
 	f.signal()
+	f.hurry()
 }
 
-// run writes the queued records, a batch per round trip, and waits
-// finalIdle for more before it ends.
+// run writes the queued records, a batch per round trip, each batch
+// gathered for finalGather, and waits finalIdle for more before it ends.
 func (f *finisher) run() {
 	idle := time.NewTimer(finalIdle)
 	defer idle.Stop()
+	gather := time.NewTimer(finalGather)
+	defer gather.Stop()
+	gathering := false // the last batch held more than one record
 	for {
 		f.mu.Lock()
+		if n := len(f.queue); gathering && n > 0 && n < finalBatch && !f.closed {
+			f.mu.Unlock()
+			gather.Reset(finalGather)
+			select {
+			case <-gather.C:
+			case <-f.now:
+			}
+			f.mu.Lock()
+		}
 		batch := f.queue
 		if len(batch) > finalBatch {
 			batch = batch[:finalBatch:finalBatch]
@@ -178,6 +211,7 @@ func (f *finisher) run() {
 			return
 		}
 
+		gathering = len(batch) > 1
 		f.write(batch)
 
 		f.mu.Lock()
@@ -269,19 +303,34 @@ func (f *finisher) send(ctx context.Context, batch []finalRecord) error {
 		f.written += f.n
 		return nil
 	}
-	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(batch))}
-	var n int64
-	for _, r := range batch {
-		b.Queue(r.sql, r.args...).QueryRow(func(row pgx.Row) error {
-			if err := row.Scan(f.scan...); err != nil {
-				return err
-			}
-			n += f.n
-			return nil
-		})
+	// The batch's queries are the finisher's, reused from batch to batch.
+	if cap(f.queries) < len(batch) {
+		f.queries = make([]pgx.QueuedQuery, len(batch))
+		f.batch.QueuedQueries = make([]*pgx.QueuedQuery, 0, len(batch))
 	}
-	if err := pool.SendBatch(ctx, b).Close(); err != nil {
-		return err // one transaction: none of them committed
+	b := &f.batch
+	b.QueuedQueries = b.QueuedQueries[:0]
+	for i, r := range batch {
+		q := &f.queries[i]
+		q.SQL, q.Arguments = r.sql, r.args
+		b.QueuedQueries = append(b.QueuedQueries, q)
+	}
+	defer func() {
+		for i := range batch {
+			f.queries[i] = pgx.QueuedQuery{} // the records' arguments, for the collector
+		}
+	}()
+	br := pool.SendBatch(ctx, b)
+	var n int64
+	for range batch {
+		if err := br.QueryRow().Scan(f.scan...); err != nil {
+			_ = br.Close()
+			return err // one transaction: none of them committed
+		}
+		n += f.n
+	}
+	if err := br.Close(); err != nil {
+		return err
 	}
 	f.written += n
 	return nil
@@ -305,6 +354,9 @@ func (f *finisher) budget() context.Context {
 func (f *finisher) wait(ctx context.Context) {
 	f.mu.Lock()
 	target := f.handed
+	if f.done < target {
+		f.hurry()
+	}
 	for f.done < target {
 		if f.progress == nil {
 			f.progress = make(chan struct{})
