@@ -20,7 +20,7 @@ const sagasInFlight = 16
 // this machine), so that neither side of the benchmark queues for one.
 // go-redis's default pool (10 per CPU) and the MongoDB driver's (100)
 // hold sagasInFlight already.
-func newConcurrentThreeWrites(tb testing.TB) (threeWrites, *Handle[benchState], *Handle[benchState], *roundTrips) {
+func newConcurrentThreeWrites(tb testing.TB) (threeWrites, *Handle[benchState], *Handle[benchState], *Handle[benchState], *roundTrips) {
 	tb.Helper()
 	ctx := context.Background()
 	cfg, err := pgxpool.ParseConfig(servicetest.PostgresURL(tb))
@@ -40,9 +40,11 @@ func newConcurrentThreeWrites(tb testing.TB) (threeWrites, *Handle[benchState], 
 	require.NoError(tb, err)
 	h, err := Register(c, w.saga())
 	require.NoError(tb, err)
-	hg, err := Register(c, w.grouped())
+	hg, err := Register(c, w.grouped(true))
 	require.NoError(tb, err)
-	return w, h, hg, rt
+	hx, err := Register(c, w.grouped(false))
+	require.NoError(tb, err)
+	return w, h, hg, hx, rt
 }
 
 // BenchmarkThreeWritesConcurrent compares the throughput of the three-step
@@ -50,20 +52,21 @@ func newConcurrentThreeWrites(tb testing.TB) (threeWrites, *Handle[benchState], 
 // transaction, MongoDB insert, Redis set: one after the other,
 // impl=polystore-sequential, or the last two as a parallel group after the
 // PostgreSQL insert as the pivot, impl=polystore, whose shape
-// BenchmarkThreeWrites explains), sagasInFlight at a time, with the same
+// BenchmarkThreeWrites explains, queued with ExecAtCommit, or run with
+// tx.Exec, impl=polystore-exec), sagasInFlight at a time, with the same
 // three writes done directly at the same concurrency. It reports sagas/s;
 // the target is polystore at 0.75x raw or more. -count
 // repeats each side in a row, so to interleave them under a changing load
 // alternate one process per side:
 //
 //	go test -c -o /tmp/coord.test ./coord/ && cd coord
-//	for i in 1 2 3 4 5 6; do for impl in raw polystore polystore-sequential; do
+//	for i in 1 2 3 4 5 6; do for impl in raw polystore polystore-exec polystore-sequential; do
 //		/tmp/coord.test -test.run '^$' -test.benchtime 2s \
 //			-test.bench "ThreeWritesConcurrent/impl=$impl\$"
 //	done; done | tee /tmp/concurrent.txt
 //	benchstat -col /impl /tmp/concurrent.txt
 func BenchmarkThreeWritesConcurrent(b *testing.B) {
-	w, seq, grouped, rt := newConcurrentThreeWrites(b)
+	w, seq, grouped, groupedExec, rt := newConcurrentThreeWrites(b)
 	ctx := context.Background()
 	var ids atomic.Int64
 	impls := []struct {
@@ -73,6 +76,10 @@ func BenchmarkThreeWritesConcurrent(b *testing.B) {
 		{"raw", func(s *benchState) error { return w.raw(ctx, s) }},
 		{"polystore", func(s *benchState) error {
 			_, err := grouped.Run(ctx, s.ID, s)
+			return err
+		}},
+		{"polystore-exec", func(s *benchState) error {
+			_, err := groupedExec.Run(ctx, s.ID, s)
 			return err
 		}},
 		{"polystore-sequential", func(s *benchState) error {

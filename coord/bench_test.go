@@ -15,7 +15,8 @@ import (
 // three writes done directly (impl=raw), with the saga whose log records
 // are all durable (impl=polystore-sequential-durable), and with the saga
 // whose MongoDB insert and Redis set run concurrently as a parallel group
-// (impl=polystore). The grouped saga's shape differs from the sequential
+// (impl=polystore: its PostgreSQL insert queued with ExecAtCommit;
+// impl=polystore-exec: run with tx.Exec). The grouped saga's shape differs from the sequential
 // one: the pivot cannot be inside a group, so the PostgreSQL insert is its
 // pivot and both members are retriable (threeWrites.grouped), where the
 // sequential saga compensates the PostgreSQL insert if the MongoDB insert,
@@ -55,11 +56,19 @@ func BenchmarkThreeWrites(b *testing.B) {
 	b.Run("impl=raw", func(b *testing.B) {
 		run(b, "raw", func(s *benchState) error { return w.raw(ctx, s) })
 	})
-	hg, err := Register(h.c, w.grouped())
+	hg, err := Register(h.c, w.grouped(true))
 	require.NoError(b, err)
 	b.Run("impl=polystore", func(b *testing.B) {
 		run(b, "saga-grouped", func(s *benchState) error {
 			_, err := hg.Run(ctx, s.ID, s)
+			return err
+		})
+	})
+	hx, err := Register(h.c, w.grouped(false))
+	require.NoError(b, err)
+	b.Run("impl=polystore-exec", func(b *testing.B) {
+		run(b, "saga-grouped-exec", func(s *benchState) error {
+			_, err := hx.Run(ctx, s.ID, s)
 			return err
 		})
 	})

@@ -232,3 +232,41 @@ func ExampleParallel() {
 		log.Fatal(err)
 	}
 }
+
+// ExecAtCommit queues the writes of a step that needs none of their
+// results: they travel with BEGIN, the saga's log record and COMMIT, so
+// the step costs one round trip. An error of one fails the step's try, as
+// an error the step returned would.
+func ExampleExecAtCommit() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("POSTGRES_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	c, err := coord.New(ctx, pool, coord.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	signUp, err := coord.Register(c, coord.Define("sign-up",
+		coord.Step[Registration]{
+			Name: "user",
+			Kind: coord.Pivot,
+			TxAction: func(ctx context.Context, tx coord.Tx, r *Registration) error {
+				if err := coord.ExecAtCommit(ctx, tx, `insert into users (id, email) values ($1, $2)`, r.UserID, r.Email); err != nil {
+					return err
+				}
+				return coord.ExecAtCommit(ctx, tx, `insert into audit (user_id, event) values ($1, 'signed up')`, r.UserID)
+			},
+		},
+	))
+	if err != nil {
+		log.Fatal(err)
+	}
+	r := Registration{UserID: "u-44", Email: "ada@example.com"}
+	if _, err := signUp.Run(ctx, "sign-up:"+r.Email, &r); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("signed up", r.UserID)
+}

@@ -127,16 +127,27 @@ func (w threeWrites) saga() *Definition[benchState] {
 // both group members are retriable: the shape a saga takes when the writes
 // after its first one must only happen, not be undone. The group's record
 // is then a retriable step's, written without waiting for the WAL flush
-// (Definition.recordDurable).
-func (w threeWrites) grouped() *Definition[benchState] {
-	return Define("three-writes-grouped",
+// (Definition.recordDurable). With atCommit, the pivot's insert is queued
+// with ExecAtCommit, as a step that needs no result of its writes does,
+// and travels with BEGIN, the record and COMMIT; without, the step runs it
+// with tx.Exec, a round trip of its own.
+func (w threeWrites) grouped(atCommit bool) *Definition[benchState] {
+	name := "three-writes-grouped-exec"
+	insert := func(ctx context.Context, tx Tx, s *benchState) error {
+		_, err := tx.Exec(ctx, `insert into users (id, email) values ($1, $2)`, s.ID, s.Email)
+		return err
+	}
+	if atCommit {
+		name = "three-writes-grouped"
+		insert = func(ctx context.Context, tx Tx, s *benchState) error {
+			return ExecAtCommit(ctx, tx, `insert into users (id, email) values ($1, $2)`, s.ID, s.Email)
+		}
+	}
+	return Define(name,
 		Step[benchState]{
-			Name: "pg",
-			Kind: Pivot,
-			TxAction: func(ctx context.Context, tx Tx, s *benchState) error {
-				_, err := tx.Exec(ctx, `insert into users (id, email) values ($1, $2)`, s.ID, s.Email)
-				return err
-			},
+			Name:     "pg",
+			Kind:     Pivot,
+			TxAction: insert,
 		},
 		Parallel("notify",
 			Step[benchState]{
@@ -179,7 +190,9 @@ func TestRun_HappyPathCostsOneRoundTripPerStepTheRecordRidingInAFirstTxAction(t 
 
 	actionFirst, err := Register(h.c, Define("three-writes-action-first", h.def.steps[1:]...))
 	require.NoError(t, err)
-	grouped, err := Register(h.c, w.grouped())
+	grouped, err := Register(h.c, w.grouped(true))
+	require.NoError(t, err)
+	groupedExec, err := Register(h.c, w.grouped(false))
 	require.NoError(t, err)
 	tests := []struct {
 		name string
@@ -201,9 +214,15 @@ func TestRun_HappyPathCostsOneRoundTripPerStepTheRecordRidingInAFirstTxAction(t 
 		// insert and COMMIT; the group (mongo and redis
 		// concurrently): its one record.
 		{"a TxAction then a parallel group", func(id string) error {
-			_, err := grouped.Run(ctx, id, &benchState{ID: id, Email: id + "@example.com"})
+			_, err := groupedExec.Run(ctx, id, &benchState{ID: id, Email: id + "@example.com"})
 			return err
 		}, 3},
+		// pg (the pivot): BEGIN, the insert queued with ExecAtCommit, the
+		// record's insert and COMMIT; the group: its one record.
+		{"a TxAction of ExecAtCommit then a parallel group", func(id string) error {
+			_, err := grouped.Run(ctx, id, &benchState{ID: id, Email: id + "@example.com"})
+			return err
+		}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

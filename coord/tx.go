@@ -64,6 +64,48 @@ type stepTx struct {
 	// the closing ones and COMMIT).
 	b      pgx.Batch
 	queued [6]*pgx.QueuedQuery
+
+	// atCommit are the statements ExecAtCommit queued, sent with COMMIT;
+	// atCommitBuf backs the usual few.
+	atCommit    []stmt
+	atCommitBuf [2]stmt
+}
+
+// ExecAtCommit queues sql for the transaction of the TxAction or
+// TxCompensate that tx is given to: it runs after the step returns nil, in
+// the round trip of the step's COMMIT, before the step's log record. It is
+// for writes whose result the step does not need; a step made only of them
+// costs one round trip, which carries BEGIN, the writes, the log record and
+// COMMIT (a step that runs a statement itself costs one more).
+//
+// The statements run in the order queued, after every statement the step
+// ran itself. An error of one fails the step's try as if the step had
+// returned it, wrapped (the transaction rolls back and nothing of it takes
+// effect; the retry policy applies; the driver's error stays reachable
+// with errors.As). When the step returns an error or panics, the queued
+// statements never run. args are kept until then, so the step must not
+// change them.
+//
+// For a Tx that is not a step's (a pgx.Tx, in a test of the step's
+// function), it runs sql at once. It returns an error wrapping ErrInvalid
+// for a nil tx or an empty sql.
+func ExecAtCommit(ctx context.Context, tx Tx, sql string, args ...any) error {
+	if tx == nil || sql == "" {
+		return fmt.Errorf("%w: ExecAtCommit needs a Tx and a statement", ErrInvalid)
+	}
+	t, ok := tx.(*stepTx)
+	if !ok {
+		_, err := tx.Exec(ctx, sql, args...)
+		return err
+	}
+	if t.err != nil {
+		return t.err
+	}
+	if t.atCommit == nil {
+		t.atCommit = t.atCommitBuf[:0]
+	}
+	t.atCommit = append(t.atCommit, stmt{sql: sql, args: args})
+	return nil
 }
 
 var _ Tx = (*stepTx)(nil)
@@ -229,6 +271,9 @@ func (t *stepTx) commit(ctx context.Context, suffix ...stmt) error {
 	} else {
 		b = t.emptyBatch()
 	}
+	for _, s := range t.atCommit {
+		b.Queue(s.sql, s.args...)
+	}
 	for _, s := range suffix {
 		b.Queue(s.sql, s.args...)
 	}
@@ -252,6 +297,11 @@ func (t *stepTx) commit(ctx context.Context, suffix ...stmt) error {
 				t.err = err
 				return err
 			}
+		}
+	}
+	for range t.atCommit {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("coord: statement queued with ExecAtCommit: %w", err)
 		}
 	}
 	for i := range suffix {
