@@ -43,7 +43,9 @@
 // coordinator's transaction, so its writes and the step's log record commit
 // together (a first TxAction's transaction also inserts the saga's record,
 // so the saga appears in the log with its first step done, or not at all);
-// any other step's log record is written right after it. Every write checks
+// any other step's log record is written right after it. Writes a step
+// queues with ExecAtCommit travel with its COMMIT, so a step made of them
+// costs one round trip. Every write checks
 // the lease. The records whose loss only makes recovery replay idempotent
 // steps (after a retriable step, after a compensatable Action followed by a
 // TxAction, a compensation's progress) commit without waiting for the WAL
@@ -51,9 +53,9 @@
 // durable (README.md, Non-durable log records). The final record of a
 // saga whose last step is a retriable Action (or a parallel group of
 // retriable members) is written just after Run returns,
-// the records of concurrent sagas together (the coordinator's own reads
-// and Close wait for it; a lost one makes recovery replay that last
-// step). Coordinator.Recover, and
+// the records of concurrent sagas together, gathered for up to 5 ms (the
+// coordinator's own reads and Close wait for it; a lost one makes recovery
+// replay that last step). Coordinator.Recover, and
 // the loop of Coordinator.Start, take the sagas whose lease expired with
 // FOR UPDATE SKIP LOCKED, in batches from an ordered index scan so that a
 // claim costs the same whatever the backlog, and drive them on from the
