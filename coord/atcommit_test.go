@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/polystore/polystore/internal/servicetest"
 	"github.com/stretchr/testify/assert"
@@ -77,57 +78,76 @@ func TestExecAtCommit_StatementsRunWithTheStepsCommitAfterItsOwn(t *testing.T) {
 }
 
 func TestExecAtCommit_AFailingStatementFailsTheTryAndNothingOfItsTransactionTakesEffect(t *testing.T) {
-	tests := []struct {
+	failures := []struct {
 		name  string
-		first bool // the failing step is the saga's first, whose record rides in its transaction
+		queue func(ctx context.Context, tx Tx) error
+		check func(t *testing.T, err error)
 	}{
-		{"first step", true},
-		{"later step", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := atCommitTable(t)
-			ctx := context.Background()
-			_, err := c.pool.Exec(ctx, `insert into notes (note) values ('taken')`)
-			require.NoError(t, err)
-			var tries atomic.Int32
-			failing := Step[atCommitState]{
-				Name:  "failing",
-				Retry: RetryPolicy{Attempts: 2, Backoff: time.Millisecond},
-				TxAction: func(ctx context.Context, tx Tx, s *atCommitState) error {
-					tries.Add(1)
-					if _, err := tx.Exec(ctx, `insert into notes (note) values ($1)`, s.ID+"-own"); err != nil {
-						return err
-					}
-					return insertNote(ctx, tx, "taken") // a unique violation, at COMMIT
-				},
-				TxCompensate: func(context.Context, Tx, *atCommitState) error { return nil },
-			}
-			steps := []Step[atCommitState]{failing}
-			if !tt.first {
-				steps = []Step[atCommitState]{{
-					Name: "before",
-					TxAction: func(ctx context.Context, tx Tx, s *atCommitState) error {
-						return insertNote(ctx, tx, s.ID+"-before")
-					},
-					TxCompensate: func(ctx context.Context, tx Tx, s *atCommitState) error {
-						_, err := tx.Exec(ctx, `delete from notes where note = $1`, s.ID+"-before")
-						return err
-					},
-				}, failing}
-			}
-			h, err := Register(c, Define("failing-"+tt.name, steps...))
-			require.NoError(t, err)
-
-			info, err := h.Run(ctx, "b", &atCommitState{ID: "b"})
-			require.Error(t, err)
+		{"refused by the server", func(ctx context.Context, tx Tx) error {
+			return insertNote(ctx, tx, "taken") // a unique violation
+		}, func(t *testing.T, err error) {
 			var pgErr *pgconn.PgError
 			require.True(t, errors.As(err, &pgErr), "the driver's error is reachable: %v", err)
 			assert.Equal(t, "23505", pgErr.Code)
-			assert.EqualValues(t, 2, tries.Load(), "the retry policy applies")
-			assert.Equal(t, StatusCompensated, info.Status)
-			assert.Equal(t, []string{"taken"}, notes(t, c), "the step's own insert rolled back with it; the earlier step compensated")
-		})
+		}},
+		// pgx cannot build the batch: nothing of it is sent to COMMIT, so
+		// the try failed (not a commit whose outcome is unknown).
+		{"an argument missing", func(ctx context.Context, tx Tx) error {
+			return ExecAtCommit(ctx, tx, `insert into notes (note) values ($1)`)
+		}, func(t *testing.T, err error) {
+			var pre pgx.ErrPreprocessingBatch
+			require.True(t, errors.As(err, &pre), "the driver's error is reachable: %v", err)
+			assert.NotErrorIs(t, err, ErrIncomplete)
+		}},
+	}
+	for _, failure := range failures {
+		for _, first := range []bool{true, false} { // the failing step is the saga's first, whose record rides in its transaction
+			name := failure.name + ", later step"
+			if first {
+				name = failure.name + ", first step"
+			}
+			t.Run(name, func(t *testing.T) {
+				c := atCommitTable(t)
+				ctx := context.Background()
+				_, err := c.pool.Exec(ctx, `insert into notes (note) values ('taken')`)
+				require.NoError(t, err)
+				var tries atomic.Int32
+				failing := Step[atCommitState]{
+					Name:  "failing",
+					Retry: RetryPolicy{Attempts: 2, Backoff: time.Millisecond},
+					TxAction: func(ctx context.Context, tx Tx, s *atCommitState) error {
+						tries.Add(1)
+						if _, err := tx.Exec(ctx, `insert into notes (note) values ($1)`, s.ID+"-own"); err != nil {
+							return err
+						}
+						return failure.queue(ctx, tx)
+					},
+					TxCompensate: func(context.Context, Tx, *atCommitState) error { return nil },
+				}
+				steps := []Step[atCommitState]{failing}
+				if !first {
+					steps = []Step[atCommitState]{{
+						Name: "before",
+						TxAction: func(ctx context.Context, tx Tx, s *atCommitState) error {
+							return insertNote(ctx, tx, s.ID+"-before")
+						},
+						TxCompensate: func(ctx context.Context, tx Tx, s *atCommitState) error {
+							_, err := tx.Exec(ctx, `delete from notes where note = $1`, s.ID+"-before")
+							return err
+						},
+					}, failing}
+				}
+				h, err := Register(c, Define("failing", steps...))
+				require.NoError(t, err)
+
+				info, err := h.Run(ctx, "b", &atCommitState{ID: "b"})
+				require.Error(t, err)
+				failure.check(t, err)
+				assert.EqualValues(t, 2, tries.Load(), "the retry policy applies")
+				assert.Equal(t, StatusCompensated, info.Status)
+				assert.Equal(t, []string{"taken"}, notes(t, c), "the step's own insert rolled back with it; the earlier step compensated")
+			})
+		}
 	}
 }
 

@@ -117,8 +117,9 @@ const warmUp = 20 * sagasInFlight
 
 // runInFlight calls do b.N times in all from n goroutines, and reports the
 // calls per second as sagas/s and the PostgreSQL round trips per call as
-// pg-rt/op (the final records a finisher writes after the timer stops
-// are not counted).
+// pg-rt/op (counting the round trips made while the timer runs: the final
+// records of earlier sagas that land then are in, those written after it
+// stops are not).
 func runInFlight(b *testing.B, n int, rt *roundTrips, do func() error) {
 	before := rt.n.Load()
 	b.ResetTimer()

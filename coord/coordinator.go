@@ -449,13 +449,19 @@ func (c *Coordinator) connect(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// notApplied reports whether err, from an autocommitted statement, proves
-// that the statement did not take effect: it was never sent, or the server
+// notApplied reports whether err, from an autocommitted statement or a
+// batch, proves that it did not take effect: it was never sent; pgx could
+// not prepare or build the batch (ErrPreprocessingBatch: nothing of it ran
+// to a COMMIT or a Sync, and pgx closes the connection); or the server
 // answered that it failed (an ERROR, which ends that statement only). A
 // broken connection, a FATAL error or a timeout prove nothing: the
 // statement may have committed before the answer was lost.
 func notApplied(err error) bool {
 	if pgconn.SafeToRetry(err) {
+		return true
+	}
+	var pre pgx.ErrPreprocessingBatch
+	if errors.As(err, &pre) {
 		return true
 	}
 	var pgErr *pgconn.PgError

@@ -79,12 +79,13 @@ type stepTx struct {
 // COMMIT (a step that runs a statement itself costs one more).
 //
 // The statements run in the order queued, after every statement the step
-// ran itself. An error of one fails the step's try as if the step had
-// returned it, wrapped (the transaction rolls back and nothing of it takes
-// effect; the retry policy applies; the driver's error stays reachable
-// with errors.As). When the step returns an error or panics, the queued
-// statements never run. args are kept until then, so the step must not
-// change them.
+// ran itself, under the step's context. An error of one (the server's, or
+// pgx's when it cannot encode the arguments) fails the step's try as if
+// the step had returned it: the transaction rolls back and nothing of it
+// takes effect, the retry policy applies, and the driver's error stays
+// reachable with errors.As. When the step returns an error or panics, the
+// queued statements never run. args are kept until then, so the step must
+// not change them.
 //
 // For a Tx that is not a step's (a pgx.Tx, in a test of the step's
 // function), it runs sql at once. It returns an error wrapping ErrInvalid
