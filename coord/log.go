@@ -188,10 +188,10 @@ func historySlots(from string, actor, first, n int) string {
 }
 
 // micros is the SQL of the timestamptz expression ts in microseconds
-// since the Unix epoch, 0 for null: a log write returns its times so,
-// since pgx scans an int8 into an int64 without allocating, and a
-// timestamptz with a scan plan made for each statement. (extract returns a
-// numeric, exact, since PostgreSQL 14.)
+// since the Unix epoch, 0 for null. The log's writes return their times
+// so because pgx scans an int8 into an int64 without allocating, where it
+// makes a scan plan, an allocation, for each timestamptz of each
+// statement. (extract returns a numeric, exact, since PostgreSQL 14.)
 func micros(ts string) string {
 	return "coalesce((extract(epoch from " + ts + ") * 1000000)::int8, 0)"
 }
