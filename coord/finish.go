@@ -84,7 +84,8 @@ type finisher struct {
 	progress chan struct{} // made by a waiter, closed when done moves
 
 	// The goroutine's own: its writes' context and the watchdog that ends
-	// it (see budget), and one batch's scan targets.
+	// it (see budget), and a batch's scan targets and queries, reused from
+	// batch to batch.
 	ctx        context.Context
 	watch      *time.Timer
 	n, written int64
