@@ -61,7 +61,7 @@ func newConcurrentThreeWrites(tb testing.TB) (threeWrites, *Handle[benchState], 
 //
 //	go test -c -o /tmp/coord.test ./coord/ && cd coord
 //	for i in 1 2 3 4 5 6; do for impl in raw polystore polystore-exec polystore-sequential; do
-//		/tmp/coord.test -test.run '^$' -test.benchtime 2s \
+//		/tmp/coord.test -test.run '^$' -test.benchtime 5s -test.benchmem \
 //			-test.bench "ThreeWritesConcurrent/impl=$impl\$"
 //	done; done | tee /tmp/concurrent.txt
 //	benchstat -col /impl /tmp/concurrent.txt

@@ -16,8 +16,9 @@ import (
 // are all durable (impl=polystore-sequential-durable), and with the saga
 // whose MongoDB insert and Redis set run concurrently as a parallel group
 // (impl=polystore: its PostgreSQL insert queued with ExecAtCommit;
-// impl=polystore-exec: run with tx.Exec). The grouped saga's shape differs from the sequential
-// one: the pivot cannot be inside a group, so the PostgreSQL insert is its
+// impl=polystore-exec: run with tx.Exec). The grouped saga's shape
+// differs from the sequential one: the pivot cannot be inside a group, so
+// the PostgreSQL insert is its
 // pivot and both members are retriable (threeWrites.grouped), where the
 // sequential saga compensates the PostgreSQL insert if the MongoDB insert,
 // its pivot, fails. The writes are the same three. It reports
