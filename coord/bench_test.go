@@ -18,12 +18,12 @@ import (
 // (impl=polystore: its PostgreSQL insert queued with ExecAtCommit;
 // impl=polystore-exec: run with tx.Exec). The grouped saga's shape
 // differs from the sequential one: the pivot cannot be inside a group, so
-// the PostgreSQL insert is its
-// pivot and both members are retriable (threeWrites.grouped), where the
-// sequential saga compensates the PostgreSQL insert if the MongoDB insert,
-// its pivot, fails. The writes are the same three. It reports
-// sagas/s and the PostgreSQL round trips per saga (pg-rt/op), and the extra
-// ones per step against the raw writes (extra-pg-rt/step).
+// the PostgreSQL insert is its pivot and both members are retriable
+// (threeWrites.grouped), where the sequential saga compensates the
+// PostgreSQL insert if the MongoDB insert, its pivot, fails. The writes
+// are the same three. It reports sagas/s and the PostgreSQL round trips
+// per saga (pg-rt/op), and the extra ones per step against the raw writes
+// (extra-pg-rt/step).
 func BenchmarkThreeWrites(b *testing.B) {
 	var rt roundTrips
 	w, h := newThreeWrites(b, &rt)
